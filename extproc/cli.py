@@ -1,0 +1,178 @@
+"""``ai-gateway``: run, serve, render, check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from extproc.config import ConfigError, GatewayConfig, default_config, load_config
+
+log = logging.getLogger("extproc")
+
+NO_PROVIDER_HINT = """\
+No provider is configured, so every model request will answer 404.
+Set one of these and restart, or pass a config file with -c:
+  OPENAI_API_KEY=sk-...            (and optionally OPENAI_BASE_URL=https://.../v1)
+  OPENAI_BASE_URL=http://127.0.0.1:8000/v1   (a keyless OpenAI-compatible server: vLLM, Ollama)
+"""
+
+
+def _load(path: str | None) -> GatewayConfig:
+    return load_config(path) if path else default_config()
+
+
+def _worker_argv(config_path: str | None, address: str, log_level: str) -> list[str]:
+    argv = [sys.executable, "-m", "extproc", "--log-level", log_level, "worker", address]
+    return argv + (["-c", config_path] if config_path else [])
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from extproc.server import run_worker
+
+    run_worker(_load(args.config), args.address)
+    return 0
+
+
+def _supervise_workers(args: argparse.Namespace, config: GatewayConfig, addresses: list[str]):  # type: ignore[no-untyped-def]
+    from extproc.supervisor import Supervisor
+
+    sup = Supervisor()
+    for i, address in enumerate(addresses):
+        sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
+    return sup
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from extproc.render import sidecar_addresses
+
+    config = _load(args.config)
+    host = args.host or config.sidecar.host
+    sup = _supervise_workers(args, config, sidecar_addresses(config, host))
+    sup.start_all()
+    log.info("sidecar serving %d workers", len(sup.children))
+    return int(sup.run())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from extproc.render import render_yaml, sidecar_addresses
+    from extproc.supervisor import envoy_binary, wait_ready
+
+    config = _load(args.config)
+    state = Path(args.state_dir or tempfile.mkdtemp(prefix="ai-gateway-"))
+    state.mkdir(parents=True, exist_ok=True)
+    sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
+    config = config.model_copy(update={"sidecar": sidecar})
+    envoy_yaml = state / "envoy.yaml"
+    envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
+    addresses = sidecar_addresses(config)
+    sup = _supervise_workers(args, config, addresses)
+    concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
+    envoy_argv = [
+        envoy_binary(),
+        "-c",
+        str(envoy_yaml),
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        args.envoy_log_level,
+        "--base-id",
+        str(os.getpid() % 60000),
+    ]
+    sup.add("envoy", envoy_argv, restart=False)
+    sup.start_all()
+    admin = f"http://{config.admin.host}:{config.admin.port}"
+    if not wait_ready(admin, addresses):
+        log.error("the gateway did not become ready; see the messages above")
+        sup.stop()
+        return 1
+    url = f"http://{config.listen.host}:{config.listen.port}/v1"
+    print(f"AI gateway ready: {url}  (admin {admin}, state {state})", flush=True)
+    if not any(m for m in config.models):
+        print(NO_PROVIDER_HINT, file=sys.stderr, flush=True)
+    return int(sup.run())
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from extproc.render import render_yaml
+
+    config = _load(args.config)
+    text = render_yaml(config, sidecar_host=args.sidecar_host, source=args.config or "")
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from extproc.render import render_yaml
+    from extproc.supervisor import envoy_binary
+
+    config = _load(args.config)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(render_yaml(config))
+        f.flush()
+        result = subprocess.run(
+            [envoy_binary(), "--mode", "validate", "-c", f.name, "--log-level", "error"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        print(
+            f"envoy rejected the rendered config:\n{result.stdout}{result.stderr}", file=sys.stderr
+        )
+        return 1
+    print(
+        f"ok: {len(config.backends)} backends, {len(config.models)} models; Envoy accepts the config"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ai-gateway", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("AI_GATEWAY_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "-c", "--config", help="gateway config (default: built from the environment)"
+        )
+        return p
+
+    run = add("run", "start Envoy and the sidecar workers together")
+    run.add_argument("--state-dir", help="where the rendered config and sockets go")
+    run.add_argument("--envoy-concurrency", type=int, default=0)
+    run.add_argument("--envoy-log-level", default="warning")
+    run.set_defaults(func=cmd_run)
+    serve = add("serve", "start the sidecar workers only (beside an Envoy container)")
+    serve.add_argument("--host", help="listen address (default: sidecar.host from the config)")
+    serve.set_defaults(func=cmd_serve)
+    render = add("render", "print the Envoy bootstrap for the config")
+    render.add_argument("-o", "--output", default="-")
+    render.add_argument(
+        "--sidecar-host", help="host Envoy reaches the sidecar on (compose: sidecar)"
+    )
+    render.set_defaults(func=cmd_render)
+    add("check", "validate the config and the Envoy bootstrap rendered from it").set_defaults(
+        func=cmd_check
+    )
+    worker = add("worker", argparse.SUPPRESS)
+    worker.add_argument("address")
+    worker.set_defaults(func=cmd_worker)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,453 @@
+"""The gateway configuration: one model read by both the Envoy renderer and the sidecar.
+
+The YAML file is parsed, ``${ENV}`` references are substituted in string values, and the result
+is validated with pydantic. Secrets (API keys, client secrets) may only come from the
+environment or from files, never as literals in the file, so a config can be committed and
+shown in review without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+# A fixed epoch for ``/v1/models`` ``created``: stable across restarts and replicas.
+DEFAULT_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_duration(value: object) -> object:
+    """Accept ``30s``, ``100ms``, ``2m``, ``1h`` or a number of seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h)")
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the key path of every offending value."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Address(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+
+
+class Sidecar(_Model):
+    """Where the ext_proc workers listen.
+
+    Worker ``i`` listens on ``port + i`` (TCP) or on ``<socket_dir>/worker-<i>.sock`` (Unix
+    socket, used by ``ai-gateway run``); each is its own endpoint of the ext_proc cluster because
+    Envoy multiplexes all streams of a worker thread over one HTTP/2 connection per endpoint.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1063, ge=1, le=65535)
+    workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
+    socket_dir: str | None = None
+    message_timeout: Duration = 10.0
+
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+
+class Limits(_Model):
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
+class Timeouts(_Model):
+    request: Duration = 600.0
+    idle: Duration = 300.0
+    connect: Duration = 10.0
+
+
+class TLS(_Model):
+    ca_file: str | None = None
+    sni: str | None = None
+
+
+def _read_secret_file(path: str) -> SecretStr:
+    return SecretStr(Path(path).read_text().strip())
+
+
+class _BackendBase(_Model):
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration | None = None
+    tls: TLS = TLS()
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be http(s)://host[:port][/prefix], got {url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("url must not carry a query or fragment (use `query:`)")
+        return url.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        reserved = {"host", "content-length", "authorization", "api-key", "x-ai-eg-model"}
+        bad = sorted(h for h in headers if h.lower() in reserved or h.startswith(":"))
+        if bad:
+            raise ValueError(f"headers may not set {', '.join(bad)}")
+        return {k.lower(): v for k, v in headers.items()}
+
+    def endpoint(self) -> tuple[str, str, int, str]:
+        """(scheme, host, port, path prefix) of the upstream."""
+        parts = urlsplit(self.base_url())
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        return scheme, host, port, parts.path.rstrip("/")
+
+    def base_url(self) -> str:
+        if self.url is None:
+            raise ValueError("backend has no url")
+        return self.url
+
+
+class OpenAIBackend(_BackendBase):
+    """Any OpenAI-compatible API: OpenAI, Groq, Together, Mistral, vLLM, Ollama..."""
+
+    schema_: Literal["openai"] = Field(alias="schema")
+    url: str | None = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _key_file(self) -> OpenAIBackend:
+        if self.api_key_file and self.api_key is None:
+            object.__setattr__(self, "api_key", _read_secret_file(self.api_key_file))
+        return self
+
+
+class EntraID(_Model):
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_file: str | None = None
+    authority: str = "https://login.microsoftonline.com"
+    scope: str = "https://cognitiveservices.azure.com/.default"
+
+    @model_validator(mode="after")
+    def _secret_file(self) -> EntraID:
+        if self.client_secret_file and self.client_secret is None:
+            object.__setattr__(self, "client_secret", _read_secret_file(self.client_secret_file))
+        if self.client_secret is None:
+            raise ValueError(
+                "entra needs client_secret (from the environment) or client_secret_file"
+            )
+        return self
+
+
+class AzureOpenAIBackend(_BackendBase):
+    schema_: Literal["azure_openai"] = Field(alias="schema")
+    api_version: str = DEFAULT_AZURE_API_VERSION
+    # "deployments": /openai/deployments/{deployment}/...?api-version=V; "v1": /openai/v1/...
+    surface: Literal["deployments", "v1"] = "deployments"
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    entra: EntraID | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> AzureOpenAIBackend:
+        if self.url is None:
+            raise ValueError("azure_openai needs url: https://<resource>.openai.azure.com")
+        if self.api_key_file and self.api_key is None:
+            object.__setattr__(self, "api_key", _read_secret_file(self.api_key_file))
+        if (self.api_key is None) == (self.entra is None):
+            raise ValueError("azure_openai needs exactly one of api_key / api_key_file or entra")
+        return self
+
+
+class AWSBedrockBackend(_BackendBase):
+    schema_: Literal["aws_bedrock"] = Field(alias="schema")
+    region: str
+    # Explicit keys are optional: without them the standard AWS credential chain is used.
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    profile: str | None = None
+
+    def base_url(self) -> str:
+        return self.url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
+
+    @model_validator(mode="after")
+    def _keys(self) -> AWSBedrockBackend:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together")
+        return self
+
+
+Backend = Annotated[
+    OpenAIBackend | AzureOpenAIBackend | AWSBedrockBackend, Field(discriminator="schema_")
+]
+
+
+class Pricing(_Model):
+    """USD per 1M tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    output: float = Field(default=0.0, ge=0)
+    reasoning: float | None = Field(default=None, ge=0)
+    per_request: float = Field(default=0.0, ge=0)
+
+
+class ModelBackend(_Model):
+    backend: str
+    model: str | None = Field(default=None, description="model name sent upstream")
+    priority: int = Field(default=0, ge=0, le=127)
+    weight: int = Field(default=1, ge=1, le=128)
+    pricing: Pricing | None = None
+
+
+class Backoff(_Model):
+    base: Duration = 0.1
+    max: Duration = 2.0
+
+
+class Retry(_Model):
+    """Envoy's retry policy for a model: attempts across its backends."""
+
+    attempts: int | None = Field(default=None, ge=1, le=10, description="total tries")
+    on: list[str] = Field(default_factory=lambda: ["connect-failure", "reset", "5xx", "429"])
+    per_try_timeout: Duration | None = None
+    backoff: Backoff = Backoff()
+
+    @field_validator("on")
+    @classmethod
+    def _check_on(cls, values: list[str]) -> list[str]:
+        allowed = {
+            "connect-failure",
+            "reset",
+            "5xx",
+            "gateway-error",
+            "refused-stream",
+            "retriable-4xx",
+            "reset-before-request",
+            "http3-post-connect-failure",
+        }
+        for v in values:
+            if v not in allowed and not (v.isdigit() and 400 <= int(v) <= 599):
+                raise ValueError(
+                    f"unknown retry condition {v!r} (use {sorted(allowed)} or a status)"
+                )
+        return values
+
+
+class Outlier(_Model):
+    consecutive_failures: int = Field(default=5, ge=1)
+    eject_for: Duration = 30.0
+    interval: Duration = 5.0
+    max_ejection_percent: int = Field(default=100, ge=0, le=100)
+
+
+class ModelRoute(_Model):
+    name: str = Field(min_length=1)
+    owned_by: str = "system"
+    created: int = DEFAULT_MODEL_CREATED
+    backends: list[ModelBackend] = Field(min_length=1)
+    timeout: Duration | None = None
+    pricing: Pricing | None = None
+    retry: Retry = Retry()
+    outlier: Outlier = Outlier()
+
+    @model_validator(mode="after")
+    def _unique_backends(self) -> ModelRoute:
+        names = [b.backend for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backend listed twice: {', '.join(sorted(dup))}")
+        return self
+
+    def backend_entry(self, backend: str) -> ModelBackend | None:
+        for entry in self.backends:
+            if entry.backend == backend:
+                return entry
+        return None
+
+
+class GatewayConfig(_Model):
+    listen: Address = Address(port=1975)
+    admin: Address = Address(port=1064)
+    sidecar: Sidecar = Sidecar()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    backends: dict[str, Backend] = Field(default_factory=dict)
+    models: list[ModelRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        errors: list[str] = []
+        seen: set[str] = set()
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                errors.append(f"models[{i}].name: duplicate model {model.name!r}")
+            seen.add(model.name)
+            for j, entry in enumerate(model.backends):
+                if entry.backend not in self.backends:
+                    known = ", ".join(sorted(self.backends)) or "none defined"
+                    errors.append(
+                        f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
+                        f" (known: {known})"
+                    )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def model(self, name: str) -> ModelRoute | None:
+        return self._models_by_name().get(name)
+
+    def _models_by_name(self) -> dict[str, ModelRoute]:
+        cached: dict[str, ModelRoute] | None = self.__dict__.get("_by_name")
+        if cached is None:
+            cached = {m.name: m for m in self.models}
+            self.__dict__["_by_name"] = cached
+        return cached
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEYS = {"api_key", "client_secret", "access_key_id", "secret_access_key", "session_token"}
+
+
+def _substitute(value: Any, env: Mapping[str, str], path: str, errors: list[str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k in _SECRET_KEYS and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
+                errors.append(
+                    f"{sub}: secrets must come from the environment (${{VAR}}) or a *_file key,"
+                    " not a literal"
+                )
+                continue
+            out[k] = _substitute(v, env, sub, errors)
+        return out
+    if isinstance(value, list):
+        return [_substitute(v, env, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"OpenAIBackend", "AzureOpenAIBackend", "AWSBedrockBackend"} or part in {
+            "openai",
+            "azure_openai",
+            "aws_bedrock",
+        }:
+            continue  # discriminated-union tags pydantic puts in the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out.replace("schema_", "schema")
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Validate a parsed YAML document; errors name the key path of each problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping")
+    errors: list[str] = []
+    data = _substitute(data, os.environ if env is None else env, "", errors)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _loc(err["loc"]) or "config"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return parse_config(data, env)
+
+
+def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The embedded config of ``ai-gateway run`` without ``-c``, built from the environment.
+
+    Each provider found in the environment becomes a backend, and one catch-all route per
+    backend would be ambiguous, so the first provider found serves every model name
+    (``models: [{name: "*"}]`` is the wildcard route).
+    """
+    env = os.environ if env is None else env
+    backends: dict[str, Any] = {}
+    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+        backend: dict[str, Any] = {"schema": "openai"}
+        if env.get("OPENAI_BASE_URL"):
+            backend["url"] = "${OPENAI_BASE_URL}"
+        if env.get("OPENAI_API_KEY"):
+            backend["api_key"] = "${OPENAI_API_KEY}"
+        backends["openai"] = backend
+    models = [{"name": WILDCARD_MODEL, "backends": [{"backend": name} for name in backends]}]
+    return parse_config({"backends": backends, "models": models if backends else []}, env)
+
+
+# A route named "*" serves any model name not listed elsewhere, sending the client's own model
+# name upstream. It exists for the zero-config `ai-gateway run`.
+WILDCARD_MODEL = "*"

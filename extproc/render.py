@@ -1,0 +1,493 @@
+"""Render the Envoy bootstrap for a gateway config.
+
+Layout (see docs/architecture.md):
+- one listener; its HTTP filter chain runs the *router stage* ext_proc, then the router;
+- one route per model, matched on ``x-ai-eg-model`` (set by the router stage);
+- one cluster per model, one endpoint per backend, carrying the backend's name as metadata, its
+  priority and weight; the cluster's upstream filter chain runs the *upstream stage* ext_proc
+  once per attempt;
+- the ext_proc cluster, one endpoint per sidecar worker.
+
+No secret is ever written here: credentials are added by the sidecar per attempt.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any
+
+import yaml
+
+from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
+from extproc.router import MODEL_HEADER
+from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
+from extproc.upstream import METADATA_NAMESPACE
+
+EXTPROC_CLUSTER = "ai_gateway_extproc"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_TYPE = "@type"
+_EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_TLS_MATCH = "envoy.transport_socket_match"
+_INTERNAL_ERROR_DETAIL = "ai_gateway"
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def cluster_name(model: str) -> str:
+    """A readable, unique cluster name: stats are keyed on it."""
+    if model == WILDCARD_MODEL:
+        return "model_any"
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+    # The checksum keeps names unique when two models slug alike ("a/b" and "a_b").
+    return f"model_{slug}_{zlib.crc32(model.encode()) % 10_000:04d}"
+
+
+def _ext_proc(stage: str, message_timeout: float, **extra: Any) -> dict[str, Any]:
+    return {
+        _TYPE: _EXT_PROC,
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+            "timeout": _secs(message_timeout),
+            "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
+        },
+        # Never forward a request the sidecar did not see: a skipped router stage would land on
+        # the wrong route, a skipped upstream stage would reach a provider unauthenticated.
+        "failure_mode_allow": False,
+        "message_timeout": _secs(message_timeout),
+        "allow_mode_override": True,
+        **extra,
+    }
+
+
+def _router_filter(config: GatewayConfig) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": _ext_proc(
+            "router",
+            config.sidecar.message_timeout,
+            processing_mode={
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_header_mode": "SKIP",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        ),
+    }
+
+
+def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "envoy.filters.http.ext_proc",
+            "typed_config": _ext_proc(
+                "upstream",
+                config.sidecar.message_timeout,
+                # The widest modes; the sidecar narrows them per request with mode_override.
+                processing_mode={
+                    "request_header_mode": "SEND",
+                    "request_body_mode": "BUFFERED",
+                    "response_header_mode": "SEND",
+                    "response_body_mode": "STREAMED",
+                    "request_trailer_mode": "SKIP",
+                    "response_trailer_mode": "SKIP",
+                },
+                request_attributes=[UPSTREAM_HOST_METADATA],
+            ),
+        },
+        {
+            "name": "envoy.filters.http.upstream_codec",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+            },
+        },
+    ]
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own error replies, rewritten into OpenAI's error shape.
+
+    Replies from the sidecar are already in that shape and carry the details string
+    ``ai_gateway``; the CEL filter leaves them alone.
+    """
+
+    def mapper(
+        status_expr: str, type_: str, code: str, message: str, status: int | None = None
+    ) -> dict[str, Any]:
+        expr = f"!(response.code_details.startsWith('{_INTERNAL_ERROR_DETAIL}')) && ({status_expr})"
+        out: dict[str, Any] = {
+            "filter": {
+                "extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": {
+                        _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                        "expression": expr,
+                    },
+                }
+            },
+            "body_format_override": {
+                "json_format": {
+                    "error": {"message": message, "type": type_, "param": None, "code": code}
+                },
+                "content_type": "application/json",
+            },
+        }
+        if status is not None:
+            out["status_code"] = status
+        return out
+
+    model = f"%REQ({MODEL_HEADER})%"
+    return {
+        "mappers": [
+            mapper(
+                "response.code == 413",
+                "invalid_request_error",
+                "request_too_large",
+                "Request body is larger than this gateway accepts.",
+            ),
+            mapper(
+                "response.code == 404",
+                "not_found_error",
+                "not_found",
+                "No route for this request: %LOCAL_REPLY_BODY%",
+            ),
+            mapper(
+                "response.code == 504 || response.code == 408",
+                "timeout_error",
+                "upstream_timeout",
+                f"The provider for model {model} did not answer in time: %LOCAL_REPLY_BODY%",
+            ),
+            mapper(
+                "response.code == 503",
+                "upstream_error",
+                "upstream_unavailable",
+                f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
+            ),
+            mapper(
+                "response.code >= 500",
+                "server_error",
+                "gateway_error",
+                "The gateway could not process this request: %LOCAL_REPLY_BODY%",
+            ),
+            mapper(
+                "response.code >= 400",
+                "invalid_request_error",
+                "bad_request",
+                "%LOCAL_REPLY_BODY%",
+            ),
+        ]
+    }
+
+
+def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
+    backend_timeouts = [
+        t for t in (config.backends[b.backend].timeout for b in model.backends) if t is not None
+    ]
+    timeout = model.timeout or (
+        max(backend_timeouts) if backend_timeouts else config.timeouts.request
+    )
+    header = (
+        {"name": MODEL_HEADER, "present_match": True}
+        if model.name == WILDCARD_MODEL
+        else {"name": MODEL_HEADER, "string_match": {"exact": model.name}}
+    )
+    return {
+        "name": model.name,
+        "match": {"prefix": "/", "headers": [header]},
+        "route": {
+            "cluster": cluster_name(model.name),
+            "timeout": _secs(timeout),
+            "idle_timeout": _secs(config.timeouts.idle),
+            "auto_host_rewrite": True,
+            "retry_policy": _retry_policy(model),
+        },
+        # The client's credential is for the gateway, never for a provider.
+        "request_headers_to_remove": ["authorization", "api-key", "x-api-key"],
+    }
+
+
+def _retry_policy(model: ModelRoute) -> dict[str, Any]:
+    retry = model.retry
+    attempts = retry.attempts or max(2, len(model.backends))
+    codes = sorted({int(c) for c in retry.on if c.isdigit()})
+    conditions = [c for c in retry.on if not c.isdigit()]
+    if codes:
+        conditions.append("retriable-status-codes")
+    policy: dict[str, Any] = {
+        "retry_on": ",".join(conditions),
+        "num_retries": attempts - 1,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {
+            "base_interval": _secs(retry.backoff.base),
+            "max_interval": _secs(retry.backoff.max),
+        },
+        # A provider's 429 says when to come back; Envoy waits that long before the retry.
+        "rate_limited_retry_back_off": {
+            "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
+            "max_interval": _secs(max(retry.backoff.max, 30.0)),
+        },
+    }
+    if codes:
+        policy["retriable_status_codes"] = codes
+    if retry.per_try_timeout is not None:
+        policy["per_try_timeout"] = _secs(retry.per_try_timeout)
+    if len({b.priority for b in model.backends}) > 1:
+        policy["retry_priority"] = {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        }
+    return policy
+
+
+def _tls_socket(sni: str, ca_file: str | None) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": sni,
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file or SYSTEM_CA_BUNDLE},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": sni}},
+                        {"san_type": "IP_ADDRESS", "matcher": {"exact": sni}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
+    by_priority: dict[int, list[dict[str, Any]]] = {}
+    tls_matches = []
+    for entry in model.backends:
+        backend = config.backends[entry.backend]
+        scheme, host, port, _ = backend.endpoint()
+        default_port = 443 if scheme == "https" else 80
+        by_priority.setdefault(entry.priority, []).append(
+            {
+                "endpoint": {
+                    "address": {"socket_address": {"address": host, "port_value": port}},
+                    "hostname": host if port == default_port else f"{host}:{port}",
+                },
+                "load_balancing_weight": entry.weight,
+                "metadata": {
+                    "filter_metadata": {
+                        METADATA_NAMESPACE: {"backend": entry.backend},
+                        _TLS_MATCH: {"backend": entry.backend},
+                    }
+                },
+            }
+        )
+        if scheme == "https":
+            tls_matches.append(
+                {
+                    "name": entry.backend,
+                    "match": {"backend": entry.backend},
+                    "transport_socket": _tls_socket(backend.tls.sni or host, backend.tls.ca_file),
+                }
+            )
+    outlier = model.outlier
+    cluster: dict[str, Any] = {
+        "name": cluster_name(model.name),
+        "type": "STRICT_DNS",
+        "outlier_detection": {
+            "consecutive_5xx": outlier.consecutive_failures,
+            "consecutive_gateway_failure": outlier.consecutive_failures,
+            "interval": _secs(outlier.interval),
+            "base_ejection_time": _secs(outlier.eject_for),
+            "max_ejection_time": _secs(outlier.eject_for),
+            "max_ejection_percent": outlier.max_ejection_percent,
+        },
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": _secs(config.timeouts.connect),
+        "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": _upstream_filters(config),
+            }
+        },
+        "load_assignment": {
+            "cluster_name": cluster_name(model.name),
+            "endpoints": [
+                {"priority": priority, "lb_endpoints": endpoints}
+                for priority, endpoints in sorted(by_priority.items())
+            ],
+        },
+    }
+    if tls_matches:
+        cluster["transport_socket_matches"] = tls_matches
+    return cluster
+
+
+def _sidecar_address(address: str) -> dict[str, Any]:
+    if address.startswith("unix:"):
+        return {"pipe": {"path": address[5:]}}
+    host, _, port = address.rpartition(":")
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
+    # Every in-flight HTTP request holds one ext_proc stream: the default breakers (1024) would
+    # turn load into 503s long before the sidecar is saturated.
+    high = 1_000_000
+    return {
+        "name": EXTPROC_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {"max_concurrent_streams": 100_000}
+                },
+            }
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": high,
+                    "max_pending_requests": high,
+                    "max_requests": high,
+                    "max_retries": high,
+                }
+            ]
+        },
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _sidecar_address(a)}} for a in addresses
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def sidecar_addresses(config: GatewayConfig, host: str | None = None) -> list[str]:
+    """The address of every worker, in the order the workers are numbered."""
+    sidecar = config.sidecar
+    n = sidecar.worker_count()
+    if sidecar.socket_dir:
+        return [f"unix:{sidecar.socket_dir}/worker-{i}.sock" for i in range(n)]
+    return [f"{host or sidecar.host}:{sidecar.port + i}" for i in range(n)]
+
+
+def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, Any]:
+    """The Envoy bootstrap, as a dict ready for YAML."""
+    routes = [_route(m, config) for m in config.models if m.name != WILDCARD_MODEL]
+    routes += [_route(m, config) for m in config.models if m.name == WILDCARD_MODEL]
+    hcm = {
+        _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ai_gateway",
+        "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "stream_idle_timeout": _secs(config.timeouts.idle),
+        "request_timeout": "0s",
+        "local_reply_config": _local_reply_config(),
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {
+                        "json_format": {
+                            "time": "%START_TIME%",
+                            "method": "%REQ(:METHOD)%",
+                            "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                            "model": f"%REQ({MODEL_HEADER})%",
+                            "status": "%RESPONSE_CODE%",
+                            "flags": "%RESPONSE_FLAGS%",
+                            "details": "%RESPONSE_CODE_DETAILS%",
+                            "upstream": "%UPSTREAM_HOST%",
+                            "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                            "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                            "duration_ms": "%DURATION%",
+                            "bytes_in": "%BYTES_RECEIVED%",
+                            "bytes_out": "%BYTES_SENT%",
+                        }
+                    },
+                },
+            }
+        ],
+        "http_filters": [
+            _router_filter(config),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    "suppress_envoy_headers": True,
+                },
+            },
+        ],
+        "route_config": {
+            "name": "ai_gateway",
+            "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes}],
+        },
+    }
+    return {
+        "admin": {
+            "address": {
+                "socket_address": {"address": config.admin.host, "port_value": config.admin.port}
+            }
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ai_gateway",
+                    "address": {
+                        "socket_address": {
+                            "address": config.listen.host,
+                            "port_value": config.listen.port,
+                        }
+                    },
+                    "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [_cluster(m, config) for m in config.models]
+            + [_sidecar_cluster(sidecar_addresses(config, sidecar_host))],
+        },
+    }
+
+
+def render_yaml(config: GatewayConfig, sidecar_host: str | None = None, source: str = "") -> str:
+    header = "# Generated by `ai-gateway render`; do not edit by hand.\n"
+    if source:
+        header += f"# Source: {source}\n"
+    return header + yaml.safe_dump(render(config, sidecar_host), sort_keys=False, width=120)

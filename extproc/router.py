@@ -1,0 +1,217 @@
+"""Router stage: which endpoint, which model, or which error; decided before Envoy routes.
+
+Runs in the listener-level ext_proc filter. Request headers arrive first: the endpoint is
+checked and ``GET /v1/models`` is answered on the spot. For the POST endpoints the buffered body
+follows; the model it names (or the ``x-ai-eg-model`` header, which wins) is written into
+``x-ai-eg-model`` and Envoy re-matches its routes on that header.
+
+Everything here is pure: headers and bytes in, a :class:`Decision` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
+from extproc.translate import Endpoint
+
+MODEL_HEADER = "x-ai-eg-model"
+# The body's own model as the router read it: lets the upstream stage decide at header time
+# whether the body has to be rewritten, without buffering it when it does not.
+BODY_MODEL_HEADER = "x-ai-eg-body-model"
+# The client's path. Upstream filters share one header map across retries, so an attempt that
+# rewrote :path for its provider would otherwise hide the original from the next attempt.
+PATH_HEADER = "x-ai-eg-path"
+# The client's body length, for the same reason: an attempt that rewrote the body set its own.
+LENGTH_HEADER = "x-ai-eg-content-length"
+
+POST_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+}
+_MODELS = "/v1/models"
+
+# Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
+_KNOWN_UNSUPPORTED = (
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/audio",
+    "/v1/images",
+    "/v1/files",
+    "/v1/uploads",
+    "/v1/fine_tuning",
+    "/v1/fine-tunes",
+    "/v1/assistants",
+    "/v1/threads",
+    "/v1/vector_stores",
+    "/v1/batches",
+    "/v1/moderations",
+    "/v1/realtime",
+    "/v1/evals",
+    "/v1/containers",
+    "/v1/conversations",
+    "/v1/chatkit",
+    "/v1/videos",
+)
+
+
+@dataclass(slots=True)
+class Respond:
+    """Answer the client directly (an immediate response)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ReadBody:
+    """Continue: the body is needed to pick the model."""
+
+    endpoint: Endpoint
+    header_model: str | None
+    path: str
+
+
+@dataclass(slots=True)
+class Route:
+    """Route on ``x-ai-eg-model``: set these headers and clear Envoy's route cache."""
+
+    headers: dict[str, str]
+
+
+Decision = Respond | ReadBody | Route
+
+
+def error_response(err: GatewayError) -> Respond:
+    headers = {"content-type": "application/json", **err.headers}
+    return Respond(err.status, err.body(), headers)
+
+
+class Router:
+    """Stateless per config; one instance serves every stream of a worker."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._has_wildcard = config.model(WILDCARD_MODEL) is not None
+        listed = [m for m in config.models if m.name != WILDCARD_MODEL]
+        self._model_list = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+                    for m in listed
+                ],
+            }
+        )
+        self._model_items = {
+            m.name: orjson.dumps(
+                {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+            )
+            for m in listed
+        }
+
+    def on_headers(self, headers: Mapping[str, str]) -> Decision:
+        method = headers.get(":method", "")
+        path = headers.get(":path", "").partition("?")[0]
+        try:
+            return self._dispatch(method, path, headers)
+        except GatewayError as err:
+            return error_response(err)
+
+    def _dispatch(self, method: str, path: str, headers: Mapping[str, str]) -> Decision:
+        endpoint = POST_ENDPOINTS.get(path)
+        if endpoint is not None:
+            if method != "POST":
+                raise _method_not_allowed(method, path, "POST")
+            return ReadBody(endpoint, headers.get(MODEL_HEADER) or None, headers.get(":path", ""))
+        if path == _MODELS or path.startswith(_MODELS + "/"):
+            if method != "GET":
+                raise _method_not_allowed(method, path, "GET")
+            return self._models(path[len(_MODELS) + 1 :])
+        raise _unsupported(method, path)
+
+    def _models(self, model_id: str) -> Respond:
+        json = {"content-type": "application/json"}
+        if not model_id:
+            return Respond(200, self._model_list, json)
+        item = self._model_items.get(model_id)
+        if item is None:
+            raise _model_not_found(model_id, param=None)
+        return Respond(200, item, json)
+
+    def on_body(self, request: ReadBody, body: bytes) -> Decision:
+        try:
+            return self._route(request, body)
+        except GatewayError as err:
+            return error_response(err)
+
+    def _route(self, request: ReadBody, body: bytes) -> Decision:
+        if not body:
+            raise bad_request("Request body is empty; expected a JSON object.")
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"Request body is not valid JSON: {exc}.") from None
+        if not isinstance(doc, dict):
+            raise bad_request("Request body must be a JSON object.")
+        body_model = doc.get("model")
+        if body_model is not None and not isinstance(body_model, str):
+            raise bad_request("'model' must be a string.", param="model")
+        model = request.header_model or body_model
+        if not model:
+            raise bad_request(
+                "You must provide a model parameter.",
+                param="model",
+                code="missing_required_parameter",
+            )
+        if self._config.model(model) is None and not self._has_wildcard:
+            raise _model_not_found(model, param="model")
+        return Route(
+            {
+                MODEL_HEADER: model,
+                BODY_MODEL_HEADER: body_model or "",
+                PATH_HEADER: request.path,
+                LENGTH_HEADER: str(len(body)),
+            }
+        )
+
+
+def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
+    return GatewayError(
+        405,
+        f"Method {method} is not allowed for {path}; use {allowed}.",
+        INVALID_REQUEST,
+        code="method_not_allowed",
+        headers={"allow": allowed},
+    )
+
+
+def _unsupported(method: str, path: str) -> GatewayError:
+    known = any(path == p or path.startswith(p + "/") for p in _KNOWN_UNSUPPORTED)
+    detail = (
+        "is an OpenAI endpoint this gateway does not serve"
+        if known
+        else "is not an endpoint of this gateway"
+    )
+    return GatewayError(
+        404,
+        f"{method} {path} {detail}. Supported: POST /v1/chat/completions, POST /v1/embeddings,"
+        " GET /v1/models.",
+        NOT_FOUND,
+        code="unsupported_endpoint",
+    )
+
+
+def _model_not_found(model: str, param: str | None) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        INVALID_REQUEST,
+        param=param,
+        code="model_not_found",
+    )

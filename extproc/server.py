@@ -1,0 +1,265 @@
+"""The gRPC layer: Envoy's ext_proc stream in, router / upstream decisions out.
+
+Kept thin on purpose. Each gRPC stream is one HTTP request at one stage; the stage is named
+by the ``x-ai-eg-stage`` initial metadata that the rendered Envoy config attaches. No state is
+shared between streams, so any worker process can serve any stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import text_format
+
+from extproc.config import GatewayConfig
+from extproc.errors import SERVER, GatewayError
+from extproc.router import ReadBody, Respond, Route, Router, error_response
+from extproc.upstream import METADATA_NAMESPACE, Step, UpstreamStage
+
+log = logging.getLogger("extproc.server")
+
+STAGE_METADATA = "x-ai-eg-stage"
+UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
+_EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+
+_Mode = processing_mode_pb2.ProcessingMode
+_BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
+_CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+
+
+def _headers(message: Any) -> dict[str, str]:
+    return {h.key: (h.raw_value or h.value.encode()).decode("latin-1") for h in message.headers}
+
+
+def _mutation(set_headers: Mapping[str, str], remove: Iterable[str]) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+            for k, v in set_headers.items()
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def immediate(
+    status: int, body: bytes, headers: Mapping[str, str], details: str
+) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=_mutation(headers, ()),
+            body=body,
+            details=details,
+        )
+    )
+
+
+def _error_reply(err: GatewayError) -> pb.ProcessingResponse:
+    r = error_response(err)
+    return immediate(r.status, r.body, r.headers, "ai_gateway_error")
+
+
+def _internal_error() -> pb.ProcessingResponse:
+    return _error_reply(GatewayError(500, "The gateway failed to process this request.", SERVER))
+
+
+# --- router stage -----------------------------------------------------------------------------
+
+
+async def _router_stream(
+    router: Router, requests: AsyncIterator[pb.ProcessingRequest]
+) -> AsyncIterator[pb.ProcessingResponse]:
+    pending: ReadBody | None = None
+    async for req in requests:
+        kind = req.WhichOneof("request")
+        if kind == "request_headers":
+            decision = router.on_headers(_headers(req.request_headers.headers))
+            if isinstance(decision, ReadBody):
+                if req.request_headers.end_of_stream:
+                    decision = router.on_body(decision, b"")
+                else:
+                    pending = decision
+                    yield _CONTINUE_HEADERS
+                    continue
+        elif kind == "request_body" and pending is not None:
+            decision = router.on_body(pending, req.request_body.body)
+        else:
+            log.warning("router stage: unexpected %s message", kind)
+            yield _internal_error()
+            return
+        if isinstance(decision, Respond):
+            yield immediate(decision.status, decision.body, decision.headers, "ai_gateway")
+            return
+        assert isinstance(decision, Route)
+        common = pb.CommonResponse(
+            header_mutation=_mutation(decision.headers, ()), clear_route_cache=True
+        )
+        if kind == "request_headers":
+            yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
+        else:
+            yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+        return
+
+
+# --- upstream stage ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _backend_from_metadata(text: str) -> str:
+    # Envoy sends the host metadata in protobuf text format; one string per endpoint, so the
+    # parse is cached.
+    metadata = base_pb2.Metadata()
+    try:
+        text_format.Parse(text, metadata)
+    except text_format.ParseError:
+        return ""
+    ns = metadata.filter_metadata.get(METADATA_NAMESPACE)
+    if ns is None or "backend" not in ns.fields:
+        return ""
+    return str(ns.fields["backend"].string_value)
+
+
+def _backend_of(req: pb.ProcessingRequest) -> str:
+    attrs = req.attributes.get(_EXT_PROC_FILTER)
+    value = attrs.fields.get(UPSTREAM_HOST_METADATA) if attrs is not None else None
+    return _backend_from_metadata(value.string_value) if value is not None else ""
+
+
+def _mode_override(step: Step) -> Any:
+    if step.request_body is None and step.response_headers is None and step.response_body is None:
+        return None
+    mode = _Mode()
+    if step.request_body is not None:
+        mode.request_body_mode = _BODY_MODES[step.request_body]
+    if step.response_headers is not None:
+        mode.response_header_mode = _Mode.SEND if step.response_headers else _Mode.SKIP
+    if step.response_body is not None:
+        mode.response_body_mode = _BODY_MODES[step.response_body]
+    return mode
+
+
+def _step_reply(kind: str, step: Step) -> pb.ProcessingResponse:
+    if step.error is not None:
+        return _error_reply(step.error)
+    common = pb.CommonResponse()
+    if step.set_headers or step.remove_headers:
+        common.header_mutation.CopyFrom(_mutation(step.set_headers, step.remove_headers))
+    if step.body is not None:
+        common.body_mutation.body = step.body
+    reply = pb.ProcessingResponse()
+    if kind in ("request_headers", "response_headers"):
+        getattr(reply, kind).response.CopyFrom(common)
+        mode = _mode_override(step)
+        if mode is not None:
+            reply.mode_override.CopyFrom(mode)
+    else:
+        getattr(reply, kind).response.CopyFrom(common)
+    return reply
+
+
+async def _upstream_stream(
+    stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
+) -> AsyncIterator[pb.ProcessingResponse]:
+    exchange = stage.exchange()
+    async for req in requests:
+        kind = req.WhichOneof("request")
+        if kind == "request_headers":
+            step = await exchange.request_headers(
+                _headers(req.request_headers.headers), _backend_of(req)
+            )
+        elif kind == "request_body":
+            step = await exchange.request_body(req.request_body.body)
+        elif kind == "response_headers":
+            step = exchange.response_headers(
+                _headers(req.response_headers.headers), req.response_headers.end_of_stream
+            )
+        elif kind == "response_body":
+            step = exchange.response_body(req.response_body.body, req.response_body.end_of_stream)
+        else:
+            log.warning("upstream stage: unexpected %s message", kind)
+            yield _internal_error()
+            return
+        yield _step_reply(kind, step)
+        if step.done or step.error is not None:
+            return
+
+
+# --- service ----------------------------------------------------------------------------------
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, config: GatewayConfig) -> None:
+        self._router = Router(config)
+        self._upstream = UpstreamStage(config)
+
+    async def Process(
+        self,
+        request_iterator: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        stage = dict(context.invocation_metadata() or ()).get(STAGE_METADATA)
+        stream = (
+            _upstream_stream(self._upstream, request_iterator)
+            if stage == "upstream"
+            else _router_stream(self._router, request_iterator)
+        )
+        try:
+            async for reply in stream:
+                yield reply
+        except Exception:
+            # A bug of ours must cost one request a clean 500, never the worker.
+            log.exception("ext_proc %s stream failed", stage)
+            yield _internal_error()
+
+
+async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> None:
+    """Serve one worker on ``address`` (``127.0.0.1:1063`` or ``unix:/path.sock``)."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config), server)
+    if address.startswith("unix:"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address[5:])
+    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    log.info("ext_proc worker %d listening on %s", os.getpid(), address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=5)
+
+
+def run_worker(config: GatewayConfig, address: str) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional (e.g. on Windows); asyncio's loop works too
+        pass
+    max_bytes = config.limits.max_request_bytes + 1024 * 1024
+    asyncio.run(serve(config, address, max_bytes))

@@ -1,0 +1,73 @@
+"""Translators: one per (client API, backend API) pair, pure bytes-in / bytes-out.
+
+A :class:`Translator` is created for each upstream attempt by the upstream stage
+(:mod:`extproc.upstream`) once Envoy has picked the backend. It never does I/O and never signs:
+credentials are the job of :mod:`extproc.auth`, which runs on the :class:`UpstreamRequest` the
+translator produced. The gRPC layer only moves bytes between Envoy and these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Endpoint = Literal["chat", "embeddings"]
+BodyMode = Literal["none", "streamed", "buffered"]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the upstream stage knows about one attempt before it sees the body."""
+
+    endpoint: Endpoint
+    route_model: str  # the model name the client asked for (what Envoy routed on)
+    upstream_model: str  # the model (or deployment, or Bedrock model id) sent to the backend
+    body_model: str | None  # the body's "model" as the router saw it; None when absent
+    path: str  # the client's path, query included
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """The request as it must leave Envoy for this backend."""
+
+    path: str
+    body: bytes | None = None  # None: the client's body is forwarded unchanged
+    headers: dict[str, str] = field(default_factory=dict)  # set on the upstream request
+    method: str = "POST"
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """Header changes for the response: values to set, names to remove, optional new status."""
+
+    set: dict[str, str] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+    status: int | None = None
+
+
+class Translator(Protocol):
+    """One request/response exchange with one backend, for one attempt."""
+
+    @property
+    def needs_request_body(self) -> bool:
+        """Whether :meth:`request` must see the body (translation, model rewrite, signing)."""
+
+    def request(self, body: bytes | None) -> UpstreamRequest:
+        """The upstream request. ``body`` is None when ``needs_request_body`` is false.
+
+        Raises :class:`extproc.errors.GatewayError` for client input the backend cannot honour.
+        """
+
+    def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
+        """How the response body must reach :meth:`response_body`, given the upstream head."""
+
+    def response_headers(self, status: int, headers: Mapping[str, str]) -> ResponseHead:
+        """Changes to the response head (content type, status of translated errors...)."""
+
+    def response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        """The bytes to send the client for this chunk of the upstream body (may be empty)."""
+
+    @property
+    def needs_response(self) -> bool:
+        """Whether the response must be seen at all (False: Envoy passes it through)."""
