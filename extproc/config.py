@@ -347,21 +347,27 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEYS = {"api_key", "client_secret", "access_key_id", "secret_access_key", "session_token"}
 
 
-def _substitute(value: Any, env: Mapping[str, str], path: str, errors: list[str]) -> Any:
+def _substitute(
+    value: Any, env: Mapping[str, str], path: str, errors: list[str], secrets: bool, secret: bool
+) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             sub = f"{path}.{k}" if path else str(k)
-            if k in _SECRET_KEYS and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
+            is_secret = k in _SECRET_KEYS
+            if is_secret and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
                 errors.append(
                     f"{sub}: secrets must come from the environment (${{VAR}}) or a *_file key,"
                     " not a literal"
                 )
                 continue
-            out[k] = _substitute(v, env, sub, errors)
+            out[k] = _substitute(v, env, sub, errors, secrets, is_secret)
         return out
     if isinstance(value, list):
-        return [_substitute(v, env, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        return [
+            _substitute(v, env, f"{path}[{i}]", errors, secrets, secret)
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, str):
 
         def repl(match: re.Match[str]) -> str:
@@ -370,6 +376,8 @@ def _substitute(value: Any, env: Mapping[str, str], path: str, errors: list[str]
                 return env[name]
             if default is not None:
                 return default
+            if secret and not secrets:
+                return f"<unset {name}>"
             errors.append(f"{path}: environment variable {name} is not set")
             return ""
 
@@ -393,14 +401,20 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out.replace("schema_", "schema")
 
 
-def parse_config(data: Any, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Validate a parsed YAML document; errors name the key path of each problem."""
+def parse_config(
+    data: Any, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> GatewayConfig:
+    """Validate a parsed YAML document; errors name the key path of each problem.
+
+    With ``secrets=False`` (rendering Envoy's config, which never contains one) an unset
+    environment variable behind a secret is not an error.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping")
     errors: list[str] = []
-    data = _substitute(data, os.environ if env is None else env, "", errors)
+    data = _substitute(data, os.environ if env is None else env, "", errors, secrets, False)
     if errors:
         raise ConfigError("\n".join(errors))
     try:
@@ -415,7 +429,7 @@ def parse_config(data: Any, env: Mapping[str, str] | None = None) -> GatewayConf
 
 
 def load_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, secrets: bool = True
 ) -> GatewayConfig:
     try:
         text = Path(path).read_text()
@@ -425,7 +439,7 @@ def load_config(
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return parse_config(data, env)
+    return parse_config(data, env, secrets)
 
 
 def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:

@@ -13,6 +13,7 @@ No secret is ever written here: credentials are added by the sidecar per attempt
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zlib
 from typing import Any
@@ -340,6 +341,14 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
     return cluster
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _sidecar_address(address: str) -> dict[str, Any]:
     if address.startswith("unix:"):
         return {"pipe": {"path": address[5:]}}
@@ -351,9 +360,10 @@ def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
     # Every in-flight HTTP request holds one ext_proc stream: the default breakers (1024) would
     # turn load into 503s long before the sidecar is saturated.
     high = 1_000_000
+    by_name = any(not a.startswith("unix:") and not _is_ip(a.rpartition(":")[0]) for a in addresses)
     return {
         "name": EXTPROC_CLUSTER,
-        "type": "STATIC",
+        "type": "STRICT_DNS" if by_name else "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extproc.config import (
+    WILDCARD_MODEL,
+    ConfigError,
+    OpenAIBackend,
+    default_config,
+    load_config,
+    parse_config,
+)
+
+EXAMPLE = {
+    "backends": {
+        "openai": {"schema": "openai", "api_key": "${OPENAI_API_KEY}"},
+        "groq": {
+            "schema": "openai",
+            "url": "https://api.groq.com/openai/v1",
+            "api_key": "${GROQ_API_KEY}",
+        },
+        "local": {"schema": "openai", "url": "http://127.0.0.1:8000/v1"},
+    },
+    "models": [
+        {
+            "name": "gpt-4o-mini",
+            "owned_by": "openai",
+            "backends": [
+                {"backend": "openai"},
+                {"backend": "groq", "model": "llama-3.1-8b-instant", "priority": 1},
+            ],
+        }
+    ],
+}
+ENV = {"OPENAI_API_KEY": "sk-test", "GROQ_API_KEY": "gsk-test"}
+
+
+def test_example_config_parses_with_env_substitution() -> None:
+    config = parse_config(EXAMPLE, ENV)
+    groq = config.backends["groq"]
+    assert isinstance(groq, OpenAIBackend)
+    assert groq.api_key is not None and groq.api_key.get_secret_value() == "gsk-test"
+    assert groq.endpoint() == ("https", "api.groq.com", 443, "/openai/v1")
+    assert config.backends["local"].endpoint() == ("http", "127.0.0.1", 8000, "/v1")
+    model = config.model("gpt-4o-mini")
+    assert model is not None and model.backends[1].model == "llama-3.1-8b-instant"
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    config = parse_config(EXAMPLE, ENV)
+    assert "sk-test" not in repr(config) and "gsk-test" not in str(config.model_dump())
+
+
+def test_unknown_backend_error_names_the_key_path() -> None:
+    bad = {
+        **EXAMPLE,
+        "models": [*EXAMPLE["models"], {"name": "x", "backends": [{"backend": "opnai"}]}],
+    }
+    with pytest.raises(
+        ConfigError, match=r"models\[1\]\.backends\[0\]\.backend: unknown backend 'opnai'"
+    ):
+        parse_config(bad, ENV)
+
+
+def test_missing_env_var_is_named() -> None:
+    with pytest.raises(
+        ConfigError, match=r"backends\.groq\.api_key: environment variable GROQ_API_KEY"
+    ):
+        parse_config(EXAMPLE, {"OPENAI_API_KEY": "x"})
+
+
+def test_literal_secret_is_refused() -> None:
+    data = {"backends": {"o": {"schema": "openai", "api_key": "sk-literal"}}}
+    with pytest.raises(ConfigError, match=r"backends\.o\.api_key: secrets must come from"):
+        parse_config(data, {})
+
+
+def test_api_key_file(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-from-file\n")
+    config = parse_config({"backends": {"o": {"schema": "openai", "api_key_file": str(key)}}}, {})
+    backend = config.backends["o"]
+    assert isinstance(backend, OpenAIBackend) and backend.api_key is not None
+    assert backend.api_key.get_secret_value() == "sk-from-file"
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"backends": {"o": {"schema": "nope"}}}, r"backends\.o"),
+        ({"backends": {"o": {"schema": "openai", "url": "ftp://x"}}}, r"backends\.o\.url"),
+        ({"listen": {"port": 99999}}, r"listen\.port"),
+        ({"models": [{"name": "m", "backends": []}]}, r"models\[0\]\.backends"),
+        ({"timeouts": {"request": "ten"}}, r"timeouts\.request: .*invalid duration"),
+        ({"bogus": 1}, r"bogus"),
+    ],
+)
+def test_invalid_configs(data: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(data, {})
+
+
+def test_durations() -> None:
+    config = parse_config({"timeouts": {"request": "2m", "idle": "1500ms", "connect": 3}}, {})
+    assert (config.timeouts.request, config.timeouts.idle, config.timeouts.connect) == (120, 1.5, 3)
+
+
+def test_default_config_from_environment() -> None:
+    assert default_config({}).models == []
+    config = default_config({"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://h:1/v1"})
+    (model,) = config.models
+    assert model.name == WILDCARD_MODEL
+    assert config.backends["openai"].url == "http://h:1/v1"
+
+
+def test_load_config_reports_yaml_errors(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text("backends: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path, {})

@@ -1,0 +1,128 @@
+"""The Envoy bootstrap: accepted by the real Envoy, kept in step with its source."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import yaml
+
+from extproc.config import load_config, parse_config
+from extproc.render import cluster_name, render, render_yaml
+from extproc.supervisor import envoy_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "envoy" / "gateway.example.yaml"
+
+
+def _envoy_validate(bootstrap: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(bootstrap)
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def test_rendered_example_is_up_to_date() -> None:
+    config = load_config(EXAMPLE, env={}, secrets=False)
+    expected = render_yaml(config, sidecar_host="sidecar", source="envoy/gateway.example.yaml")
+    current = (ROOT / "envoy" / "envoy.yaml").read_text()
+    assert current == expected, "envoy/envoy.yaml is stale: run `make render`"
+
+
+def test_envoy_accepts_rendered_configs(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    config = parse_config(
+        {
+            "backends": {
+                "tls": {"schema": "openai", "url": "https://example.com/v1", "tls": {"ca_file": str(ca)}},
+                "plain": {"schema": "openai", "url": "http://127.0.0.1:9/v1", "timeout": "120s"},
+            },
+            "models": [
+                {"name": "a/b:c", "backends": [{"backend": "tls", "weight": 3}, {"backend": "plain", "priority": 1}],
+                 "retry": {"attempts": 3, "on": ["5xx", "429"], "per_try_timeout": "30s"}},
+                {"name": "*", "backends": [{"backend": "plain"}]},
+            ],
+            "sidecar": {"socket_dir": "/tmp/x", "workers": 3},
+        },
+        {},
+    )  # fmt: skip
+    result = _envoy_validate(render_yaml(config), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _find(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    clusters: list[dict[str, Any]] = doc["static_resources"]["clusters"]
+    (cluster,) = [c for c in clusters if c["name"] == name]
+    return cluster
+
+
+def test_cluster_per_model_with_backend_metadata_priority_and_weight() -> None:
+    config = load_config(EXAMPLE, env={}, secrets=False)
+    doc = render(config)
+    cluster = _find(doc, cluster_name("gpt-4o-mini"))
+    p0, p1 = cluster["load_assignment"]["endpoints"]
+    assert (p0["priority"], p1["priority"]) == (0, 1)
+    endpoint = p1["lb_endpoints"][0]
+    assert endpoint["metadata"]["filter_metadata"]["io.envoy.ai_gateway"] == {"backend": "groq"}
+    assert endpoint["endpoint"]["hostname"] == "api.groq.com"
+    tls = {
+        m["name"]: m["transport_socket"]["typed_config"]["sni"]
+        for m in cluster["transport_socket_matches"]
+    }
+    assert tls == {"openai": "api.openai.com", "groq": "api.groq.com"}
+    sidecar = _find(doc, "ai_gateway_extproc")
+    assert len(sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
+    assert sidecar["circuit_breakers"]["thresholds"][0]["max_requests"] >= 100_000
+
+
+def test_no_secret_in_rendered_config() -> None:
+    env = {"OPENAI_API_KEY": "sk-canary-1", "GROQ_API_KEY": "gsk-canary-2"}
+    text = render_yaml(load_config(EXAMPLE, env=env))
+    assert "canary" not in text
+
+
+def test_long_streams_are_not_cut_by_default_timeouts() -> None:
+    doc = render(load_config(EXAMPLE, env={}, secrets=False))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        assert float(route["route"]["timeout"].rstrip("s")) >= 300
+    assert hcm["http_filters"][0]["typed_config"]["failure_mode_allow"] is False
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema",
+         "vendor.compose-spec", str(ROOT / "docker-compose.yml")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["envoy"]["image"].startswith("envoyproxy/envoy:v1.40")
+
+
+@pytest.mark.parametrize("command", ["render", "check"])
+def test_cli_commands(command: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "extproc", command, "-c", str(EXAMPLE)]
+    argv += ["--no-secrets"] if command == "check" else ["-o", str(tmp_path / "out.yaml")]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_reports_config_errors_with_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "backends: {o: {schema: openai}}\nmodels: [{name: m, backends: [{backend: opnai}]}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", "-c", str(bad)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "models[0].backends[0].backend: unknown backend 'opnai'" in result.stderr
