@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from extproc.config import ConfigError, GatewayConfig, default_config, load_config
+from extproc.supervisor import Supervisor
 
 log = logging.getLogger("extproc")
 
@@ -38,9 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise_workers(args: argparse.Namespace, config: GatewayConfig, addresses: list[str]):  # type: ignore[no-untyped-def]
-    from extproc.supervisor import Supervisor
-
+def _supervise_workers(args: argparse.Namespace, addresses: list[str]) -> Supervisor:
     sup = Supervisor()
     for i, address in enumerate(addresses):
         sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
@@ -52,25 +52,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     host = args.host or config.sidecar.host
-    sup = _supervise_workers(args, config, sidecar_addresses(config, host))
+    sup = _supervise_workers(args, sidecar_addresses(config, host))
     sup.start_all()
     log.info("sidecar serving %d workers", len(sup.children))
     return int(sup.run())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from extproc.render import render_yaml, sidecar_addresses
-    from extproc.supervisor import envoy_binary, wait_ready
-
     config = _load(args.config)
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="ai-gateway-"))
     state.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, config, state)
+    finally:
+        if not args.state_dir:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
+    from extproc.render import render_yaml, sidecar_addresses
+    from extproc.supervisor import envoy_binary, wait_ready
+
     sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
     config = config.model_copy(update={"sidecar": sidecar})
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
-    sup = _supervise_workers(args, config, addresses)
+    sup = _supervise_workers(args, addresses)
     concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
     envoy_argv = [
         envoy_binary(),

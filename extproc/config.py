@@ -81,6 +81,7 @@ class Sidecar(_Model):
 
 class Limits(_Model):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_connections: int = Field(default=50_000, ge=1)
 
 
 class Timeouts(_Model):

@@ -462,6 +462,18 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
         },
     }
     return {
+        # A bound on open client connections; also what Envoy asks for at start-up.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        _TYPE: "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": config.limits.max_connections,
+                    },
+                }
+            ]
+        },
         "admin": {
             "address": {
                 "socket_address": {"address": config.admin.host, "port_value": config.admin.port}

@@ -6,6 +6,8 @@ worker that dies, and on SIGINT/SIGTERM stops every child before exiting.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
@@ -35,6 +37,18 @@ def envoy_binary() -> str:
     return found
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the supervisor dies without stopping it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class Child:
     name: str
@@ -46,7 +60,9 @@ class Child:
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, start_new_session=False)
+        # Own session: a Ctrl-C in the terminal reaches only the supervisor, which then stops
+        # the children in order instead of racing them (and restarting the ones that exited).
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=_die_with_parent)
         self.started_at = time.monotonic()
         log.debug("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -101,13 +117,14 @@ class Supervisor:
         return code
 
     def stop(self, grace: float = 10.0) -> None:
-        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
-        for proc in running:
+        """Stop the children in reverse start order: Envoy (added last) before the workers."""
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.poll() is not None:
+                continue
             proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in running:
             try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
+                proc.wait(grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
