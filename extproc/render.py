@@ -146,6 +146,14 @@ def _local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
             mapper(
+                "response.code_details.startsWith('ext_proc')",
+                "server_error",
+                "sidecar_unavailable",
+                "The gateway's processing sidecar did not answer (%RESPONSE_CODE_DETAILS%);"
+                " try again.",
+                status=503,
+            ),
+            mapper(
                 "response.code == 413",
                 "invalid_request_error",
                 "request_too_large",
