@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from extproc.auth import Auth, NoAuth, bearer
-from extproc.config import GatewayConfig, OpenAIBackend
-from extproc.translate import RequestContext, Translator
+from extproc.auth import Auth, NoAuth, bearer, entra
+from extproc.config import AzureOpenAIBackend, GatewayConfig, OpenAIBackend
+from extproc.translate import RequestContext, Translator, azure
 from extproc.translate.openai import PassThrough, join_path
 
 
@@ -34,11 +34,20 @@ def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
     return BackendRuntime(name, translator, auth, backend.headers)
 
 
+def _azure(name: str, backend: AzureOpenAIBackend) -> BackendRuntime:
+    def translator(ctx: RequestContext) -> Translator:
+        return azure.translator(ctx, backend)
+
+    return BackendRuntime(name, translator, entra.backend_auth(backend), backend.headers)
+
+
 def build_backends(config: GatewayConfig) -> dict[str, BackendRuntime]:
     out: dict[str, BackendRuntime] = {}
     for name, backend in config.backends.items():
         if isinstance(backend, OpenAIBackend):
             out[name] = _openai(name, backend)
+        elif isinstance(backend, AzureOpenAIBackend):
+            out[name] = _azure(name, backend)
         else:
             raise NotImplementedError(f"backend schema {backend.schema_!r} is not wired yet")
     return out

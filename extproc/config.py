@@ -446,9 +446,9 @@ def load_config(
 def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     """The embedded config of ``ai-gateway run`` without ``-c``, built from the environment.
 
-    Each provider found in the environment becomes a backend, and one catch-all route per
-    backend would be ambiguous, so the first provider found serves every model name
-    (``models: [{name: "*"}]`` is the wildcard route).
+    Every provider found in the environment becomes a backend of one catch-all route (model
+    ``"*"``: the client's model name is sent upstream), in fallback order: OpenAI (or any
+    OpenAI-compatible server at ``OPENAI_BASE_URL``), then Azure OpenAI.
     """
     env = os.environ if env is None else env
     backends: dict[str, Any] = {}
@@ -459,8 +459,16 @@ def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         if env.get("OPENAI_API_KEY"):
             backend["api_key"] = "${OPENAI_API_KEY}"
         backends["openai"] = backend
-    models = [{"name": WILDCARD_MODEL, "backends": [{"backend": name} for name in backends]}]
-    return parse_config({"backends": backends, "models": models if backends else []}, env)
+    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
+        backends["azure"] = {
+            "schema": "azure_openai",
+            "url": "${AZURE_OPENAI_ENDPOINT}",
+            "api_key": "${AZURE_OPENAI_API_KEY}",
+            "api_version": env.get("OPENAI_API_VERSION", DEFAULT_AZURE_API_VERSION),
+        }
+    entries = [{"backend": name, "priority": i} for i, name in enumerate(backends)]
+    models = [{"name": WILDCARD_MODEL, "backends": entries}] if backends else []
+    return parse_config({"backends": backends, "models": models}, env)
 
 
 # A route named "*" serves any model name not listed elsewhere, sending the client's own model

@@ -1,0 +1,49 @@
+"""OpenAI API -> Azure OpenAI: OpenAI's bodies and responses, Azure's paths.
+
+Two URL surfaces exist:
+
+- ``deployments`` (the classic one): ``/openai/deployments/{deployment}/chat/completions
+  ?api-version=V``. Azure picks the model from the deployment in the path and ignores the
+  body's ``model``, so the body is forwarded untouched and never buffered.
+- ``v1``: ``/openai/v1/chat/completions`` without ``api-version``, exactly OpenAI's API; the
+  deployment name goes in the body's ``model`` like any OpenAI-compatible backend.
+
+Responses pass through unchanged: Azure's extra fields (``prompt_filter_results``,
+``content_filter_results``) reach the client, and a content-filter rejection keeps its status
+(400) and OpenAI-shaped body with ``code: content_filter``, which OpenAI SDKs already surface.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote, urlencode
+
+from extproc.config import AzureOpenAIBackend
+from extproc.translate import Endpoint, RequestContext, Translator
+from extproc.translate.openai import PassThrough, join_path
+
+# From the endpoint the router classified, not the client's path: Azure has only these.
+_OPERATIONS: dict[Endpoint, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+
+
+class _Deployments(PassThrough):
+    def __init__(self, ctx: RequestContext, path: str) -> None:
+        super().__init__(ctx, path)
+        # The deployment in the path selects the model; Azure ignores the body's "model".
+        self.needs_request_body = False
+
+
+def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
+    """``base`` + the operation, the client's query (minus what ``query`` overrides), ``query``."""
+    client_query = ctx.path.partition("?")[2]
+    kept = [(k, v) for k, v in parse_qsl(client_query, keep_blank_values=True) if k not in query]
+    operation = _OPERATIONS[ctx.endpoint]
+    return join_path(base, f"{operation}?{urlencode(kept)}" if kept else operation, query)
+
+
+def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
+    prefix = backend.endpoint()[3]
+    if backend.surface == "v1":
+        return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
+    query = {"api-version": backend.api_version, **backend.query}
+    deployment = quote(ctx.upstream_model, safe="")
+    return _Deployments(ctx, _path(f"{prefix}/openai/deployments/{deployment}", ctx, query))

@@ -1,0 +1,64 @@
+"""Recorded provider traffic, replayed through the gateway: the client gets it byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx2  # the HTTP client of the openai SDK
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.fakes.replay import Cassette, Replay, cassettes
+from tests.harness import Gateway
+
+RECORDED = cassettes("chat") + cassettes("embeddings")
+AZURE = "azure-gpt-5-nano"
+
+
+@pytest.fixture(scope="module")
+def replay() -> Iterator[Replay]:
+    with Replay(RECORDED) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def client(replay: Replay) -> Iterator[OpenAI]:
+    config = {
+        "backends": {
+            "openai": {"schema": "openai", "url": f"{replay.url}/v1", "api_key": "${KEY}"},
+            "azure": {
+                "schema": "azure_openai",
+                "url": replay.url,
+                "api_key": "${KEY}",
+                "api_version": "2024-12-01-preview",
+            },
+        },
+        "models": [
+            {"name": AZURE, "backends": [{"backend": "azure", "model": "gpt-5-nano"}]},
+            {"name": "*", "backends": [{"backend": "openai"}], "retry": {"attempts": 1}},
+        ],
+    }
+    with Gateway(config, env={"KEY": "sk-replay"}) as gw:
+        yield OpenAI(base_url=f"{gw.url}/v1", api_key="client", max_retries=0)
+
+
+def _send(client: OpenAI, c: Cassette) -> tuple[int, bytes]:
+    headers = {"content-type": "application/json"}
+    if c.path.startswith("/openai/deployments/"):
+        headers["x-ai-eg-model"] = AZURE
+    endpoint = "/chat/completions" if c.endpoint == "chat" else "/embeddings"
+    try:
+        response = client.post(
+            endpoint, content=c.request_body, cast_to=httpx2.Response, options={"headers": headers}
+        )
+    except openai.APIStatusError as err:
+        return err.status_code, err.response.read()
+    return response.status_code, response.read()
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=[c.name for c in RECORDED])
+def test_replay_byte_for_byte(client: OpenAI, recorded: Cassette) -> None:
+    status, body = _send(client, recorded)
+    assert status == recorded.status
+    assert body == recorded.response_body
