@@ -79,7 +79,7 @@ class Sidecar(_Model):
         return self.workers or (os.cpu_count() or 1)
 
 
-class Limits(_Model):
+class HTTPLimits(_Model):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=50_000, ge=1)
 
@@ -307,7 +307,7 @@ class GatewayConfig(_Model):
     listen: Address = Address(port=1975)
     admin: Address = Address(port=1064)
     sidecar: Sidecar = Sidecar()
-    limits: Limits = Limits()
+    http: HTTPLimits = HTTPLimits()
     timeouts: Timeouts = Timeouts()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)

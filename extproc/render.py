@@ -328,7 +328,7 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _secs(config.timeouts.connect),
         "lb_policy": "ROUND_ROBIN",
-        "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
+        "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
                 _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",
@@ -477,7 +477,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                     "name": "envoy.resource_monitors.global_downstream_max_connections",
                     "typed_config": {
                         _TYPE: "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                        "max_active_downstream_connections": config.limits.max_connections,
+                        "max_active_downstream_connections": config.http.max_connections,
                     },
                 }
             ]
@@ -497,7 +497,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                             "port_value": config.listen.port,
                         }
                     },
-                    "per_connection_buffer_limit_bytes": config.limits.max_request_bytes,
+                    "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
                     "filter_chains": [
                         {
                             "filters": [

@@ -261,5 +261,5 @@ def run_worker(config: GatewayConfig, address: str) -> None:
         uvloop.install()
     except ImportError:  # uvloop is optional (e.g. on Windows); asyncio's loop works too
         pass
-    max_bytes = config.limits.max_request_bytes + 1024 * 1024
+    max_bytes = config.http.max_request_bytes + 1024 * 1024
     asyncio.run(serve(config, address, max_bytes))

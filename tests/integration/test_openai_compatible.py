@@ -65,7 +65,7 @@ def gateway(
             {"name": "text-embedding-3-small", "backends": [{"backend": "plain"}]},
             {"name": "unreachable", "backends": [{"backend": "down"}], "retry": {"attempts": 1}},
         ],
-        "limits": {"max_request_bytes": 65536},
+        "http": {"max_request_bytes": 65536},
     }
     with Gateway(config, env={"UPSTREAM_KEY": UPSTREAM_KEY}) as gw:
         yield gw
