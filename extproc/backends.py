@@ -18,6 +18,7 @@ from extproc.translate.openai import PassThrough, join_path
 @dataclass(frozen=True, slots=True)
 class BackendRuntime:
     name: str
+    provider: str  # gen_ai.provider.name
     translator: Callable[[RequestContext], Translator]
     auth: Auth
     static_headers: dict[str, str]
@@ -31,14 +32,16 @@ def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
         return PassThrough(ctx, join_path(prefix, ctx.path, query))
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
-    return BackendRuntime(name, translator, auth, backend.headers)
+    return BackendRuntime(name, "openai", translator, auth, backend.headers)
 
 
 def _azure(name: str, backend: AzureOpenAIBackend) -> BackendRuntime:
     def translator(ctx: RequestContext) -> Translator:
         return azure.translator(ctx, backend)
 
-    return BackendRuntime(name, translator, entra.backend_auth(backend), backend.headers)
+    return BackendRuntime(
+        name, "azure.openai", translator, entra.backend_auth(backend), backend.headers
+    )
 
 
 def build_backends(config: GatewayConfig) -> dict[str, BackendRuntime]:

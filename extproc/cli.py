@@ -47,15 +47,26 @@ def _supervise_workers(args: argparse.Namespace, addresses: list[str]) -> Superv
     return sup
 
 
+def _start_metrics(config: GatewayConfig, directory: Path, host: str | None = None) -> None:
+    from extproc.prometheus import prepare_directory, serve_metrics
+
+    prepare_directory(directory)
+    sidecar = config.sidecar
+    address = sidecar.metrics_address() if host is None else f"{host}:{sidecar.metrics_port}"
+    serve_metrics(address, directory)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.render import sidecar_addresses
 
     config = _load(args.config)
     host = args.host or config.sidecar.host
-    sup = _supervise_workers(args, sidecar_addresses(config, host))
-    sup.start_all()
-    log.info("sidecar serving %d workers", len(sup.children))
-    return int(sup.run())
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-metrics-") as metrics_dir:
+        _start_metrics(config, Path(metrics_dir), host)
+        sup = _supervise_workers(args, sidecar_addresses(config, host))
+        sup.start_all()
+        log.info("sidecar serving %d workers", len(sup.children))
+        return sup.run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -74,7 +85,9 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     from extproc.supervisor import envoy_binary, wait_ready
 
     sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
-    config = config.model_copy(update={"sidecar": sidecar})
+    admin = config.admin.model_copy(update={"envoy_socket": str(state / "envoy-admin.sock")})
+    config = config.model_copy(update={"sidecar": sidecar, "admin": admin})
+    _start_metrics(config, state / "prometheus")
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
@@ -93,16 +106,16 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     ]
     sup.add("envoy", envoy_argv, restart=False)
     sup.start_all()
-    admin = f"http://{config.admin.host}:{config.admin.port}"
-    if not wait_ready(admin, addresses):
+    admin_url = f"http://{config.admin.host}:{config.admin.port}"
+    if not wait_ready(admin_url, addresses):
         log.error("the gateway did not become ready; see the messages above")
         sup.stop()
         return 1
     url = f"http://{config.listen.host}:{config.listen.port}/v1"
-    print(f"AI gateway ready: {url}  (admin {admin}, state {state})", flush=True)
+    print(f"AI gateway ready: {url}  (admin {admin_url}, state {state})", flush=True)
     if not any(m for m in config.models):
         print(NO_PROVIDER_HINT, file=sys.stderr, flush=True)
-    return int(sup.run())
+    return sup.run()
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -61,6 +61,17 @@ class Address(_Model):
     port: int = Field(ge=0, le=65535)
 
 
+class Admin(_Model):
+    """The admin port: ``/metrics`` (the sidecar's Prometheus metrics) and Envoy's read-only
+    ``/ready``, ``/stats`` and ``/stats/prometheus``. Envoy's own admin interface, which can
+    also change state, only listens on a Unix socket (``envoy_socket``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1064, ge=0, le=65535)
+    envoy_socket: str = "/tmp/ai-gateway-envoy-admin.sock"
+
+
 class Sidecar(_Model):
     """Where the ext_proc workers listen.
 
@@ -74,6 +85,14 @@ class Sidecar(_Model):
     workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
     socket_dir: str | None = None
     message_timeout: Duration = 10.0
+    # Where the supervisor serves the workers' Prometheus metrics (for the admin port's
+    # /metrics): <socket_dir>/metrics.sock with Unix sockets, else host:metrics_port.
+    metrics_port: int = Field(default=1069, ge=1, le=65535)
+
+    def metrics_address(self) -> str:
+        if self.socket_dir:
+            return f"unix:{self.socket_dir}/metrics.sock"
+        return f"{self.host}:{self.metrics_port}"
 
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
@@ -303,12 +322,29 @@ class ModelRoute(_Model):
         return None
 
 
+class TelemetryConfig(_Model):
+    # Request header -> metric/span attribute, e.g. {x-tenant-id: tenant}. Every distinct value
+    # is a new time series: only name headers with a bounded set of values.
+    header_attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("header_attributes")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for attr in value.values():
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", attr):
+                raise ValueError(
+                    f"attribute name {attr!r}: use lower-case letters, digits, _ and ."
+                )
+        return {k.lower(): v for k, v in value.items()}
+
+
 class GatewayConfig(_Model):
     listen: Address = Address(port=1975)
-    admin: Address = Address(port=1064)
+    admin: Admin = Admin()
     sidecar: Sidecar = Sidecar()
     http: HTTPLimits = HTTPLimits()
     timeouts: Timeouts = Timeouts()
+    telemetry: TelemetryConfig = TelemetryConfig()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)
 

@@ -26,6 +26,8 @@ from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
 from extproc.upstream import METADATA_NAMESPACE
 
 EXTPROC_CLUSTER = "ai_gateway_extproc"
+METRICS_CLUSTER = "ai_gateway_metrics"
+ENVOY_ADMIN_CLUSTER = "envoy_admin"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _TYPE = "@type"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -99,6 +101,7 @@ def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
                     "response_trailer_mode": "SKIP",
                 },
                 request_attributes=[UPSTREAM_HOST_METADATA],
+                metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             ),
         },
         {
@@ -364,37 +367,26 @@ def _sidecar_address(address: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
-    # Every in-flight HTTP request holds one ext_proc stream: the default breakers (1024) would
-    # turn load into 503s long before the sidecar is saturated.
-    high = 1_000_000
+def _plain_cluster(name: str, addresses: list[str], http2: bool) -> dict[str, Any]:
     by_name = any(not a.startswith("unix:") and not _is_ip(a.rpartition(":")[0]) for a in addresses)
+    protocol = (
+        {"http2_protocol_options": {"max_concurrent_streams": 100_000}}
+        if http2
+        else {"http_protocol_options": {}}
+    )
     return {
-        "name": EXTPROC_CLUSTER,
+        "name": name,
         "type": "STRICT_DNS" if by_name else "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
                 _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"max_concurrent_streams": 100_000}
-                },
+                "explicit_http_config": protocol,
             }
         },
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": high,
-                    "max_pending_requests": high,
-                    "max_requests": high,
-                    "max_retries": high,
-                }
-            ]
-        },
         "load_assignment": {
-            "cluster_name": EXTPROC_CLUSTER,
+            "cluster_name": name,
             "endpoints": [
                 {
                     "lb_endpoints": [
@@ -404,6 +396,95 @@ def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _metrics_address(config: GatewayConfig, host: str | None) -> str:
+    sidecar = config.sidecar
+    if sidecar.socket_dir or host is None:
+        return sidecar.metrics_address()
+    return f"{host}:{sidecar.metrics_port}"
+
+
+def _admin_listener(config: GatewayConfig) -> dict[str, Any]:
+    """The admin port: read-only paths only; nothing here can change Envoy's state."""
+
+    def route(path: str, cluster: str, exact: bool = True) -> dict[str, Any]:
+        match = {"path": path} if exact else {"prefix": path}
+        headers = [{"name": ":method", "string_match": {"exact": "GET"}}]
+        return {
+            "match": {**match, "headers": headers},
+            "route": {"cluster": cluster, "timeout": "10s"},
+        }
+
+    hcm = {
+        _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ai_gateway_admin",
+        "normalize_path": True,
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+        "route_config": {
+            "name": "admin",
+            "virtual_hosts": [
+                {
+                    "name": "admin",
+                    "domains": ["*"],
+                    "routes": [
+                        route("/metrics", METRICS_CLUSTER),
+                        route("/ready", ENVOY_ADMIN_CLUSTER),
+                        route("/stats", ENVOY_ADMIN_CLUSTER, exact=False),
+                        route("/server_info", ENVOY_ADMIN_CLUSTER),
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {
+                                "status": 404,
+                                "body": {
+                                    "inline_string": "admin paths: /metrics /ready /stats /stats/prometheus /server_info\n"
+                                },
+                            },
+                        },
+                    ],
+                }
+            ],
+        },
+    }
+    return {
+        "name": "ai_gateway_admin",
+        "address": {
+            "socket_address": {"address": config.admin.host, "port_value": config.admin.port}
+        },
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
+    # Every in-flight HTTP request holds one ext_proc stream: the default breakers (1024) would
+    # turn load into 503s long before the sidecar is saturated.
+    high = 1_000_000
+    cluster = _plain_cluster(EXTPROC_CLUSTER, addresses, http2=True)
+    cluster["circuit_breakers"] = {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": high,
+                "max_pending_requests": high,
+                "max_requests": high,
+                "max_retries": high,
+            }
+        ]
+    }
+    return cluster
 
 
 def sidecar_addresses(config: GatewayConfig, host: str | None = None) -> list[str]:
@@ -446,6 +527,10 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                             "upstream": "%UPSTREAM_HOST%",
                             "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
                             "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                            "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
+                            "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
+                            "total_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:total_tokens)%",
+                            "cost_usd": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:cost_usd)%",
                             "duration_ms": "%DURATION%",
                             "bytes_in": "%BYTES_RECEIVED%",
                             "bytes_out": "%BYTES_SENT%",
@@ -482,13 +567,10 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                 }
             ]
         },
-        "admin": {
-            "address": {
-                "socket_address": {"address": config.admin.host, "port_value": config.admin.port}
-            }
-        },
+        "admin": {"address": {"pipe": {"path": config.admin.envoy_socket}}},
         "static_resources": {
             "listeners": [
+                _admin_listener(config),
                 {
                     "name": "ai_gateway",
                     "address": {
@@ -508,10 +590,18 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                             ]
                         }
                     ],
-                }
+                },
             ],
             "clusters": [_cluster(m, config) for m in config.models]
-            + [_sidecar_cluster(sidecar_addresses(config, sidecar_host))],
+            + [
+                _sidecar_cluster(sidecar_addresses(config, sidecar_host)),
+                _plain_cluster(
+                    METRICS_CLUSTER, [_metrics_address(config, sidecar_host)], http2=False
+                ),
+                _plain_cluster(
+                    ENVOY_ADMIN_CLUSTER, [f"unix:{config.admin.envoy_socket}"], http2=False
+                ),
+            ],
         },
     }
 

@@ -28,6 +28,8 @@ BODY_MODEL_HEADER = "x-ai-eg-body-model"
 PATH_HEADER = "x-ai-eg-path"
 # The client's body length, for the same reason: an attempt that rewrote the body set its own.
 LENGTH_HEADER = "x-ai-eg-content-length"
+# "usage" for a stream whose client asked for its usage chunk, "plain" for one that did not.
+STREAM_HEADER = "x-ai-eg-stream"
 
 POST_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
@@ -171,14 +173,18 @@ class Router:
             )
         if self._config.model(model) is None and not self._has_wildcard:
             raise _model_not_found(model, param="model")
-        return Route(
-            {
-                MODEL_HEADER: model,
-                BODY_MODEL_HEADER: body_model or "",
-                PATH_HEADER: request.path,
-                LENGTH_HEADER: str(len(body)),
-            }
-        )
+        headers = {
+            MODEL_HEADER: model,
+            BODY_MODEL_HEADER: body_model or "",
+            PATH_HEADER: request.path,
+            LENGTH_HEADER: str(len(body)),
+            STREAM_HEADER: "",
+        }
+        if doc.get("stream") is True:
+            options = doc.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
+            headers[STREAM_HEADER] = "usage" if asked else "plain"
+        return Route(headers)
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -27,7 +27,8 @@ from google.protobuf import text_format
 from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.router import ReadBody, Respond, Route, Router, error_response
-from extproc.upstream import METADATA_NAMESPACE, Step, UpstreamStage
+from extproc.telemetry import Telemetry
+from extproc.upstream import METADATA_NAMESPACE, Exchange, Step, UpstreamStage
 
 log = logging.getLogger("extproc.server")
 
@@ -157,12 +158,14 @@ def _mode_override(step: Step) -> Any:
 def _step_reply(kind: str, step: Step) -> pb.ProcessingResponse:
     if step.error is not None:
         return _error_reply(step.error)
+    reply = pb.ProcessingResponse()
+    if step.metadata:
+        reply.dynamic_metadata.update({METADATA_NAMESPACE: step.metadata})
     common = pb.CommonResponse()
     if step.set_headers or step.remove_headers:
         common.header_mutation.CopyFrom(_mutation(step.set_headers, step.remove_headers))
     if step.body is not None:
         common.body_mutation.body = step.body
-    reply = pb.ProcessingResponse()
     if kind in ("request_headers", "response_headers"):
         getattr(reply, kind).response.CopyFrom(common)
         mode = _mode_override(step)
@@ -177,6 +180,18 @@ async def _upstream_stream(
     stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
 ) -> AsyncIterator[pb.ProcessingResponse]:
     exchange = stage.exchange()
+    try:
+        async for reply in _drive(exchange, requests):
+            yield reply
+    finally:
+        # Ending here without a last chunk means the request was cut (the client left, or an
+        # upstream reset): it is still accounted, with what was seen.
+        exchange.abort()
+
+
+async def _drive(
+    exchange: Exchange, requests: AsyncIterator[pb.ProcessingRequest]
+) -> AsyncIterator[pb.ProcessingResponse]:
     async for req in requests:
         kind = req.WhichOneof("request")
         if kind == "request_headers":
@@ -204,9 +219,9 @@ async def _upstream_stream(
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, telemetry: Telemetry) -> None:
         self._router = Router(config)
-        self._upstream = UpstreamStage(config)
+        self._upstream = UpstreamStage(config, telemetry)
 
     async def Process(
         self,
@@ -238,7 +253,8 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
         ("grpc.http2.max_pings_without_data", 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config), server)
+    telemetry = Telemetry(extra_labels=sorted(set(config.telemetry.header_attributes.values())))
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config, telemetry), server)
     if address.startswith("unix:"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address[5:])
@@ -252,6 +268,7 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=5)
+    telemetry.shutdown()
 
 
 def run_worker(config: GatewayConfig, address: str) -> None:

@@ -1,21 +1,26 @@
-"""Upstream stage: one attempt to the backend Envoy picked, translated and authenticated.
+"""Upstream stage: one attempt to the backend Envoy picked, translated, authenticated, accounted.
 
 Runs in the ext_proc filter of each model cluster's upstream filter chain, so Envoy calls it
 once per attempt, after it chose the endpoint: a retry that lands on another provider is
 translated and signed afresh for that provider. The endpoint's metadata names the backend.
 
 The stage drives a :class:`~extproc.translate.Translator` and an :class:`~extproc.auth.Auth`;
-it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies.
+it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies. When the
+response ends, or the client leaves, it hands one :class:`~extproc.telemetry.Record` to
+telemetry and writes the same figures into Envoy's dynamic metadata.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.config import WILDCARD_MODEL, GatewayConfig, Pricing
+from extproc.cost import cost_usd, pricing_for
 from extproc.errors import SERVER, GatewayError
 from extproc.router import (
     BODY_MODEL_HEADER,
@@ -23,7 +28,9 @@ from extproc.router import (
     MODEL_HEADER,
     PATH_HEADER,
     POST_ENDPOINTS,
+    STREAM_HEADER,
 )
+from extproc.telemetry import Record, Span, Telemetry
 from extproc.translate import BodyMode, RequestContext, Translator
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
@@ -35,9 +42,13 @@ _CREDENTIAL_HEADERS = (
     "x-amz-date",
     "x-amz-security-token",
     "x-amz-content-sha256",
+    "traceparent",
+    "tracestate",
 )
 
 METADATA_NAMESPACE = "io.envoy.ai_gateway"
+COST_HEADER = "x-ai-eg-cost-usd"
+_ATTEMPT_HEADER = "x-envoy-attempt-count"
 
 
 @dataclass(slots=True)
@@ -52,63 +63,59 @@ class Step:
     response_headers: bool | None = None
     response_body: BodyMode | None = None
     error: GatewayError | None = None
+    metadata: dict[str, Any] | None = None  # Envoy dynamic metadata, in METADATA_NAMESPACE
     done: bool = False  # nothing more is expected on this stream
 
 
 class UpstreamStage:
-    """Per-worker state: the backends built from the config."""
+    """Per-worker state: the backends built from the config, and telemetry."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, telemetry: Telemetry) -> None:
         self._config = config
         self._backends = build_backends(config)
+        self._telemetry = telemetry
         owned = set(_CREDENTIAL_HEADERS)
         for backend in self._backends.values():
             owned.update(backend.static_headers)
         self._owned_headers = sorted(owned)
 
     def exchange(self) -> Exchange:
-        return Exchange(self._config, self._backends, self._owned_headers)
+        return Exchange(self)
 
 
 class Exchange:
     """One attempt, from request headers to the last response chunk."""
 
-    __slots__ = (
-        "_auth",
-        "_backends",
-        "_config",
-        "_host",
-        "_length",
-        "_owned_headers",
-        "_translator",
-        "_wants_response",
-    )
-
-    def __init__(
-        self,
-        config: GatewayConfig,
-        backends: Mapping[str, BackendRuntime],
-        owned_headers: list[str],
-    ) -> None:
-        self._config = config
-        self._backends = backends
-        self._owned_headers = owned_headers
-        self._length = ""
+    def __init__(self, stage: UpstreamStage) -> None:
+        self._stage = stage
         self._translator: Translator | None = None
         self._auth: Auth | None = None
         self._host = ""
-        self._wants_response = False
+        self._length = ""
+        self._started = time.monotonic()
+        self._first_chunk: float | None = None
+        self._status = 0
+        self._ctx: RequestContext | None = None
+        self._backend: BackendRuntime | None = None
+        self._pricing: Pricing | None = None
+        self._attempt = 1
+        self._span: Span | None = None
+        self._recorded = False
+        self._extra: dict[str, str] = {}
+
+    # --- request ------------------------------------------------------------------------------
 
     async def request_headers(self, headers: Mapping[str, str], backend_name: str) -> Step:
         try:
             return await self._request_headers(headers, backend_name)
         except GatewayError as err:
-            return Step(error=err, done=True)
+            return self._fail(err)
 
     async def _request_headers(self, headers: Mapping[str, str], backend_name: str) -> Step:
-        backend = self._backends.get(backend_name)
+        config = self._stage._config
+        backend = self._stage._backends.get(backend_name)
         route_model = headers.get(MODEL_HEADER, "")
-        model = self._config.model(route_model) or self._config.model(WILDCARD_MODEL)
+        model = config.model(route_model) or config.model(WILDCARD_MODEL)
         entry = model.backend_entry(backend_name) if model else None
         path = headers.get(PATH_HEADER, "")
         endpoint = POST_ENDPOINTS.get(path.partition("?")[0])
@@ -120,31 +127,45 @@ class Exchange:
                 f" {route_model!r} on {path!r}; re-render the Envoy config.",
                 SERVER,
             )
+        stream = headers.get(STREAM_HEADER, "")
         ctx = RequestContext(
             endpoint=endpoint,
             route_model=route_model,
             upstream_model=entry.model or route_model,
             body_model=headers.get(BODY_MODEL_HEADER) or None,
             path=path,
+            stream=bool(stream),
+            include_usage=stream == "usage",
         )
+        self._ctx = ctx
+        self._backend = backend
+        self._pricing = pricing_for(model, entry)
+        attempt = headers.get(_ATTEMPT_HEADER, "1")
+        self._attempt = int(attempt) if attempt.isdigit() else 1
+        self._span = self._stage._telemetry.start_span(f"{endpoint} {route_model}", headers)
+        self._extra = {
+            attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
+        }
         translator = backend.translator(ctx)
         self._translator = translator
         self._auth = backend.auth
         self._host = headers.get(":authority", "")
         self._length = headers.get(LENGTH_HEADER, "")
-        self._wants_response = translator.needs_response
+        wants_response = translator.needs_response
         step = Step(
             set_headers=dict(backend.static_headers),
-            remove_headers=self._owned_headers,
-            response_headers=self._wants_response,
-            response_body=None if self._wants_response else "none",
+            remove_headers=self._stage._owned_headers,
+            response_headers=wants_response,
+            response_body=None if wants_response else "none",
         )
+        if self._span.traceparent:
+            step.set_headers["traceparent"] = self._span.traceparent
         if translator.needs_request_body or backend.auth.needs_body:
             step.request_body = "buffered"
             return step
         step.request_body = "none"
         await self._finish_request(step, None)
-        step.done = not self._wants_response
+        step.done = not wants_response
         return step
 
     async def request_body(self, body: bytes) -> Step:
@@ -152,8 +173,9 @@ class Exchange:
         try:
             await self._finish_request(step, body)
         except GatewayError as err:
-            return Step(error=err, done=True)
-        step.done = not self._wants_response
+            return self._fail(err)
+        assert self._translator is not None
+        step.done = not self._translator.needs_response
         return step
 
     async def _finish_request(self, step: Step, body: bytes | None) -> None:
@@ -168,9 +190,12 @@ class Exchange:
         elif self._length:
             step.set_headers["content-length"] = self._length
 
+    # --- response -----------------------------------------------------------------------------
+
     def response_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Step:
         assert self._translator is not None
         status = int(headers.get(":status", "0") or 0)
+        self._status = status
         head = self._translator.response_headers(status, headers)
         mode = "none" if end_of_stream else self._translator.response_body_mode(status, headers)
         step = Step(
@@ -178,10 +203,85 @@ class Exchange:
         )
         if head.status is not None:
             step.set_headers[":status"] = str(head.status)
-        step.done = mode == "none"
+            self._status = head.status
+        if mode == "none":
+            step.metadata = self._finish(cut=False)
+            step.done = True
         return step
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Step:
         assert self._translator is not None
+        if self._first_chunk is None:
+            self._first_chunk = time.monotonic()
         out = self._translator.response_body(chunk, end_of_stream)
-        return Step(body=None if out is chunk else out, done=end_of_stream)
+        step = Step(body=None if out is chunk else out, done=end_of_stream)
+        if end_of_stream:
+            step.metadata = self._finish(cut=False)
+            cost = step.metadata.get("cost_usd")
+            # Only a buffered (non-streaming) response still holds its headers at this point.
+            if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
+                step.set_headers[COST_HEADER] = f"{cost:.6f}"
+        return step
+
+    # --- accounting ---------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """The stream ended early (the client left, or Envoy gave up): record what was seen."""
+        self._finish(cut=True)
+
+    def _fail(self, err: GatewayError) -> Step:
+        self._status = err.status
+        self._finish(cut=False, error_type=err.code or err.type)
+        return Step(error=err, done=True)
+
+    def _finish(self, cut: bool, error_type: str | None = None) -> dict[str, Any]:
+        """Record the attempt once; returns the dynamic metadata describing it."""
+        if self._recorded or self._ctx is None or self._backend is None:
+            return {}
+        self._recorded = True
+        ctx, translator = self._ctx, self._translator
+        usage = translator.usage if translator is not None else None
+        if usage is None and cut and translator is not None:
+            usage = translator.estimate_usage()
+        if error_type is None and self._status >= 400:
+            error_type = str(self._status)
+        elif error_type is None and cut:
+            error_type = "client_disconnected" if self._status else "no_response"
+        now = time.monotonic()
+        rec = Record(
+            operation=ctx.endpoint,
+            provider=self._backend.provider,
+            request_model=ctx.route_model,
+            response_model=(translator.response_model if translator else None)
+            or ctx.upstream_model,
+            backend=self._backend.name,
+            status=self._status,
+            duration=now - self._started,
+            usage=usage,
+            cost_usd=cost_usd(usage, self._pricing) if self._pricing else 0.0,
+            ttft=(self._first_chunk - self._started) if ctx.stream and self._first_chunk else None,
+            streaming=ctx.stream,
+            cut=cut,
+            error_type=error_type,
+            attempt=self._attempt,
+            extra=self._extra,
+        )
+        self._stage._telemetry.record(rec)
+        if self._span is not None:
+            self._span.end(rec)
+        meta: dict[str, Any] = {
+            "backend": rec.backend,
+            "model": rec.request_model,
+            "response_model": rec.response_model,
+            "attempt": rec.attempt,
+            "cost_usd": rec.cost_usd,
+        }
+        if usage is not None:
+            meta.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+            )
+        return meta

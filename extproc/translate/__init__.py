@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from extproc.usage import Usage
+
 Endpoint = Literal["chat", "embeddings"]
 BodyMode = Literal["none", "streamed", "buffered"]
 
@@ -25,6 +27,8 @@ class RequestContext:
     upstream_model: str  # the model (or deployment, or Bedrock model id) sent to the backend
     body_model: str | None  # the body's "model" as the router saw it; None when absent
     path: str  # the client's path, query included
+    stream: bool = False  # the client asked for a stream
+    include_usage: bool = False  # ... and for its usage chunk (stream_options.include_usage)
 
 
 @dataclass(slots=True)
@@ -71,3 +75,14 @@ class Translator(Protocol):
     @property
     def needs_response(self) -> bool:
         """Whether the response must be seen at all (False: Envoy passes it through)."""
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the response reported, once seen; None if it reported none (yet)."""
+
+    @property
+    def response_model(self) -> str | None:
+        """The model the provider says served the request, if it said."""
+
+    def estimate_usage(self) -> Usage | None:
+        """Usage counted so far, for a response cut short before the provider reported it."""

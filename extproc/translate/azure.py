@@ -25,13 +25,6 @@ from extproc.translate.openai import PassThrough, join_path
 _OPERATIONS: dict[Endpoint, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
 
 
-class _Deployments(PassThrough):
-    def __init__(self, ctx: RequestContext, path: str) -> None:
-        super().__init__(ctx, path)
-        # The deployment in the path selects the model; Azure ignores the body's "model".
-        self.needs_request_body = False
-
-
 def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
     """``base`` + the operation, the client's query (minus what ``query`` overrides), ``query``."""
     client_query = ctx.path.partition("?")[2]
@@ -46,4 +39,6 @@ def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
         return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
     query = {"api-version": backend.api_version, **backend.query}
     deployment = quote(ctx.upstream_model, safe="")
-    return _Deployments(ctx, _path(f"{prefix}/openai/deployments/{deployment}", ctx, query))
+    # The deployment in the path selects the model; Azure ignores the body's "model".
+    path = _path(f"{prefix}/openai/deployments/{deployment}", ctx, query)
+    return PassThrough(ctx, path, rewrite_model=False)

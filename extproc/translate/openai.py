@@ -13,6 +13,7 @@ import orjson
 
 from extproc.errors import bad_request
 from extproc.translate import BodyMode, RequestContext, ResponseHead, UpstreamRequest
+from extproc.usage import SSEObserver, Usage, from_json_body
 
 
 def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = None) -> str:
@@ -25,35 +26,69 @@ def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = N
     return f"{out}?{joined}" if joined else out
 
 
-def replace_model(body: bytes, model: str) -> bytes:
+def rewrite_body(body: bytes, model: str | None, include_usage: bool) -> bytes:
+    """Set the body's ``model`` and/or ask the provider to report a stream's usage."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise bad_request("Request body is not valid JSON.") from None
     if not isinstance(doc, dict):
         raise bad_request("Request body must be a JSON object.")
-    doc["model"] = model
+    if model is not None:
+        doc["model"] = model
+    if include_usage:
+        options = doc.get("stream_options")
+        doc["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
     return orjson.dumps(doc)
 
 
 class PassThrough:
-    """Chat and embeddings to any backend that speaks the OpenAI API."""
+    """Chat and embeddings to any backend that speaks the OpenAI API.
 
-    def __init__(self, ctx: RequestContext, path: str) -> None:
-        self._model = ctx.upstream_model
+    The response is watched, never changed, except for one case: a stream whose client did not
+    ask for usage gets ``include_usage`` injected upstream (so every stream is accounted) and its
+    traces removed on the way back, so the client sees what it would have seen.
+    """
+
+    def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
         self._path = path
-        self.needs_request_body = ctx.body_model != ctx.upstream_model
-        self.needs_response = False
+        self._model = (
+            ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
+        )
+        self._inject_usage = ctx.stream and not ctx.include_usage
+        self.needs_request_body = self._model is not None or self._inject_usage
+        self.needs_response = True
+        self.usage: Usage | None = None
+        self.response_model: str | None = None
+        self._observer: SSEObserver | None = None
+        self._buffer = b""
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        new_body = replace_model(body, self._model) if body is not None else None
-        return UpstreamRequest(path=self._path, body=new_body)
+        if body is None:
+            return UpstreamRequest(path=self._path)
+        return UpstreamRequest(self._path, rewrite_body(body, self._model, self._inject_usage))
 
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
-        return "none"
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            self._observer = SSEObserver(strip_usage=self._inject_usage)
+            return "streamed"
+        return "buffered"
 
     def response_headers(self, status: int, headers: Mapping[str, str]) -> ResponseHead:
         return ResponseHead()
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        return chunk
+        observer = self._observer
+        if observer is None:
+            self.usage, self.response_model = from_json_body(chunk)
+            return chunk
+        out = observer.feed(chunk, end_of_stream)
+        self.usage = observer.usage
+        self.response_model = observer.model
+        return out
+
+    def estimate_usage(self) -> Usage | None:
+        return self._observer.estimate() if self._observer is not None else None

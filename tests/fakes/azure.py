@@ -111,7 +111,7 @@ class FakeAzure(FakeOpenAI):
         api_versions: Iterable[str] = (DEFAULT_AZURE_API_VERSION,),
         tenant_id: str = "test-tenant",
         client_id: str = "test-client",
-        client_secret: str = "test-client-secret",  # noqa: S107 (a fake's own secret)
+        client_secret: str = "test-client-secret",
         token_ttl: int = 3600,
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,

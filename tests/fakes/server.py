@@ -252,9 +252,9 @@ def http_post(
     """A blocking POST for synchronous tests: (status, body), error statuses included."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url}")
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         with exc:

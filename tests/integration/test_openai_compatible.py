@@ -6,6 +6,8 @@ import base64
 import ssl
 import struct
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import openai
@@ -287,3 +289,14 @@ def test_access_log_names_the_backend(client: OpenAI, gateway: Gateway) -> None:
 
 def test_secrets_absent_from_gateway_output(gateway: Gateway) -> None:
     assert UPSTREAM_KEY not in "".join(gateway.output)
+
+
+def test_admin_port_is_read_only(gateway: Gateway) -> None:
+    with urllib.request.urlopen(f"{gateway.admin_url}/ready", timeout=5) as ready:
+        assert ready.status == 200
+    with urllib.request.urlopen(f"{gateway.admin_url}/stats/prometheus", timeout=5) as stats:
+        assert b"envoy_" in stats.read()
+    request = urllib.request.Request(f"{gateway.admin_url}/quitquitquit", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 404

@@ -62,7 +62,6 @@ def azure() -> Iterator[FakeAzure]:
 def test_deployments_chat_path_and_no_body_buffering() -> None:
     t = translator(context(body_model="gpt-4o-alias"), backend())
     assert not t.needs_request_body  # Azure ignores the body's model on this surface
-    assert not t.needs_response
     upstream = t.request(None)
     assert upstream.path == "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
     assert upstream.body is None
@@ -106,7 +105,8 @@ def test_v1_surface_leaves_the_body_alone_when_the_model_matches() -> None:
 
 def test_responses_pass_through() -> None:
     t = translator(context(), backend())
-    assert t.response_body_mode(400, {"content-type": "application/json"}) == "none"
+    # Watched for usage, never changed.
+    assert t.response_body_mode(400, {"content-type": "application/json"}) == "buffered"
     assert t.response_headers(400, {}).set == {}
     assert t.response_body(b'{"error":{"code":"content_filter"}}', True) == (
         b'{"error":{"code":"content_filter"}}'
@@ -191,7 +191,9 @@ def test_content_filter_error_passes_through(azure: FakeAzure) -> None:
     error = orjson.loads(body)["error"]
     assert error["code"] == "content_filter"
     assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
-    assert not t.needs_response  # Envoy hands the client Azure's status and body untouched
+    # The client gets Azure's status and body untouched.
+    assert t.response_headers(400, {}).set == {}
+    assert t.response_body(body, True) is body
 
 
 def test_wrong_key_is_rejected_by_fake(azure: FakeAzure) -> None:

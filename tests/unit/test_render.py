@@ -90,7 +90,8 @@ def test_no_secret_in_rendered_config() -> None:
 
 def test_long_streams_are_not_cut_by_default_timeouts() -> None:
     doc = render(load_config(EXAMPLE, env={}, secrets=False))
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    (listener,) = [x for x in doc["static_resources"]["listeners"] if x["name"] == "ai_gateway"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         assert float(route["route"]["timeout"].rstrip("s")) >= 300
     assert hcm["http_filters"][0]["typed_config"]["failure_mode_allow"] is False

@@ -61,7 +61,26 @@ def test_body_model_routes() -> None:
         "x-ai-eg-body-model": "m1",
         "x-ai-eg-path": "/v1/chat/completions?x=1",
         "x-ai-eg-content-length": str(len(body)),
+        "x-ai-eg-stream": "",
     }
+
+
+@pytest.mark.parametrize(
+    ("extra", "stream"),
+    [
+        (b"", ""),
+        (b', "stream": false', ""),
+        (b', "stream": true', "plain"),
+        (b', "stream": true, "stream_options": {"include_usage": false}', "plain"),
+        (b', "stream": true, "stream_options": {"include_usage": true}', "usage"),
+    ],
+)
+def test_stream_kind(extra: bytes, stream: str) -> None:
+    router = Router(CONFIG)
+    pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
+    assert isinstance(pending, ReadBody)
+    decision = router.on_body(pending, b'{"model": "m1"' + extra + b"}")
+    assert isinstance(decision, Route) and decision.headers["x-ai-eg-stream"] == stream
 
 
 def test_header_model_wins_over_body() -> None:

@@ -1,0 +1,70 @@
+"""The workers' Prometheus metrics, summed and served by the supervisor.
+
+Every worker process writes its samples into ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode); this server reads them all, so one scrape sees the whole sidecar however
+many workers it runs and however often they were restarted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_directory(path: Path) -> None:
+    """An empty directory, exported to the workers started after this call."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+
+    def do_GET(self) -> None:
+        if self.path.partition("?")[0] != "/metrics":
+            self.send_error(404)
+            return
+        body = generate_latest(self.registry)
+        self.send_response(200)
+        self.send_header("content-type", CONTENT_TYPE_LATEST)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "metrics-client"  # Unix sockets have no client address
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def serve_metrics(address: str, directory: Path) -> socketserver.BaseServer:
+    """Serve ``GET /metrics`` on ``unix:/path`` or ``host:port`` from a daemon thread."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    handler = type("MetricsHandler", (_Handler,), {"registry": registry})
+    server: socketserver.BaseServer
+    if address.startswith("unix:"):
+        path = address[5:]
+        Path(path).unlink(missing_ok=True)
+        server = _UnixHTTPServer(path, handler)
+    else:
+        host, _, port = address.rpartition(":")
+        server = ThreadingHTTPServer((host, int(port)), handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

@@ -1,0 +1,328 @@
+"""Where accounting goes: OpenTelemetry (OTLP metrics and traces) and Prometheus.
+
+One :class:`Record` per upstream attempt, built by the upstream stage when the response ends
+(or the client leaves). Metric names and attributes follow the OpenTelemetry GenAI semantic
+conventions; the cost counter is ours.
+
+OTLP export is configured by the standard ``OTEL_*`` environment variables and is off unless an
+endpoint is set. Prometheus metrics are written by every worker into a shared directory
+(``PROMETHEUS_MULTIPROC_DIR``) and served, summed over workers, by the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import Histogram, Meter, NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import Histogram as PromHistogram
+
+from extproc.usage import Usage
+
+log = logging.getLogger(__name__)
+
+# Bucket boundaries recommended by the GenAI semantic conventions.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+_BASE_LABELS = (
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "ai_gateway_backend",
+    "error_type",
+)
+
+
+@dataclass(slots=True)
+class Record:
+    """One attempt to one backend, as it ended."""
+
+    operation: str  # "chat" | "embeddings"
+    provider: str  # gen_ai.provider.name: "openai", "azure.openai", "aws.bedrock"
+    request_model: str
+    response_model: str
+    backend: str
+    status: int
+    duration: float  # seconds, request headers to last response byte
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    ttft: float | None = None  # streams: seconds to the first response chunk
+    streaming: bool = False
+    cut: bool = False  # the client went away before the end
+    error_type: str | None = None
+    attempt: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def attributes(self) -> dict[str, str]:
+        attrs = {
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.provider.name": self.provider,
+            "gen_ai.request.model": self.request_model,
+            "gen_ai.response.model": self.response_model,
+            "ai_gateway.backend": self.backend,
+            **self.extra,
+        }
+        if self.error_type:
+            attrs["error.type"] = self.error_type
+        return attrs
+
+    def token_counts(self) -> dict[str, int]:
+        u = self.usage
+        if u is None:
+            return {}
+        counts = {"input": u.input_tokens, "output": u.output_tokens}
+        if u.cached_input_tokens:
+            counts["cached_input"] = u.cached_input_tokens
+        if u.reasoning_tokens:
+            counts["reasoning"] = u.reasoning_tokens
+        return counts
+
+    def time_per_output_token(self) -> float | None:
+        if self.ttft is None or self.usage is None or self.usage.output_tokens < 2:
+            return None
+        return (self.duration - self.ttft) / (self.usage.output_tokens - 1)
+
+
+class _Prometheus:
+    def __init__(self, extra_labels: Sequence[str], registry: CollectorRegistry) -> None:
+        labels = [*_BASE_LABELS, *extra_labels]
+        self.extra = list(extra_labels)
+        self.tokens = PromHistogram(
+            "gen_ai_client_token_usage", "Tokens used, by gen_ai_token_type.",
+            [*labels, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.duration = PromHistogram(
+            "gen_ai_server_request_duration_seconds", "Time to the last response byte.",
+            labels, buckets=DURATION_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.ttft = PromHistogram(
+            "gen_ai_server_time_to_first_token_seconds", "Streams: time to the first chunk.",
+            labels, buckets=TTFT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.tpot = PromHistogram(
+            "gen_ai_server_time_per_output_token_seconds", "Streams: time per output token after the first.",
+            labels, buckets=TPOT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.cost = Counter(
+            "ai_gateway_cost_usd", "Cost of the requests in USD.", labels, registry=registry
+        )
+        self.requests = Counter(
+            "ai_gateway_requests", "Upstream attempts, by outcome.",
+            [*labels, "ai_gateway_cut"], registry=registry,
+        )  # fmt: skip
+
+    def record(self, rec: Record) -> None:
+        values = [
+            rec.operation, rec.provider, rec.request_model, rec.response_model, rec.backend,
+            rec.error_type or "", *(rec.extra.get(k, "") for k in self.extra),
+        ]  # fmt: skip
+        for kind, count in rec.token_counts().items():
+            self.tokens.labels(*values, kind).observe(count)
+        self.duration.labels(*values).observe(rec.duration)
+        if rec.ttft is not None:
+            self.ttft.labels(*values).observe(rec.ttft)
+        tpot = rec.time_per_output_token()
+        if tpot is not None:
+            self.tpot.labels(*values).observe(tpot)
+        if rec.cost_usd:
+            self.cost.labels(*values).inc(rec.cost_usd)
+        self.requests.labels(*values, "true" if rec.cut else "false").inc()
+
+
+class _OTelMetrics:
+    def __init__(self, meter: Meter) -> None:
+        self.tokens: Histogram = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens used."
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.server.request.duration", unit="s", description="Time to the last byte."
+        )
+        self.ttft = meter.create_histogram(
+            "gen_ai.server.time_to_first_token", unit="s", description="Time to the first chunk."
+        )
+        self.tpot = meter.create_histogram(
+            "gen_ai.server.time_per_output_token", unit="s", description="Time per output token."
+        )
+        self.cost = meter.create_counter(
+            "ai_gateway.cost", unit="USD", description="Cost of the requests."
+        )
+        self.requests = meter.create_counter(
+            "ai_gateway.requests", unit="{request}", description="Upstream attempts."
+        )
+
+    def record(self, rec: Record) -> None:
+        attrs = rec.attributes()
+        for kind, count in rec.token_counts().items():
+            self.tokens.record(count, {**attrs, "gen_ai.token.type": kind})
+        self.duration.record(rec.duration, attrs)
+        if rec.ttft is not None:
+            self.ttft.record(rec.ttft, attrs)
+        tpot = rec.time_per_output_token()
+        if tpot is not None:
+            self.tpot.record(tpot, attrs)
+        if rec.cost_usd:
+            self.cost.add(rec.cost_usd, attrs)
+        self.requests.add(1, {**attrs, "ai_gateway.cut": rec.cut})
+
+
+def _views() -> list[View]:
+    buckets = {
+        "gen_ai.client.token.usage": TOKEN_BUCKETS,
+        "gen_ai.server.request.duration": DURATION_BUCKETS,
+        "gen_ai.server.time_to_first_token": TTFT_BUCKETS,
+        "gen_ai.server.time_per_output_token": TPOT_BUCKETS,
+    }
+    return [
+        View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(list(b)))
+        for name, b in buckets.items()
+    ]
+
+
+def _otlp_enabled(signal: str) -> bool:
+    if os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp") == "none":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    )
+
+
+class Span:
+    """The span of one attempt, and the ``traceparent`` to send to the provider."""
+
+    __slots__ = ("_span", "traceparent")
+
+    def __init__(self, span: trace.Span, traceparent: str | None) -> None:
+        self._span = span
+        self.traceparent = traceparent
+
+    def end(self, rec: Record) -> None:
+        if not self._span.is_recording():
+            return
+        self._span.set_attributes(rec.attributes())
+        self._span.set_attributes(
+            {"http.response.status_code": rec.status, "ai_gateway.attempt": rec.attempt}
+        )
+        for kind, count in rec.token_counts().items():
+            self._span.set_attribute(f"gen_ai.usage.{kind}_tokens", count)
+        if rec.cost_usd:
+            self._span.set_attribute("ai_gateway.cost_usd", rec.cost_usd)
+        if rec.cut:
+            self._span.set_attribute("ai_gateway.cut", True)
+        if rec.error_type:
+            self._span.set_status(trace.StatusCode.ERROR, rec.error_type)
+        self._span.end()
+
+
+class Telemetry:
+    """Per worker process: the instruments, created once."""
+
+    def __init__(
+        self,
+        extra_labels: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
+        service_name: str = "ai-gateway",
+    ) -> None:
+        resource = Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
+        )
+        readers = []
+        if _otlp_enabled("METRICS"):
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        self._meter_provider: MeterProvider | None = None
+        if readers:
+            self._meter_provider = MeterProvider(
+                resource=resource, metric_readers=readers, views=_views()
+            )
+            meter = self._meter_provider.get_meter("ai-gateway")
+        else:
+            meter = NoOpMeterProvider().get_meter("ai-gateway")
+        self._otel = _OTelMetrics(meter)
+        self._tracer_provider: TracerProvider | None = None
+        if _otlp_enabled("TRACES"):
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            self._tracer_provider = TracerProvider(resource=resource)
+            self._tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            self._tracer: trace.Tracer = self._tracer_provider.get_tracer("ai-gateway")
+        else:
+            self._tracer = trace.NoOpTracer()
+        self._propagator = TraceContextTextMapPropagator()
+        self._prometheus = _Prometheus(extra_labels, registry or REGISTRY)
+
+    def start_span(self, name: str, headers: Mapping[str, str]) -> Span:
+        """A client span continuing the request's W3C trace context, if any."""
+        parent = self._propagator.extract(headers)
+        span = self._tracer.start_span(name, context=parent, kind=trace.SpanKind.CLIENT)
+        if not span.is_recording():
+            return Span(span, None)
+        carrier: dict[str, Any] = {}
+        self._propagator.inject(
+            carrier, context=trace.set_span_in_context(span, otel_context.Context())
+        )
+        return Span(span, carrier.get("traceparent"))
+
+    def record(self, rec: Record) -> None:
+        try:
+            self._otel.record(rec)
+            self._prometheus.record(rec)
+        except Exception:  # accounting must never break a request
+            log.exception("telemetry: failed to record")
+
+    def shutdown(self) -> None:
+        """Flush what is buffered (called on worker exit)."""
+        if self._meter_provider is not None:
+            self._meter_provider.shutdown()
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()

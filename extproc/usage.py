@@ -1,0 +1,137 @@
+"""Token usage: what a response consumed, read from whatever shape the provider answered in.
+
+OpenAI-shaped responses (OpenAI, Azure, every compatible server) carry ``usage`` in the JSON
+body, or in a last SSE chunk when the request asked for ``stream_options.include_usage``.
+:class:`SSEObserver` watches a pass-through stream for it without delaying a byte, and can
+remove that chunk (and the ``"usage": null`` OpenAI adds to every other chunk) when the gateway,
+not the client, asked for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when counted by the gateway (a stream cut before the provider reported usage).
+    estimated: bool = False
+
+
+def _int(doc: Mapping[str, Any] | None, key: str) -> int:
+    value = doc.get(key) if doc else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def from_openai(usage: Any) -> Usage | None:
+    """OpenAI's ``usage`` object of chat completions and embeddings."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    input_tokens = _int(usage, "prompt_tokens")
+    output_tokens = _int(usage, "completion_tokens")
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=_int(usage, "total_tokens") or input_tokens + output_tokens,
+        cached_input_tokens=_int(prompt if isinstance(prompt, dict) else None, "cached_tokens"),
+        reasoning_tokens=_int(
+            completion if isinstance(completion, dict) else None, "reasoning_tokens"
+        ),
+    )
+
+
+def from_json_body(body: bytes) -> tuple[Usage | None, str | None]:
+    """Usage and the served model of a non-streaming OpenAI-shaped response body."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    model = doc.get("model")
+    return from_openai(doc.get("usage")), model if isinstance(model, str) else None
+
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+# OpenAI adds "usage":null to every chunk once include_usage is on; the client that did not ask
+# must not see it. Inside JSON strings quotes are escaped, so this only matches the real key.
+_USAGE_NULL = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*null\s*,\s*)')
+
+
+class SSEObserver:
+    """Reads usage out of an OpenAI-shaped SSE stream as it passes.
+
+    ``strip_usage``: the gateway injected ``include_usage`` the client did not ask for, so its
+    traces are removed and only whole events are forwarded (a partial event waits for its end).
+    Without it, bytes are forwarded exactly as they arrive.
+    """
+
+    __slots__ = ("_buffer", "_strip", "chunks", "model", "usage")
+
+    def __init__(self, strip_usage: bool) -> None:
+        self._strip = strip_usage
+        self._buffer = b""
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.chunks = 0  # events with choices: a per-token estimate if the stream is cut
+
+    def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        data = self._buffer + chunk
+        out: list[bytes] = []
+        start = 0
+        for match in _EVENT_END.finditer(data):
+            event = data[start : match.end()]
+            start = match.end()
+            kept = self._event(event)
+            if kept is not None:
+                out.append(kept)
+        self._buffer = data[start:]
+        if end_of_stream and self._buffer:
+            kept = self._event(self._buffer)
+            self._buffer = b""
+            if kept is not None:
+                out.append(kept)
+        if not self._strip:
+            return chunk
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes | None:
+        payload = b"".join(
+            line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
+        )
+        if not payload or payload == b"[DONE]" or not payload.startswith(b"{"):
+            return event
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(doc, dict):
+            return event
+        if self.model is None and isinstance(doc.get("model"), str):
+            self.model = doc["model"]
+        usage = from_openai(doc.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            if self._strip and not doc.get("choices"):
+                return None
+        if doc.get("choices"):
+            self.chunks += 1
+        if self._strip and b'"usage"' in event:
+            return _USAGE_NULL.sub(b"", event, count=1)
+        return event
+
+    def estimate(self) -> Usage:
+        """What the stream consumed so far when the provider never said (the client left)."""
+        return Usage(output_tokens=self.chunks, total_tokens=self.chunks, estimated=True)

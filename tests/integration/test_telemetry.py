@@ -1,0 +1,252 @@
+"""Every request accounted: a scripted mix through real Envoy + sidecar, read back from a real
+OTLP receiver and from Prometheus, checked against what the fake providers reported."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from openai import OpenAI
+
+from extproc.config import Pricing
+from extproc.cost import cost_usd
+from extproc.usage import Usage
+from tests.fakes.azure import FakeAzure
+from tests.fakes.openai import FakeOpenAI, chat_reply, count_tokens
+from tests.fakes.otlp import OTLPReceiver
+from tests.harness import Gateway
+
+PRICE = {"input": 0.15, "cached_input": 0.075, "output": 0.60, "per_request": 0.0001}
+AZURE_PRICE = {"input": 2.5, "output": 10.0}
+CUT_STREAMS = 50
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(chunk_delay=0.01) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def azure() -> Iterator[FakeAzure]:
+    with FakeAzure(api_key="az-key") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure) -> Iterator[Gateway]:
+    one = {"retry": {"attempts": 1}}
+    config = {
+        "telemetry": {"header_attributes": {"x-tenant-id": "tenant"}},
+        "backends": {
+            "oa": {"schema": "openai", "url": f"{fake.url}/v1"},
+            "az": {"schema": "azure_openai", "url": azure.url, "api_key": "${AZ_KEY}"},
+        },
+        "models": [
+            {"name": "m", "backends": [{"backend": "oa"}], "pricing": PRICE, **one},
+            {"name": "m-embed", "backends": [{"backend": "oa"}], "pricing": PRICE, **one},
+            {"name": "m-err", "backends": [{"backend": "oa"}], **one},
+            {"name": "m-cut", "backends": [{"backend": "oa"}], **one},
+            {"name": "az", "backends": [{"backend": "az", "model": "gpt4o", "pricing": AZURE_PRICE}], **one},
+        ],
+    }  # fmt: skip
+    with Gateway(config, env={"AZ_KEY": "az-key", **otlp.env()}) as gw:
+        yield gw
+
+
+@pytest.fixture(scope="module")
+def client(gateway: Gateway) -> OpenAI:
+    return OpenAI(base_url=f"{gateway.url}/v1", api_key="c", max_retries=0)
+
+
+def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail("telemetry did not arrive in time")
+        time.sleep(0.2)
+
+
+def _messages(i: int, words: int = 4) -> list[dict[str, str]]:
+    return [{"role": "user", "content": " ".join(f"w{i}x{j}" for j in range(words))}]
+
+
+def _usage(body: dict[str, Any]) -> Usage:
+    reply = chat_reply(body)
+    total = reply.prompt_tokens + reply.completion_tokens
+    return Usage(reply.prompt_tokens, reply.completion_tokens, total)
+
+
+def test_scripted_mix_is_accounted_exactly(
+    client: OpenAI, gateway: Gateway, otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure
+) -> None:
+    expected: list[Usage] = []
+    tenant = {"x-tenant-id": "acme"}
+    for i in range(5):
+        reply = client.chat.completions.create(
+            model="m", messages=_messages(i), extra_headers=tenant
+        )
+        assert reply.usage is not None
+        expected.append(
+            Usage(
+                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
+            )
+        )
+    for i in range(5):
+        chunks = list(client.chat.completions.create(
+            model="m", messages=_messages(i, 6), stream=True, stream_options={"include_usage": True}
+        ))  # fmt: skip
+        usage = chunks[-1].usage
+        assert usage is not None
+        expected.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+    for i in range(5):
+        body = {"model": "m", "messages": _messages(i, 8), "stream": True}
+        through_gateway = httpx2.post(f"{gateway.url}/v1/chat/completions", json=body).content
+        direct = httpx2.post(f"{fake.url}/v1/chat/completions", json=body).content
+        assert through_gateway == direct  # the client sees no trace of the usage it did not ask for
+        assert b'"usage"' not in through_gateway
+        expected.append(_usage(body))
+    embed_tokens = 0
+    for i in range(3):
+        inputs = [f"alpha beta {i}", "gamma"]
+        result = client.embeddings.create(model="m-embed", input=inputs)
+        embed_tokens += result.usage.prompt_tokens
+        assert result.usage.prompt_tokens == sum(count_tokens(t) for t in inputs)
+    az_usage = []
+    for i in range(2):
+        reply = client.chat.completions.create(model="az", messages=_messages(i))
+        assert reply.usage is not None
+        az_usage.append(
+            Usage(
+                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
+            )
+        )
+    for _ in range(3):
+        fake.fail_next(500, path="/v1/chat/completions")
+        with pytest.raises(Exception, match="500"):
+            client.chat.completions.create(model="m-err", messages=_messages(0))
+
+    def cut(i: int) -> None:
+        stream = client.chat.completions.create(
+            model="m-cut", messages=_messages(i, 60), stream=True
+        )
+        next(iter(stream))
+        stream.close()
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        list(pool.map(cut, range(CUT_STREAMS)))
+
+    # One record per request, whatever happened to it.
+    total = 5 + 5 + 5 + 3 + 2 + 3 + CUT_STREAMS
+    _wait(lambda: otlp.sum("ai_gateway.requests") == total)
+    assert (
+        otlp.sum("ai_gateway.requests", **{"gen_ai.request.model": "m-cut", "ai_gateway.cut": True})
+        == CUT_STREAMS
+    )
+    assert (
+        otlp.sum("ai_gateway.requests", **{"gen_ai.request.model": "m-err", "error.type": "500"})
+        == 3
+    )
+
+    # Token counts equal to what the providers reported.
+    def tokens(model: str, kind: str) -> float:
+        return otlp.sum(
+            "gen_ai.client.token.usage",
+            **{"gen_ai.request.model": model, "gen_ai.token.type": kind},
+        )
+
+    assert tokens("m", "input") == sum(u.input_tokens for u in expected)
+    assert tokens("m", "output") == sum(u.output_tokens for u in expected)
+    assert tokens("m-embed", "input") == embed_tokens
+    assert tokens("az", "output") == sum(u.output_tokens for u in az_usage)
+    assert otlp.points("gen_ai.client.token.usage", **{"gen_ai.provider.name": "azure.openai"})
+    # The cut streams are recorded with what they had produced (at least the first chunk).
+    assert tokens("m-cut", "output") >= CUT_STREAMS
+
+    # Costs equal to an independent computation.
+    m_cost = sum(cost_usd(u, Pricing(**PRICE)) for u in expected)
+    assert otlp.sum("ai_gateway.cost", **{"gen_ai.request.model": "m"}) == pytest.approx(
+        m_cost, rel=1e-9
+    )
+    az_cost = sum(cost_usd(u, Pricing(**AZURE_PRICE)) for u in az_usage)
+    assert otlp.sum("ai_gateway.cost", **{"gen_ai.request.model": "az"}) == pytest.approx(
+        az_cost, rel=1e-9
+    )
+
+    # Time to first token for the ten complete streams, and the header attribute.
+    assert otlp.count("gen_ai.server.time_to_first_token", **{"gen_ai.request.model": "m"}) == 10
+    assert (
+        otlp.count(
+            "gen_ai.server.request.duration", **{"gen_ai.request.model": "m", "tenant": "acme"}
+        )
+        == 5
+    )
+
+    # Prometheus on the admin port says the same.
+    def prometheus() -> str:
+        with urllib.request.urlopen(f"{gateway.admin_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def prom_sum(text: str, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    text = prometheus()
+    assert prom_sum(text, "ai_gateway_requests_total") == total
+    assert prom_sum(
+        text, "gen_ai_client_token_usage_sum", gen_ai_request_model="m", gen_ai_token_type="input"
+    ) == tokens("m", "input")
+    assert prom_sum(text, "ai_gateway_cost_usd_total", gen_ai_request_model="m") == pytest.approx(
+        m_cost, rel=1e-9
+    )
+
+
+def test_trace_context_continues_to_the_provider(
+    client: OpenAI, otlp: OTLPReceiver, fake: FakeOpenAI
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = "00f067aa0ba902b7"
+    client.chat.completions.create(
+        model="m",
+        messages=_messages(1),
+        extra_headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+    )
+    sent = fake.requests[-1].headers["traceparent"]
+    assert sent.split("-")[1] == trace_id and sent.split("-")[2] != parent
+    _wait(lambda: any(s["trace_id"] == trace_id for s in otlp.spans))
+    (span,) = [s for s in otlp.spans if s["trace_id"] == trace_id]
+    assert span["parent_span_id"] == parent and span["span_id"] == sent.split("-")[2]
+    assert span["attributes"]["gen_ai.request.model"] == "m"
+    assert span["attributes"]["gen_ai.usage.input_tokens"] > 0
+
+
+def test_access_log_carries_tokens_and_cost(client: OpenAI, gateway: Gateway) -> None:
+    reply = client.chat.completions.with_raw_response.create(model="m", messages=_messages(7))
+    usage = reply.parse().usage
+    assert usage is not None
+    expected = cost_usd(
+        Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), Pricing(**PRICE)
+    )
+    assert float(reply.headers["x-ai-eg-cost-usd"]) == pytest.approx(expected, abs=1e-6)
+
+    def logged() -> bool:
+        return any(
+            e.get("total_tokens") == usage.total_tokens and e["model"] == "m"
+            for e in gateway.access_log()
+        )
+
+    _wait(logged, timeout=5)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from extproc.config import ModelBackend, ModelRoute, Pricing
+from extproc.cost import cost_usd, pricing_for
+from extproc.usage import Usage
+
+
+def test_cost_with_cached_and_reasoning_rates() -> None:
+    pricing = Pricing(input=0.15, cached_input=0.075, output=0.60, reasoning=1.0, per_request=0.001)
+    usage = Usage(
+        input_tokens=1000,
+        output_tokens=500,
+        total_tokens=1500,
+        cached_input_tokens=400,
+        reasoning_tokens=100,
+    )
+    expected = (600 * 0.15 + 400 * 0.075 + 400 * 0.60 + 100 * 1.0) / 1e6 + 0.001
+    assert cost_usd(usage, pricing) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cost_without_special_rates_and_without_pricing() -> None:
+    usage = Usage(input_tokens=10, output_tokens=20, total_tokens=30, cached_input_tokens=5)
+    assert cost_usd(usage, Pricing(input=1, output=2)) == pytest.approx(50e-6)
+    assert cost_usd(usage, None) == 0.0
+    assert cost_usd(None, Pricing(per_request=0.5)) == 0.5
+
+
+def test_backend_price_overrides_model_price() -> None:
+    cheap = Pricing(input=0.035, output=0.14)
+    model = ModelRoute(
+        name="m",
+        backends=[ModelBackend(backend="a"), ModelBackend(backend="b", pricing=cheap)],
+        pricing=Pricing(input=0.15, output=0.6),
+    )
+    assert pricing_for(model, model.backends[1]) is cheap
+    assert pricing_for(model, model.backends[0]) is model.pricing

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import random
+
+from extproc.usage import SSEObserver, Usage, from_json_body, from_openai
+from tests.fakes.openai import chat_reply, completion_chunks, sse_events
+from tests.fakes.replay import cassette
+
+
+def test_from_openai_detailed() -> None:
+    body = cassette("chat-detailed-usage").response_body
+    usage, model = from_json_body(body)
+    assert usage is not None and model and model.startswith("gpt-5-nano")
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.reasoning_tokens > 0
+
+
+def test_embeddings_usage() -> None:
+    usage, _ = from_json_body(cassette("embeddings-basic").response_body)
+    assert usage == Usage(input_tokens=7, output_tokens=0, total_tokens=7)
+
+
+def test_malformed_usage_is_ignored() -> None:
+    assert from_openai("nope") is None
+    assert from_json_body(b"{not json") == (None, None)
+    assert from_openai({"prompt_tokens": True, "completion_tokens": 2}) == Usage(0, 2, 2)
+
+
+def _split(data: bytes, rng: random.Random) -> list[bytes]:
+    parts, i = [], 0
+    while i < len(data):
+        n = rng.randint(1, 40)
+        parts.append(data[i : i + n])
+        i += n
+    return parts
+
+
+def test_observer_passes_bytes_through_and_reads_usage() -> None:
+    body = cassette("chat-streaming-detailed-usage").response_body
+    observer = SSEObserver(strip_usage=False)
+    parts = _split(body, random.Random(1))
+    out = b"".join(observer.feed(p, i == len(parts) - 1) for i, p in enumerate(parts))
+    assert out == body
+    assert observer.usage is not None and observer.usage.output_tokens == 100
+
+
+def test_stripping_gives_the_stream_without_include_usage() -> None:
+    reply = chat_reply({"model": "m", "messages": [{"role": "user", "content": "a b c d"}]})
+    without = b"".join(sse_events(completion_chunks(reply, include_usage=False)))
+    with_usage = b"".join(sse_events(completion_chunks(reply, include_usage=True)))
+    for seed in range(20):
+        observer = SSEObserver(strip_usage=True)
+        parts = _split(with_usage, random.Random(seed))
+        out = b"".join(observer.feed(p, i == len(parts) - 1) for i, p in enumerate(parts))
+        assert out == without
+        assert observer.usage is not None and observer.usage.output_tokens > 0
+
+
+def test_stripping_recorded_openai_stream() -> None:
+    body = cassette("chat-streaming-detailed-usage").response_body
+    observer = SSEObserver(strip_usage=True)
+    out = observer.feed(body, True)
+    assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")
+    assert out.count(b"data: ") == body.count(b"data: ") - 1
+
+
+def test_cut_stream_estimate() -> None:
+    observer = SSEObserver(strip_usage=False)
+    observer.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"de', False)
+    assert observer.usage is None
+    assert observer.estimate() == Usage(output_tokens=1, total_tokens=1, estimated=True)
