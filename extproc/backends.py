@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from extproc.auth import Auth, NoAuth, bearer, entra
-from extproc.config import AzureOpenAIBackend, GatewayConfig, OpenAIBackend
-from extproc.translate import RequestContext, Translator, azure
+from extproc.auth.sigv4 import SigV4
+from extproc.config import AWSBedrockBackend, AzureOpenAIBackend, GatewayConfig, OpenAIBackend
+from extproc.translate import RequestContext, Translator, azure, bedrock
 from extproc.translate.openai import PassThrough, join_path
 
 
@@ -22,6 +23,7 @@ class BackendRuntime:
     translator: Callable[[RequestContext], Translator]
     auth: Auth
     static_headers: dict[str, str]
+    authority: str  # the Host the provider expects
 
 
 def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
@@ -32,7 +34,7 @@ def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
         return PassThrough(ctx, join_path(prefix, ctx.path, query))
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
-    return BackendRuntime(name, "openai", translator, auth, backend.headers)
+    return BackendRuntime(name, "openai", translator, auth, backend.headers, backend.authority())
 
 
 def _azure(name: str, backend: AzureOpenAIBackend) -> BackendRuntime:
@@ -40,7 +42,23 @@ def _azure(name: str, backend: AzureOpenAIBackend) -> BackendRuntime:
         return azure.translator(ctx, backend)
 
     return BackendRuntime(
-        name, "azure.openai", translator, entra.backend_auth(backend), backend.headers
+        name,
+        "azure.openai",
+        translator,
+        entra.backend_auth(backend),
+        backend.headers,
+        backend.authority(),
+    )
+
+
+def _bedrock(name: str, backend: AWSBedrockBackend) -> BackendRuntime:
+    prefix = backend.endpoint()[3]
+
+    def translator(ctx: RequestContext) -> Translator:
+        return bedrock.translator(ctx, prefix)
+
+    return BackendRuntime(
+        name, "aws.bedrock", translator, SigV4(backend), backend.headers, backend.authority()
     )
 
 
@@ -52,5 +70,5 @@ def build_backends(config: GatewayConfig) -> dict[str, BackendRuntime]:
         elif isinstance(backend, AzureOpenAIBackend):
             out[name] = _azure(name, backend)
         else:
-            raise NotImplementedError(f"backend schema {backend.schema_!r} is not wired yet")
+            out[name] = _bedrock(name, backend)
     return out

@@ -159,6 +159,11 @@ class _BackendBase(_Model):
             raise ValueError("backend has no url")
         return self.url
 
+    def authority(self) -> str:
+        """The Host header the provider gets: the host, with the port when it is not default."""
+        scheme, host, port, _ = self.endpoint()
+        return host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+
 
 class OpenAIBackend(_BackendBase):
     """Any OpenAI-compatible API: OpenAI, Groq, Together, Mistral, vLLM, Ollama..."""

@@ -101,6 +101,10 @@ def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
                     "response_trailer_mode": "SKIP",
                 },
                 request_attributes=[UPSTREAM_HOST_METADATA],
+                # The stage sets :authority itself: SigV4 signs it, and Envoy's own host rewrite
+                # may not have happened yet when the filter sees the first request on a new
+                # connection.
+                mutation_rules={"allow_all_routing": True},
                 metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             ),
         },
@@ -292,12 +296,11 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
     for entry in model.backends:
         backend = config.backends[entry.backend]
         scheme, host, port, _ = backend.endpoint()
-        default_port = 443 if scheme == "https" else 80
         by_priority.setdefault(entry.priority, []).append(
             {
                 "endpoint": {
                     "address": {"socket_address": {"address": host, "port_value": port}},
-                    "hostname": host if port == default_port else f"{host}:{port}",
+                    "hostname": backend.authority(),
                 },
                 "load_balancing_weight": entry.weight,
                 "metadata": {

@@ -149,11 +149,11 @@ class Exchange:
         translator = backend.translator(ctx)
         self._translator = translator
         self._auth = backend.auth
-        self._host = headers.get(":authority", "")
+        self._host = backend.authority
         self._length = headers.get(LENGTH_HEADER, "")
         wants_response = translator.needs_response
         step = Step(
-            set_headers=dict(backend.static_headers),
+            set_headers={**backend.static_headers, ":authority": backend.authority},
             remove_headers=self._stage._owned_headers,
             response_headers=wants_response,
             response_body=None if wants_response else "none",
