@@ -103,6 +103,9 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
         args.envoy_log_level,
         "--base-id",
         str(os.getpid() % 60000),
+        # Access log lines reach stdout within half a second (Envoy's default is 10 s).
+        "--file-flush-interval-msec",
+        "500",
     ]
     sup.add("envoy", envoy_argv, restart=False)
     sup.start_all()

@@ -101,6 +101,9 @@ class Sidecar(_Model):
 class HTTPLimits(_Model):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=50_000, ge=1)
+    # Debugging aid: responses name the backend that served them and the attempts it took
+    # (x-ai-eg-backend, x-ai-eg-attempts). Off by default: it tells clients about the topology.
+    expose_backend: bool = False
 
 
 class Timeouts(_Model):
@@ -484,12 +487,23 @@ def load_config(
     return parse_config(data, env, secrets)
 
 
+# Any of these says the AWS credential chain has something to find.
+_AWS_CREDENTIAL_HINTS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+)
+
+
 def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     """The embedded config of ``ai-gateway run`` without ``-c``, built from the environment.
 
     Every provider found in the environment becomes a backend of one catch-all route (model
     ``"*"``: the client's model name is sent upstream), in fallback order: OpenAI (or any
-    OpenAI-compatible server at ``OPENAI_BASE_URL``), then Azure OpenAI.
+    OpenAI-compatible server at ``OPENAI_BASE_URL``), then Azure OpenAI, then AWS Bedrock
+    (the client's model name is then a Bedrock model id).
     """
     env = os.environ if env is None else env
     backends: dict[str, Any] = {}
@@ -507,6 +521,10 @@ def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
             "api_key": "${AZURE_OPENAI_API_KEY}",
             "api_version": env.get("OPENAI_API_VERSION", DEFAULT_AZURE_API_VERSION),
         }
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region and any(env.get(k) for k in _AWS_CREDENTIAL_HINTS):
+        # Credentials themselves come from the standard AWS chain at run time.
+        backends["bedrock"] = {"schema": "aws_bedrock", "region": region}
     entries = [{"backend": name, "priority": i} for i, name in enumerate(backends)]
     models = [{"name": WILDCARD_MODEL, "backends": entries}] if backends else []
     return parse_config({"backends": backends, "models": models}, env)

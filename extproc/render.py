@@ -212,7 +212,7 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
         if model.name == WILDCARD_MODEL
         else {"name": MODEL_HEADER, "string_match": {"exact": model.name}}
     )
-    return {
+    route: dict[str, Any] = {
         "name": model.name,
         "match": {"prefix": "/", "headers": [header]},
         "route": {
@@ -225,6 +225,21 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
         # The client's credential is for the gateway, never for a provider.
         "request_headers_to_remove": ["authorization", "api-key", "x-api-key"],
     }
+    if config.http.expose_backend:
+        route["response_headers_to_add"] = [
+            {
+                "header": {
+                    "key": "x-ai-eg-backend",
+                    "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+            {
+                "header": {"key": "x-ai-eg-attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+        ]
+    return route
 
 
 def _retry_policy(model: ModelRoute) -> dict[str, Any]:
@@ -323,6 +338,9 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": cluster_name(model.name),
         "type": "STRICT_DNS",
+        # Envoy's defaults (3 concurrent retries, 1024 requests per cluster) would turn a
+        # failing primary under load into 503s instead of fallbacks, and cap open streams.
+        "circuit_breakers": _breakers(100_000),
         "outlier_detection": {
             "consecutive_5xx": outlier.consecutive_failures,
             "consecutive_gateway_failure": outlier.consecutive_failures,
@@ -476,7 +494,12 @@ def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
     # turn load into 503s long before the sidecar is saturated.
     high = 1_000_000
     cluster = _plain_cluster(EXTPROC_CLUSTER, addresses, http2=True)
-    cluster["circuit_breakers"] = {
+    cluster["circuit_breakers"] = _breakers(high)
+    return cluster
+
+
+def _breakers(high: int) -> dict[str, Any]:
+    return {
         "thresholds": [
             {
                 "priority": "DEFAULT",
@@ -487,7 +510,6 @@ def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
             }
         ]
     }
-    return cluster
 
 
 def sidecar_addresses(config: GatewayConfig, host: str | None = None) -> list[str]:

@@ -78,7 +78,7 @@ class SSEObserver:
     Without it, bytes are forwarded exactly as they arrive.
     """
 
-    __slots__ = ("_buffer", "_strip", "chunks", "model", "usage")
+    __slots__ = ("_buffer", "_strip", "chunks", "done", "model", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self._strip = strip_usage
@@ -86,6 +86,7 @@ class SSEObserver:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.chunks = 0  # events with choices: a per-token estimate if the stream is cut
+        self.done = False  # the provider's closing "data: [DONE]" was seen
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
         data = self._buffer + chunk
@@ -111,7 +112,10 @@ class SSEObserver:
         payload = b"".join(
             line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
         )
-        if not payload or payload == b"[DONE]" or not payload.startswith(b"{"):
+        if payload == b"[DONE]":
+            self.done = True
+            return event
+        if not payload or not payload.startswith(b"{"):
             return event
         try:
             doc = orjson.loads(payload)

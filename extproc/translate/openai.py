@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from extproc.errors import bad_request
+from extproc.errors import UPSTREAM, bad_request, error_body
 from extproc.translate import BodyMode, RequestContext, ResponseHead, UpstreamRequest
 from extproc.usage import SSEObserver, Usage, from_json_body
 
@@ -45,6 +45,17 @@ def rewrite_body(body: bytes, model: str | None, include_usage: bool) -> bytes:
     return orjson.dumps(doc)
 
 
+_TRUNCATED_EVENT = (
+    b"data: "
+    + error_body(
+        "The provider ended the stream before it was complete.",
+        UPSTREAM,
+        code="stream_truncated",
+    )
+    + b"\n\n"
+)
+
+
 class PassThrough:
     """Chat and embeddings to any backend that speaks the OpenAI API.
 
@@ -64,7 +75,7 @@ class PassThrough:
         self.usage: Usage | None = None
         self.response_model: str | None = None
         self._observer: SSEObserver | None = None
-        self._buffer = b""
+        self._status = 0
 
     def request(self, body: bytes | None) -> UpstreamRequest:
         if body is None:
@@ -72,6 +83,7 @@ class PassThrough:
         return UpstreamRequest(self._path, rewrite_body(body, self._model, self._inject_usage))
 
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
+        self._status = status
         if headers.get("content-type", "").startswith("text/event-stream"):
             self._observer = SSEObserver(strip_usage=self._inject_usage)
             return "streamed"
@@ -88,6 +100,10 @@ class PassThrough:
         out = observer.feed(chunk, end_of_stream)
         self.usage = observer.usage
         self.response_model = observer.model
+        if end_of_stream and self._status < 300 and not observer.done:
+            # The provider closed a stream it had not finished: say so in the stream rather
+            # than let the client take a truncated answer for a complete one.
+            out += _TRUNCATED_EVENT
         return out
 
     def estimate_usage(self) -> Usage | None:

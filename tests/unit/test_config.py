@@ -115,6 +115,23 @@ def test_default_config_from_environment() -> None:
     assert config.backends["openai"].url == "http://h:1/v1"
 
 
+def test_default_config_fallback_order() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-x",
+        "AZURE_OPENAI_API_KEY": "az",
+        "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+        "AWS_ACCESS_KEY_ID": "AKID",
+        "AWS_REGION": "eu-west-1",
+    }
+    (model,) = default_config(env).models
+    assert [(b.backend, b.priority) for b in model.backends] == [
+        ("openai", 0),
+        ("azure", 1),
+        ("bedrock", 2),
+    ]
+    assert default_config({"AWS_REGION": "eu-west-1"}).models == []
+
+
 def test_load_config_reports_yaml_errors(tmp_path: Path) -> None:
     path = tmp_path / "g.yaml"
     path.write_text("backends: [\n")
