@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench render check clean
+.PHONY: run test lint typecheck system-deps bench render clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# Debian packages the tests and the benchmark run for real: redis-server (shared rate-limit
+# state), wrk (load generator). Installed when missing; needs root (CI runs as root).
+system-deps:
+	@command -v redis-server >/dev/null && command -v wrk >/dev/null || { \
+	  echo "installing redis-server and wrk (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk >/dev/null; }
+
+test: lint typecheck system-deps
 	$(BIN)/pytest -q
 
 render: $(STAMP)
 	$(BIN)/ai-gateway render -c envoy/gateway.example.yaml -o envoy/envoy.yaml
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -121,6 +123,22 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     return sup.run()
 
 
+def cmd_hash_key(args: argparse.Namespace) -> int:
+    from extproc.clients import hash_key
+
+    if args.new:
+        key = secrets.token_urlsafe(32)
+        print(f"key:        {key}\nkey_sha256: {hash_key(key)}")
+        return 0
+    # Read, not an argument: a key on the command line ends up in shell history and `ps`.
+    key = getpass.getpass("gateway key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not key.strip():
+        print("no key given", file=sys.stderr)
+        return 2
+    print(hash_key(key.strip()))
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from extproc.render import render_yaml
 
@@ -189,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-secrets", action="store_true", help="do not require the secrets' variables to be set"
     )
     check.set_defaults(func=cmd_check)
+    hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
+    hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
+    hash_cmd.set_defaults(func=cmd_hash_key)
     worker = add("worker", argparse.SUPPRESS)
     worker.add_argument("address")
     worker.set_defaults(func=cmd_worker)

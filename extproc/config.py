@@ -27,6 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from extproc.clients import ClientKey, client_errors
+from extproc.limits import LimitRule, rule_errors
+from extproc.limitstore import StoreSpec
+
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # A fixed epoch for ``/v1/models`` ``created``: stable across restarts and replicas.
 DEFAULT_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
@@ -355,6 +359,10 @@ class GatewayConfig(_Model):
     telemetry: TelemetryConfig = TelemetryConfig()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)
+    clients: list[ClientKey] = Field(default_factory=list)  # empty: no gateway keys
+    limits: list[LimitRule] = Field(default_factory=list)
+    ratelimit_store: StoreSpec = "memory"
+    ratelimit_fail_open: bool = False
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -371,9 +379,18 @@ class GatewayConfig(_Model):
                         f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
                         f" (known: {known})"
                     )
+        errors += client_errors(self.clients)
+        errors += rule_errors(self.limits, {c.name for c in self.clients})
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def worker_count(self) -> int:
+        """Sidecar workers; one when rate limits count in process memory, or they would count
+        separately in each worker and admit up to N times the limit."""
+        if self.limits and self.ratelimit_store == "memory":
+            return 1
+        return self.sidecar.worker_count()
 
     def model(self, name: str) -> ModelRoute | None:
         return self._models_by_name().get(name)

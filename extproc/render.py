@@ -515,7 +515,7 @@ def _breakers(high: int) -> dict[str, Any]:
 def sidecar_addresses(config: GatewayConfig, host: str | None = None) -> list[str]:
     """The address of every worker, in the order the workers are numbered."""
     sidecar = config.sidecar
-    n = sidecar.worker_count()
+    n = config.worker_count()
     if sidecar.socket_dir:
         return [f"unix:{sidecar.socket_dir}/worker-{i}.sock" for i in range(n)]
     return [f"{host or sidecar.host}:{sidecar.port + i}" for i in range(n)]

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
+from extproc.limits import Limiter
 from extproc.translate import Endpoint
 
 MODEL_HEADER = "x-ai-eg-model"
@@ -30,6 +32,9 @@ PATH_HEADER = "x-ai-eg-path"
 LENGTH_HEADER = "x-ai-eg-content-length"
 # "usage" for a stream whose client asked for its usage chunk, "plain" for one that did not.
 STREAM_HEADER = "x-ai-eg-stream"
+# The rate-limit buckets to debit with the response's usage. Always set by the router, so a
+# client cannot name other tenants' buckets.
+RATELIMIT_HEADER = "x-ai-eg-ratelimit"
 
 POST_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
@@ -77,6 +82,8 @@ class ReadBody:
     endpoint: Endpoint
     header_model: str | None
     path: str
+    client: ClientKey | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -95,27 +102,24 @@ def error_response(err: GatewayError) -> Respond:
 
 
 class Router:
-    """Stateless per config; one instance serves every stream of a worker."""
+    """One instance serves every stream of a worker; the limiter holds the only state."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, limiter: Limiter | None = None) -> None:
         self._config = config
+        self._clients = Clients(config.clients)
+        self._limiter = limiter
         self._has_wildcard = config.model(WILDCARD_MODEL) is not None
-        listed = [m for m in config.models if m.name != WILDCARD_MODEL]
-        self._model_list = orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
-                    for m in listed
-                ],
-            }
-        )
+        self._listed = [m.name for m in config.models if m.name != WILDCARD_MODEL]
         self._model_items = {
-            m.name: orjson.dumps(
-                {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
-            )
-            for m in listed
+            m.name: {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+            for m in config.models
+            if m.name != WILDCARD_MODEL
         }
+        self._model_list = self._list(None)
+
+    def _list(self, client: ClientKey | None) -> bytes:
+        names = allowed_models(client, self._listed)
+        return orjson.dumps({"object": "list", "data": [self._model_items[n] for n in names]})
 
     def on_headers(self, headers: Mapping[str, str]) -> Decision:
         method = headers.get(":method", "")
@@ -127,32 +131,55 @@ class Router:
 
     def _dispatch(self, method: str, path: str, headers: Mapping[str, str]) -> Decision:
         endpoint = POST_ENDPOINTS.get(path)
+        known = endpoint is not None or path == _MODELS or path.startswith(_MODELS + "/")
+        if not known:
+            raise _unsupported(method, path)
+        client = self._clients.authenticate(headers)
         if endpoint is not None:
             if method != "POST":
                 raise _method_not_allowed(method, path, "POST")
-            return ReadBody(endpoint, headers.get(MODEL_HEADER) or None, headers.get(":path", ""))
-        if path == _MODELS or path.startswith(_MODELS + "/"):
-            if method != "GET":
-                raise _method_not_allowed(method, path, "GET")
-            return self._models(path[len(_MODELS) + 1 :])
-        raise _unsupported(method, path)
+            return ReadBody(
+                endpoint,
+                headers.get(MODEL_HEADER) or None,
+                headers.get(":path", ""),
+                client,
+                headers,
+            )
+        if method != "GET":
+            raise _method_not_allowed(method, path, "GET")
+        return self._models(path[len(_MODELS) + 1 :], client)
 
-    def _models(self, model_id: str) -> Respond:
+    def _models(self, model_id: str, client: ClientKey | None) -> Respond:
         json = {"content-type": "application/json"}
         if not model_id:
-            return Respond(200, self._model_list, json)
+            body = self._model_list if client is None else self._list(client)
+            return Respond(200, body, json)
         item = self._model_items.get(model_id)
-        if item is None:
+        if item is None or (client is not None and not client.allows(model_id)):
             raise _model_not_found(model_id, param=None)
-        return Respond(200, item, json)
+        return Respond(200, orjson.dumps(item), json)
 
-    def on_body(self, request: ReadBody, body: bytes) -> Decision:
+    async def on_body(self, request: ReadBody, body: bytes) -> Decision:
         try:
-            return self._route(request, body)
+            route = self._route(request, body)
+            return await self._admit(request, route)
         except GatewayError as err:
             return error_response(err)
 
-    def _route(self, request: ReadBody, body: bytes) -> Decision:
+    async def _admit(self, request: ReadBody, route: Route) -> Decision:
+        model = route.headers[MODEL_HEADER]
+        authorize(request.client, model)
+        route.headers[RATELIMIT_HEADER] = ""
+        if self._limiter is None:
+            return route
+        client = request.client.name if request.client else None
+        admission = await self._limiter.admit(client, model, request.headers)
+        if admission.error is not None:
+            return error_response(admission.error)
+        route.headers[RATELIMIT_HEADER] = ",".join(admission.debit_buckets)
+        return route
+
+    def _route(self, request: ReadBody, body: bytes) -> Route:
         if not body:
             raise bad_request("Request body is empty; expected a JSON object.")
         try:

@@ -26,6 +26,8 @@ from google.protobuf import text_format
 
 from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
+from extproc.limits import Limiter
+from extproc.limitstore import open_store
 from extproc.router import ReadBody, Respond, Route, Router, error_response
 from extproc.telemetry import Telemetry
 from extproc.upstream import METADATA_NAMESPACE, Exchange, Step, UpstreamStage
@@ -93,13 +95,13 @@ async def _router_stream(
             decision = router.on_headers(_headers(req.request_headers.headers))
             if isinstance(decision, ReadBody):
                 if req.request_headers.end_of_stream:
-                    decision = router.on_body(decision, b"")
+                    decision = await router.on_body(decision, b"")
                 else:
                     pending = decision
                     yield _CONTINUE_HEADERS
                     continue
         elif kind == "request_body" and pending is not None:
-            decision = router.on_body(pending, req.request_body.body)
+            decision = await router.on_body(pending, req.request_body.body)
         else:
             log.warning("router stage: unexpected %s message", kind)
             yield _internal_error()
@@ -158,9 +160,16 @@ def _mode_override(step: Step) -> Any:
 def _step_reply(kind: str, step: Step) -> pb.ProcessingResponse:
     if step.error is not None:
         return _error_reply(step.error)
-    reply = pb.ProcessingResponse()
+    answer = step.respond
+    reply = (
+        immediate(answer.status, answer.body, answer.headers, "ai_gateway")
+        if answer is not None
+        else pb.ProcessingResponse()
+    )
     if step.metadata:
         reply.dynamic_metadata.update({METADATA_NAMESPACE: step.metadata})
+    if answer is not None:
+        return reply
     common = pb.CommonResponse()
     if step.set_headers or step.remove_headers:
         common.header_mutation.CopyFrom(_mutation(step.set_headers, step.remove_headers))
@@ -220,8 +229,19 @@ async def _drive(
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, config: GatewayConfig, telemetry: Telemetry) -> None:
-        self._router = Router(config)
-        self._upstream = UpstreamStage(config, telemetry)
+        self._store = open_store(config.ratelimit_store) if config.limits else None
+        self._limiter = (
+            Limiter(config.limits, self._store, fail_open=config.ratelimit_fail_open)
+            if self._store is not None
+            else None
+        )
+        self._router = Router(config, self._limiter)
+        self._upstream = UpstreamStage(config, telemetry, self._limiter)
+
+    async def close(self) -> None:
+        await self._upstream.close()  # pending debits first: they need the store
+        if self._store is not None:
+            await self._store.aclose()
 
     async def Process(
         self,
@@ -254,7 +274,8 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
     ]
     server = grpc.aio.server(options=options)
     telemetry = Telemetry(extra_labels=sorted(set(config.telemetry.header_attributes.values())))
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(config, telemetry), server)
+    processor = ExternalProcessor(config, telemetry)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     if address.startswith("unix:"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address[5:])
@@ -268,6 +289,7 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=5)
+    await processor.close()
     telemetry.shutdown()
 
 

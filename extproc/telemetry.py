@@ -119,7 +119,9 @@ class Record:
         u = self.usage
         if u is None:
             return {}
-        counts = {"input": u.input_tokens, "output": u.output_tokens}
+        counts = {"input": u.input_tokens}
+        if self.operation != "embeddings":  # embeddings have no output tokens to observe
+            counts["output"] = u.output_tokens
         if u.cached_input_tokens:
             counts["cached_input"] = u.cached_input_tokens
         if u.reasoning_tokens:

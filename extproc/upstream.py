@@ -8,10 +8,15 @@ The stage drives a :class:`~extproc.translate.Translator` and an :class:`~extpro
 it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies. When the
 response ends, or the client leaves, it hands one :class:`~extproc.telemetry.Record` to
 telemetry and writes the same figures into Envoy's dynamic metadata.
+
+A request that takes several provider calls (a :class:`~extproc.translate.FanOut` translator
+says so) is sent by the stage itself through :mod:`extproc.fanout`, and the merged answer goes
+back to the client as an immediate response, accounted like any other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,16 +27,20 @@ from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, Pricing
 from extproc.cost import cost_usd, pricing_for
 from extproc.errors import SERVER, GatewayError
+from extproc.fanout import FanOutClient
+from extproc.limits import Limiter
 from extproc.router import (
     BODY_MODEL_HEADER,
     LENGTH_HEADER,
     MODEL_HEADER,
     PATH_HEADER,
     POST_ENDPOINTS,
+    RATELIMIT_HEADER,
     STREAM_HEADER,
+    Respond,
 )
 from extproc.telemetry import Record, Span, Telemetry
-from extproc.translate import BodyMode, RequestContext, Translator
+from extproc.translate import BodyMode, FanOut, RequestContext, Translator, UpstreamRequest
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
 # attempt left behind, so each attempt first removes what any attempt may have added.
@@ -53,7 +62,7 @@ _ATTEMPT_HEADER = "x-envoy-attempt-count"
 
 @dataclass(slots=True)
 class Step:
-    """One reply to Envoy: header and body changes, the next body modes, or an error."""
+    """One reply to Envoy: header and body changes, the next body modes, an error or an answer."""
 
     set_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
@@ -63,6 +72,7 @@ class Step:
     response_headers: bool | None = None
     response_body: BodyMode | None = None
     error: GatewayError | None = None
+    respond: Respond | None = None  # the client's answer, made here (a fan-out's merge)
     metadata: dict[str, Any] | None = None  # Envoy dynamic metadata, in METADATA_NAMESPACE
     done: bool = False  # nothing more is expected on this stream
 
@@ -70,10 +80,15 @@ class Step:
 class UpstreamStage:
     """Per-worker state: the backends built from the config, and telemetry."""
 
-    def __init__(self, config: GatewayConfig, telemetry: Telemetry) -> None:
+    def __init__(
+        self, config: GatewayConfig, telemetry: Telemetry, limiter: Limiter | None = None
+    ) -> None:
         self._config = config
         self._backends = build_backends(config)
         self._telemetry = telemetry
+        self._limiter = limiter
+        self._debits: set[asyncio.Task[None]] = set()
+        self._fanout = FanOutClient(config)
         owned = set(_CREDENTIAL_HEADERS)
         for backend in self._backends.values():
             owned.update(backend.static_headers)
@@ -81,6 +96,19 @@ class UpstreamStage:
 
     def exchange(self) -> Exchange:
         return Exchange(self)
+
+    def debit(self, buckets: str, tokens: int, cost: float) -> None:
+        """Charge the request's rate-limit buckets with its usage, without holding the reply."""
+        if self._limiter is None or not buckets or not (tokens or cost):
+            return
+        task = asyncio.ensure_future(self._limiter.debit(buckets.split(","), tokens, cost))
+        self._debits.add(task)  # a task without a reference may be collected before it runs
+        task.add_done_callback(self._debits.discard)
+
+    async def close(self) -> None:
+        if self._debits:
+            await asyncio.gather(*self._debits, return_exceptions=True)
+        await self._fanout.close()
 
 
 class Exchange:
@@ -102,6 +130,7 @@ class Exchange:
         self._span: Span | None = None
         self._recorded = False
         self._extra: dict[str, str] = {}
+        self._buckets = ""
 
     # --- request ------------------------------------------------------------------------------
 
@@ -146,6 +175,7 @@ class Exchange:
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
+        self._buckets = headers.get(RATELIMIT_HEADER, "")
         translator = backend.translator(ctx)
         self._translator = translator
         self._auth = backend.auth
@@ -169,14 +199,30 @@ class Exchange:
         return step
 
     async def request_body(self, body: bytes) -> Step:
+        translator = self._translator
+        assert translator is not None
         step = Step()
         try:
+            if isinstance(translator, FanOut):
+                parts = translator.fan_out(body)
+                if parts is not None:
+                    return await self._fan_out(translator, parts)
             await self._finish_request(step, body)
         except GatewayError as err:
             return self._fail(err)
-        assert self._translator is not None
-        step.done = not self._translator.needs_response
+        step.done = not translator.needs_response
         return step
+
+    async def _fan_out(self, translator: FanOut, parts: list[UpstreamRequest]) -> Step:
+        """Send the parts of a request one call cannot carry; answer with their merge."""
+        assert self._backend is not None and self._span is not None
+        trace = {"traceparent": self._span.traceparent} if self._span.traceparent else {}
+        replies = await self._stage._fanout.send(self._backend, parts, trace)
+        self._status, body = translator.merge(replies)
+        metadata = self._finish(cut=False)
+        answer = Respond(self._status, body, {"content-type": "application/json"})
+        self._cost_header(metadata, answer.headers)
+        return Step(respond=answer, metadata=metadata, done=True)
 
     async def _finish_request(self, step: Step, body: bytes | None) -> None:
         assert self._translator is not None and self._auth is not None
@@ -217,13 +263,16 @@ class Exchange:
         step = Step(body=None if out is chunk else out, done=end_of_stream)
         if end_of_stream:
             step.metadata = self._finish(cut=False)
-            cost = step.metadata.get("cost_usd")
-            # Only a buffered (non-streaming) response still holds its headers at this point.
-            if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
-                step.set_headers[COST_HEADER] = f"{cost:.6f}"
+            self._cost_header(step.metadata, step.set_headers)
         return step
 
     # --- accounting ---------------------------------------------------------------------------
+
+    def _cost_header(self, metadata: dict[str, Any], headers: dict[str, str]) -> None:
+        """Add the cost header to a response whose headers have not left yet."""
+        # Only a buffered (non-streaming) response still holds its headers at the end.
+        if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
+            headers[COST_HEADER] = f"{metadata.get('cost_usd'):.6f}"
 
     def abort(self) -> None:
         """The stream ended early (the client left, or Envoy gave up): record what was seen."""
@@ -241,6 +290,9 @@ class Exchange:
         self._recorded = True
         ctx, translator = self._ctx, self._translator
         usage = translator.usage if translator is not None else None
+        # A provider reports usage once it is done: a client that leaves after that (the SDK
+        # closes the connection right after the last event) cut nothing.
+        cut = cut and usage is None
         if usage is None and cut and translator is not None:
             usage = translator.estimate_usage()
         if error_type is None and self._status >= 400:
@@ -259,7 +311,11 @@ class Exchange:
             duration=now - self._started,
             usage=usage,
             cost_usd=cost_usd(usage, self._pricing) if self._pricing else 0.0,
-            ttft=(self._first_chunk - self._started) if ctx.stream and self._first_chunk else None,
+            ttft=(
+                self._first_chunk - self._started
+                if ctx.stream and self._first_chunk and self._status < 400
+                else None
+            ),
             streaming=ctx.stream,
             cut=cut,
             error_type=error_type,
@@ -267,6 +323,7 @@ class Exchange:
             extra=self._extra,
         )
         self._stage._telemetry.record(rec)
+        self._stage.debit(self._buckets, usage.total_tokens if usage else 0, rec.cost_usd)
         if self._span is not None:
             self._span.end(rec)
         meta: dict[str, Any] = {

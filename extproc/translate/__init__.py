@@ -4,13 +4,16 @@ A :class:`Translator` is created for each upstream attempt by the upstream stage
 (:mod:`extproc.upstream`) once Envoy has picked the backend. It never does I/O and never signs:
 credentials are the job of :mod:`extproc.auth`, which runs on the :class:`UpstreamRequest` the
 translator produced. The gRPC layer only moves bytes between Envoy and these objects.
+
+A translator may also implement :class:`FanOut` when one client request can take several
+provider calls; the upstream stage checks with ``isinstance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from extproc.usage import Usage
 
@@ -39,6 +42,15 @@ class UpstreamRequest:
     body: bytes | None = None  # None: the client's body is forwarded unchanged
     headers: dict[str, str] = field(default_factory=dict)  # set on the upstream request
     method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    """A complete upstream response to one :class:`UpstreamRequest` the sidecar sent itself."""
+
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
 
 
 @dataclass(slots=True)
@@ -86,3 +98,31 @@ class Translator(Protocol):
 
     def estimate_usage(self) -> Usage | None:
         """Usage counted so far, for a response cut short before the provider reported it."""
+
+
+@runtime_checkable
+class FanOut(Protocol):
+    """Optional part of a :class:`Translator`: a request that takes several provider calls.
+
+    Some provider APIs take one item per call where the client's API takes a batch (Amazon Titan
+    embeddings on Bedrock). Envoy forwards one upstream request per attempt, so the upstream
+    stage sends the sub-requests itself (:mod:`extproc.fanout`), each signed by the backend's
+    :class:`~extproc.auth.Auth`, and answers the client with the merge. The translator stays
+    pure: it only splits and merges.
+    """
+
+    def fan_out(self, body: bytes) -> list[UpstreamRequest] | None:
+        """The sub-requests that together answer ``body``, or None when one call does.
+
+        Called before :meth:`Translator.request`, which then gets the same body when this
+        returns None. Raises :class:`extproc.errors.GatewayError` as ``request`` does.
+        """
+
+    def merge(self, replies: Sequence[UpstreamReply]) -> tuple[int, bytes]:
+        """The client's status and JSON body, from the replies to :meth:`fan_out`'s requests.
+
+        ``replies`` are in request order: one per request, or, when one failed and the rest
+        were not sent, those received, the failure among them. Any failure is what the client
+        gets. Sets ``usage`` to the sum over the successful replies (the provider bills them
+        even when the client gets an error).
+        """

@@ -27,6 +27,10 @@ Decisions a client can observe:
   name the OpenAI-compatible servers that return reasoning use.
 - Errors keep Bedrock's status, except those an OpenAI client or Envoy's retry policy (5xx and
   429) would misread: quota exhaustion becomes 429, a model error 502, a model timeout 504.
+- Titan embeds one text per InvokeModel call, so a Titan batch is split into one call per input
+  (:meth:`BedrockEmbeddings.fan_out`), which the sidecar sends itself, and the replies are
+  merged in input order. If any call fails the client gets that error, translated as above,
+  and no embeddings: a partial list would misalign the client's indexes.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import struct
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -61,6 +65,7 @@ from extproc.translate import (
     RequestContext,
     ResponseHead,
     Translator,
+    UpstreamReply,
     UpstreamRequest,
 )
 from extproc.usage import Usage
@@ -205,8 +210,9 @@ EMBEDDINGS_FIELDS: tuple[FieldRule, ...] = (
     FieldRule(
         "input",
         "mapped",
-        "Titan: one string per request (`inputText`); Cohere: up to 96 strings (`texts`,"
-        " `input_type: search_document`). Token arrays are rejected.",
+        "Titan: one call per string (`inputText`), a batch is sent as concurrent calls and"
+        " merged in order; Cohere: up to 96 strings (`texts`, `input_type: search_document`)."
+        " Token arrays are rejected.",
     ),
     FieldRule("model", "mapped", "The route's Bedrock model id, in the path."),
     FieldRule(
@@ -719,6 +725,21 @@ def _error_message(payload: bytes, fallback: str) -> str:
     return fallback
 
 
+def _error_kind(head: Mapping[str, str]) -> str:
+    """The AWS error type of an error response's head (lower-case names)."""
+    # e.g. "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    return head.get("x-amzn-errortype", "").partition(":")[0]
+
+
+def _bedrock_error_body(kind: str, status: int, body: bytes) -> bytes:
+    """The OpenAI error body for a Bedrock error response."""
+    message = _error_message(body, f"Bedrock returned HTTP {status}.")
+    return error_body(message, _error_type(kind, status), None, kind or None)
+
+
+_UNREADABLE = "Bedrock returned a response the gateway cannot read."
+
+
 class _Unreadable(Exception):
     """A 2xx Bedrock body that is not what Bedrock sends."""
 
@@ -767,11 +788,6 @@ class _Exchange(ABC):
     def _ok(self) -> bool:
         return 200 <= self._status < 300
 
-    @property
-    def _error_kind(self) -> str:
-        # e.g. "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
-        return self._head.get("x-amzn-errortype", "").partition(":")[0]
-
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
         self._see_head(status, headers)
         return "buffered"
@@ -780,7 +796,7 @@ class _Exchange(ABC):
         self._see_head(status, headers)
         head = ResponseHead(set={"content-type": JSON}, remove=["content-length"])
         if not self._ok:
-            mapped = _ERROR_STATUS.get(self._error_kind, status)
+            mapped = _ERROR_STATUS.get(_error_kind(self._head), status)
             if mapped != status:
                 head.status = mapped
         return head
@@ -796,10 +812,8 @@ class _Exchange(ABC):
                 return self._translate(body)
             except _Unreadable:
                 # The status already left with the head: the body can only say what happened.
-                return error_body("Bedrock returned a response the gateway cannot read.", UPSTREAM)
-        kind = self._error_kind
-        message = _error_message(body, f"Bedrock returned HTTP {self._status}.")
-        return error_body(message, _error_type(kind, self._status), None, kind or None)
+                return error_body(_UNREADABLE, UPSTREAM)
+        return _bedrock_error_body(_error_kind(self._head), self._status, body)
 
 
 # --- chat responses ---------------------------------------------------------------------------
@@ -1150,8 +1164,37 @@ def _b64_float32(values: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class _EmbeddingsRequest:
+    """An OpenAI embeddings request, checked against the Bedrock model it goes to."""
+
+    model: _EmbeddingModel
+    texts: list[str]
+    dimensions: int | None
+    base64: bool
+
+
+def _embeddings_request(body: bytes | None, model_id: str) -> _EmbeddingsRequest:
+    doc = _load_object(body)
+    _check_fields(doc, _EMBEDDINGS_RULES)
+    model = _embedding_model(model_id)
+    texts = _embedding_texts(doc.get("input"))
+    encoding = doc.get("encoding_format")
+    if encoding not in (None, "float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    dimensions = _positive_int(doc, "dimensions")
+    if dimensions is not None and dimensions not in model.dimensions:
+        sizes = ", ".join(map(str, model.dimensions))
+        raise bad_request(f"'dimensions' must be one of {sizes} for {model_id}.", "dimensions")
+    return _EmbeddingsRequest(model, texts, dimensions, encoding == "base64")
+
+
 class BedrockEmbeddings(_Exchange):
-    """``/v1/embeddings`` -> InvokeModel on Amazon Titan Text Embeddings or Cohere Embed."""
+    """``/v1/embeddings`` -> InvokeModel on Amazon Titan Text Embeddings or Cohere Embed.
+
+    Titan embeds one text per call, so a Titan batch is a :class:`~extproc.translate.FanOut`:
+    one InvokeModel request per input, merged back into one OpenAI response.
+    """
 
     def __init__(self, ctx: RequestContext, prefix: str = "") -> None:
         super().__init__(ctx, prefix)
@@ -1159,36 +1202,66 @@ class BedrockEmbeddings(_Exchange):
         self._base64 = False
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        doc = _load_object(body)
-        _check_fields(doc, _EMBEDDINGS_RULES)
-        model = _embedding_model(self._ctx.upstream_model)
-        texts = _embedding_texts(doc.get("input"))
-        encoding = doc.get("encoding_format")
-        if encoding not in (None, "float", "base64"):
-            raise bad_request("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
-        dimensions = _positive_int(doc, "dimensions")
-        if dimensions is not None and dimensions not in model.dimensions:
-            sizes = ", ".join(map(str, model.dimensions))
-            raise bad_request(
-                f"'dimensions' must be one of {sizes} for {self._ctx.upstream_model}.",
-                "dimensions",
-            )
-        invoke: Json
-        if model.family == "titan":
-            if len(texts) > 1:
-                # InvokeModel on Titan embeds exactly one text, and a translator makes one call.
-                raise bad_request(
-                    f"{self._ctx.upstream_model} embeds one input per request on Bedrock: send"
-                    " the inputs one by one, or use a Cohere Embed model for batches.",
-                    "input",
-                )
-            invoke = {"inputText": texts[0]}
+        read = self._read(body)
+        if read.model.family == "cohere":
+            invoke: Json = {
+                "texts": read.texts,
+                "input_type": "search_document",
+                "embedding_types": ["float"],
+            }
+        elif len(read.texts) == 1:
+            invoke = {"inputText": read.texts[0]}
         else:
-            invoke = {"texts": texts, "input_type": "search_document", "embedding_types": ["float"]}
-        if dimensions is not None and model.dimensions_field is not None:
-            invoke[model.dimensions_field] = dimensions
-        self._family = model.family
-        self._base64 = encoding == "base64"
+            # One call cannot carry a Titan batch: the upstream stage sends it through fan_out(),
+            # only a caller that cannot fan out gets here.
+            raise bad_request(
+                f"{self._ctx.upstream_model} embeds one input per request on Bedrock: send"
+                " the inputs one by one, or use a Cohere Embed model for batches.",
+                "input",
+            )
+        return self._invoke(invoke, read)
+
+    def fan_out(self, body: bytes) -> list[UpstreamRequest] | None:
+        read = self._read(body)
+        if read.model.family != "titan" or len(read.texts) == 1:
+            return None
+        return [self._invoke({"inputText": text}, read) for text in read.texts]
+
+    def merge(self, replies: Sequence[UpstreamReply]) -> tuple[int, bytes]:
+        vectors: list[Any] = []
+        tokens = 0
+        failure: tuple[int, bytes] | None = None
+        for reply in replies:
+            if 200 <= reply.status < 300:
+                try:
+                    embedded, count = self._vectors(reply.body, reply.headers)
+                except _Unreadable:
+                    # Unlike a forwarded response, no status has left yet: a proper 502.
+                    failure = failure or (502, error_body(_UNREADABLE, UPSTREAM))
+                    continue
+                vectors += embedded
+                tokens += count
+            elif failure is None:
+                kind = _error_kind(reply.headers)
+                failure = (
+                    _ERROR_STATUS.get(kind, reply.status),
+                    _bedrock_error_body(kind, reply.status, reply.body),
+                )
+        if failure is None:
+            return 200, self._answer(vectors, tokens)
+        if vectors:
+            self.usage = Usage(input_tokens=tokens, total_tokens=tokens)
+        return failure
+
+    def _read(self, body: bytes | None) -> _EmbeddingsRequest:
+        read = _embeddings_request(body, self._ctx.upstream_model)
+        self._family = read.model.family
+        self._base64 = read.base64
+        return read
+
+    def _invoke(self, invoke: Json, read: _EmbeddingsRequest) -> UpstreamRequest:
+        if read.dimensions is not None and read.model.dimensions_field is not None:
+            invoke[read.model.dimensions_field] = read.dimensions
         return UpstreamRequest(
             path=self._path("invoke"),
             body=orjson.dumps(invoke),
@@ -1196,6 +1269,10 @@ class BedrockEmbeddings(_Exchange):
         )
 
     def _translate(self, body: bytes) -> bytes:
+        return self._answer(*self._vectors(body, self._head))
+
+    def _vectors(self, body: bytes, head: Mapping[str, str]) -> tuple[list[Any], int]:
+        """The vectors and the input token count of one 2xx InvokeModel response."""
         doc = _parse_upstream(body)
         if self._family == "titan":
             vectors: Any = [doc.get("embedding")]
@@ -1206,10 +1283,13 @@ class BedrockEmbeddings(_Exchange):
                 vectors = vectors.get("float")
             tokens = None
         if not isinstance(tokens, int):
-            header = self._head.get(_INPUT_COUNT_HEADER, "")
+            header = head.get(_INPUT_COUNT_HEADER, "")
             tokens = int(header) if header.isdigit() else 0
         if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
             raise _Unreadable
+        return vectors, tokens
+
+    def _answer(self, vectors: list[Any], tokens: int) -> bytes:
         data = [
             {
                 "object": "embedding",

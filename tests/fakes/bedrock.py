@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -384,8 +385,9 @@ class FakeBedrock(FakeServer):
         seed: int = 0,
         max_chunk: int = 48,
         chunk_delay: float = 0.0005,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(ssl_context=ssl_context)
         self.access_key = access_key
         self.secret_key = secret_key
         self.session_token = session_token

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionChunk
 from pydantic import BaseModel
 
-from tests.fakes.bedrock import RECORDED_MODEL, THROTTLED_MODEL, FakeBedrock
+from extproc.config import Pricing
+from extproc.cost import cost_usd
+from extproc.usage import Usage
+from tests.fakes.bedrock import RECORDED_MODEL, THROTTLE, THROTTLED_MODEL, FakeBedrock
+from tests.fakes.openai import count_tokens, vector
 from tests.harness import Gateway
 
 EXPECTED = json.loads(
@@ -28,6 +33,7 @@ EXPECTED = json.loads(
     ).read_text()
 )["expected_openai"]
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+TITAN_PRICE = {"input": 0.02}
 PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 TOOLS = [
     {
@@ -68,7 +74,7 @@ def gateway(bedrock: FakeBedrock) -> Iterator[Gateway]:
             {"name": "claude-sonnet", "backends": [{"backend": "bedrock", "model": CLAUDE}], **one},
             {"name": "recorded", "backends": [{"backend": "bedrock", "model": RECORDED_MODEL}], **one},
             {"name": "throttled", "backends": [{"backend": "bedrock", "model": THROTTLED_MODEL}], **one},
-            {"name": "titan", "backends": [{"backend": "bedrock", "model": "amazon.titan-embed-text-v2:0"}]},
+            {"name": "titan", "backends": [{"backend": "bedrock", "model": "amazon.titan-embed-text-v2:0"}], "pricing": TITAN_PRICE},
             {"name": "cohere", "backends": [{"backend": "bedrock", "model": "cohere.embed-english-v3"}]},
         ],
     }  # fmt: skip
@@ -239,6 +245,7 @@ def test_parse_into_pydantic(client: OpenAI) -> None:
     ("model", "inputs"),
     [
         ("titan", ["one input"]),
+        ("titan", ["first input", "second", "third one"]),
         ("cohere", ["one input"]),
         ("cohere", ["first input", "second", "third one"]),
     ],
@@ -265,6 +272,61 @@ def test_titan_v2_dimensions(client: OpenAI, bedrock: FakeBedrock) -> None:
     )
     assert len(result.data[0].embedding) == 256
     assert bedrock.requests[-1].json()["dimensions"] == 256
+
+
+def test_titan_batch_is_one_signed_call_per_input(
+    client: OpenAI, bedrock: FakeBedrock, gateway: Gateway
+) -> None:
+    inputs = ["a batch of seven words to embed", "then two", "and at last three"]
+    tokens = sum(count_tokens(text) for text in inputs)
+    seen = len(bedrock.requests)
+    raw = client.embeddings.with_raw_response.create(
+        model="titan", input=inputs, dimensions=256, encoding_format="float"
+    )
+    result = raw.parse()
+    assert [d.embedding for d in result.data] == [vector(text, 256) for text in inputs]
+    assert [d.index for d in result.data] == [0, 1, 2]
+    assert result.usage.prompt_tokens == result.usage.total_tokens == tokens
+    assert raw.headers["content-type"] == "application/json"
+    expected_cost = cost_usd(
+        Usage(input_tokens=tokens, total_tokens=tokens), Pricing(**TITAN_PRICE)
+    )
+    assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(expected_cost, abs=1e-6)
+
+    sent = bedrock.requests[seen:]
+    assert sorted(r.json()["inputText"] for r in sent) == sorted(inputs)
+    assert all(r.json()["dimensions"] == 256 for r in sent)
+    # Each part carries its own signature (the fake checked every one).
+    assert len({r.headers["authorization"] for r in sent}) == len(inputs)
+
+    def logged() -> bool:
+        return any(
+            e["model"] == "titan" and e.get("total_tokens") == tokens and e["status"] == 200
+            for e in gateway.access_log()
+        )
+
+    deadline = time.monotonic() + 5
+    while not logged():
+        assert time.monotonic() < deadline, "the fan-out was not accounted in the access log"
+        time.sleep(0.1)
+
+
+def test_titan_batch_with_a_throttled_part_is_a_rate_limit_error(
+    client: OpenAI, bedrock: FakeBedrock
+) -> None:
+    seen = len(bedrock.requests)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.embeddings.create(
+            model="titan",
+            input=["fine", f"too fast {THROTTLE}", "fine too"],
+            encoding_format="float",
+        )
+    assert info.value.status_code == 429
+    error = info.value.response.json()["error"]
+    assert error["type"] == "rate_limit_error" and error["code"] == "ThrottlingException"
+    sent = bedrock.requests[seen:]
+    assert len(sent) == 3
+    assert len({r.headers["authorization"] for r in sent}) == 3
 
 
 def test_throttling_is_a_rate_limit_error(client: OpenAI) -> None:

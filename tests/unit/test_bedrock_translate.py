@@ -1,21 +1,27 @@
 """OpenAI <-> Bedrock translation: request shapes, responses, streams, errors, embeddings.
 
-The last part runs the official OpenAI SDK against the translators and SigV4 wired together the
+The SDK part runs the official OpenAI SDK against the translators and SigV4 wired together the
 way the upstream stage wires them (no Envoy), in front of the signature-checking FakeBedrock.
+The last parts split and merge Titan batches, and send the parts with the fan-out client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
+import socket
+import ssl
 import struct
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import orjson
 import pytest
+import trustme
 import yarl
 from aiohttp import web
 from openai.types import embedding_create_params
@@ -23,9 +29,11 @@ from openai.types.chat import ChatCompletionFunctionToolParam, completion_create
 from pydantic import BaseModel
 
 from extproc.auth.sigv4 import SigV4
-from extproc.config import AWSBedrockBackend
+from extproc.backends import BackendRuntime, build_backends
+from extproc.config import AWSBedrockBackend, GatewayConfig
 from extproc.errors import GatewayError
-from extproc.translate import RequestContext, Translator
+from extproc.fanout import FanOutClient
+from extproc.translate import FanOut, RequestContext, Translator, UpstreamReply
 from extproc.translate.bedrock import (
     CHAT_FIELDS,
     EMBEDDINGS_FIELDS,
@@ -1315,6 +1323,7 @@ def test_sdk_embeddings(wired: tuple[openai.OpenAI, FakeBedrock, MiniGateway]) -
     cohere = client.embeddings.create(model="cohere", input=["a b", "c"], encoding_format="float")
     assert [d.embedding for d in cohere.data] == [vector("a b", 1024), vector("c", 1024)]
     assert cohere.usage.prompt_tokens == 3
+    # MiniGateway makes one call per request: without fan-out, a Titan batch is refused.
     with pytest.raises(openai.BadRequestError, match="one input per request"):
         client.embeddings.create(model="titan", input=["a", "b"])
 
@@ -1348,3 +1357,251 @@ def test_fake_scripting_hooks(wired: tuple[openai.OpenAI, FakeBedrock, MiniGatew
     fake.fail_next(429, headers=throttling)
     with pytest.raises(openai.RateLimitError, match="injected fault"):
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "x"}])
+
+
+# --- Titan batches: split into one call per input, merged back ---------------------------------
+
+
+def titan_reply(text: str, dims: int = 4, status: int = 200) -> UpstreamReply:
+    doc = {"embedding": vector(text, dims), "inputTextTokenCount": len(text.split())}
+    return UpstreamReply(status, {"content-type": "application/json"}, orjson.dumps(doc))
+
+
+def aws_reply(status: int, kind: str, message: str) -> UpstreamReply:
+    head = {"x-amzn-errortype": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+    return UpstreamReply(status, head, orjson.dumps({"message": message}))
+
+
+def test_only_embeddings_translators_fan_out() -> None:
+    assert isinstance(embeddings(), FanOut)
+    assert not isinstance(chat(), FanOut)
+
+
+def test_titan_batch_is_one_request_per_input() -> None:
+    t = embeddings()
+    parts = t.fan_out(orjson.dumps({"input": ["a", "b c", "d"], "dimensions": 256}))
+    assert parts is not None
+    assert [orjson.loads(p.body or b"") for p in parts] == [
+        {"inputText": "a", "dimensions": 256},
+        {"inputText": "b c", "dimensions": 256},
+        {"inputText": "d", "dimensions": 256},
+    ]
+    assert {p.path for p in parts} == {"/model/amazon.titan-embed-text-v2%3A0/invoke"}
+    json_head = {"content-type": "application/json", "accept": "application/json"}
+    assert all(p.headers == json_head for p in parts)
+    # Each part is its own request object: each is signed on its own.
+    assert len({id(p.headers) for p in parts}) == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "doc"),
+    [
+        (TITAN_V2, {"input": "one"}),
+        (TITAN_V2, {"input": ["one"]}),
+        (COHERE_V3, {"input": ["a", "b", "c"]}),
+    ],
+)
+def test_one_call_needs_no_fan_out(model: str, doc: Json) -> None:
+    assert embeddings(model).fan_out(orjson.dumps(doc)) is None
+
+
+def test_fan_out_refuses_bad_input_like_request() -> None:
+    with pytest.raises(GatewayError) as raised:
+        embeddings().fan_out(orjson.dumps({"input": ["a", "b"], "dimensions": 300}))
+    assert raised.value.status == 400 and raised.value.param == "dimensions"
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_merge_keeps_input_order_and_sums_usage(encoding: str) -> None:
+    t = embeddings()
+    texts = ["first input", "second", "third one here"]
+    t.fan_out(orjson.dumps({"input": texts, "encoding_format": encoding}))
+    # The last reply counts its tokens in the header only, as InvokeModel may.
+    last = UpstreamReply(
+        200,
+        {"x-amzn-bedrock-input-token-count": "3"},
+        orjson.dumps({"embedding": vector(texts[2], 4)}),
+    )
+    status, body = t.merge([titan_reply(texts[0]), titan_reply(texts[1]), last])
+    assert status == 200
+    doc = orjson.loads(body)
+    assert doc["object"] == "list" and doc["model"] == "my-embed"
+    assert [item["index"] for item in doc["data"]] == [0, 1, 2]
+    for item, text in zip(doc["data"], texts, strict=True):
+        got = item["embedding"]
+        if encoding == "base64":
+            got = list(struct.unpack("<4f", base64.b64decode(got)))
+        assert got == vector(text, 4)
+    assert doc["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+    assert t.usage == Usage(input_tokens=6, total_tokens=6)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "error_type"),
+    [
+        (aws_reply(429, "ThrottlingException", "Slow down"), 429, "rate_limit_error"),
+        (aws_reply(400, "ServiceQuotaExceededException", "Quota"), 429, "rate_limit_error"),
+        (aws_reply(400, "ValidationException", "Bad input"), 400, "invalid_request_error"),
+        (aws_reply(424, "ModelErrorException", "Model broke"), 502, "upstream_error"),
+    ],
+)
+def test_a_failed_part_is_the_answer(failure: UpstreamReply, status: int, error_type: str) -> None:
+    t = embeddings()
+    t.fan_out(orjson.dumps({"input": ["a b", "c", "d"]}))
+    got_status, body = t.merge([titan_reply("a b"), failure, titan_reply("d")])
+    assert got_status == status
+    error = orjson.loads(body)["error"]
+    assert error["type"] == error_type
+    assert error["message"] == orjson.loads(failure.body)["message"]
+    assert error["code"] == failure.headers["x-amzn-errortype"].partition(":")[0]
+    # The parts that succeeded are billed all the same.
+    assert t.usage == Usage(input_tokens=3, total_tokens=3)
+
+
+def test_the_first_failure_in_input_order_answers() -> None:
+    t = embeddings()
+    t.fan_out(orjson.dumps({"input": ["a", "b", "c"]}))
+    status, body = t.merge(
+        [
+            aws_reply(400, "ValidationException", "Bad input"),
+            aws_reply(429, "ThrottlingException", "Slow down"),
+        ]
+    )
+    assert status == 400 and orjson.loads(body)["error"]["message"] == "Bad input"
+    assert t.usage is None
+
+
+def test_an_unreadable_part_is_a_bad_gateway() -> None:
+    t = embeddings()
+    t.fan_out(orjson.dumps({"input": ["a", "b"]}))
+    status, body = t.merge([titan_reply("a"), UpstreamReply(200, {}, b"<html>")])
+    assert status == 502
+    assert orjson.loads(body)["error"]["type"] == "upstream_error"
+
+
+# --- the fan-out client, against the signature-checking fake -----------------------------------
+
+
+def fan_out_client(
+    url: str, fake: FakeBedrock, concurrency: int = 8, message_timeout: float = 10.0, **extra: Any
+) -> tuple[FanOutClient, BackendRuntime]:
+    backend = {
+        "schema": "aws_bedrock",
+        "url": url,
+        "region": fake.region,
+        "access_key_id": fake.access_key,
+        "secret_access_key": fake.secret_key,
+        **extra,
+    }
+    config = GatewayConfig.model_validate(
+        {"sidecar": {"message_timeout": message_timeout}, "backends": {"bedrock": backend}}
+    )
+    return FanOutClient(config, concurrency), build_backends(config)["bedrock"]
+
+
+TRACEPARENT = f"00-{'1' * 32}-{'2' * 16}-01"
+
+
+def send_parts(
+    client: FanOutClient, backend: BackendRuntime, texts: list[str]
+) -> list[UpstreamReply]:
+    parts = embeddings().fan_out(orjson.dumps({"input": texts}))
+    assert parts is not None
+
+    async def send() -> list[UpstreamReply]:
+        try:
+            return await client.send(backend, parts, {"traceparent": TRACEPARENT})
+        finally:
+            await client.close()
+
+    return asyncio.run(send())
+
+
+def test_parts_are_signed_and_sent_separately(
+    wired: tuple[openai.OpenAI, FakeBedrock, MiniGateway],
+) -> None:
+    _, fake, _ = wired
+    seen = len(fake.requests)
+    texts = [f"text number {i}" for i in range(10)]
+    replies = send_parts(*fan_out_client(fake.url, fake), texts)
+    assert [r.status for r in replies] == [200] * 10
+    assert [orjson.loads(r.body)["embedding"] for r in replies] == [
+        vector(text, 1024) for text in texts
+    ]
+    sent = fake.requests[seen:]
+    assert sorted(r.json()["inputText"] for r in sent) == sorted(texts)
+    assert len({r.headers["authorization"] for r in sent}) == 10
+    assert {r.headers["host"] for r in sent} == {fake.authority}
+    assert {r.headers["traceparent"] for r in sent} == {TRACEPARENT}
+
+
+def test_no_part_is_sent_after_a_failure(
+    wired: tuple[openai.OpenAI, FakeBedrock, MiniGateway],
+) -> None:
+    _, fake, _ = wired
+    seen = len(fake.requests)
+    replies = send_parts(*fan_out_client(fake.url, fake, concurrency=1), ["a", THROTTLE, "c"])
+    assert [r.status for r in replies] == [200, 429]
+    assert len(fake.requests) == seen + 2
+
+
+class SlowTitan(FakeServer):
+    """Answers any POST like Titan after ``delay`` seconds, counting the calls in flight."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.in_flight = self.most_in_flight = 0
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        return web.json_response({"embedding": [0.5], "inputTextTokenCount": 1})
+
+
+def test_concurrency_is_bounded() -> None:
+    with FakeBedrock() as fake, SlowTitan(0.05) as slow:
+        replies = send_parts(*fan_out_client(slow.url, fake, concurrency=3), list("abcdefghij"))
+    assert len(replies) == 10
+    assert slow.most_in_flight == 3
+
+
+def test_slow_parts_time_out_before_envoy_gives_up() -> None:
+    with FakeBedrock() as fake, SlowTitan(5.0) as slow:
+        client, backend = fan_out_client(slow.url, fake, message_timeout=0.3)
+        with pytest.raises(GatewayError) as raised:
+            send_parts(client, backend, ["a", "b"])
+    assert raised.value.status == 504 and raised.value.code == "upstream_timeout"
+
+
+def test_unreachable_backend() -> None:
+    with FakeBedrock() as fake:
+        with socket.socket() as sock:  # a port nobody listens on once closed
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with pytest.raises(GatewayError) as raised:
+            send_parts(*fan_out_client(f"http://127.0.0.1:{port}", fake), ["a", "b"])
+    assert raised.value.status == 503 and raised.value.code == "upstream_unavailable"
+
+
+def test_tls_verifies_the_backend_ca_and_sni(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("bedrock.internal").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with FakeBedrock(ssl_context=server_ctx) as fake:
+        tls = {"ca_file": str(ca_file), "sni": "bedrock.internal"}
+        replies = send_parts(*fan_out_client(fake.url, fake, tls=tls), ["a", "b"])
+        assert [r.status for r in replies] == [200, 200]
+        for wrong in ({"sni": "bedrock.internal"}, {"ca_file": str(ca_file)}):
+            with pytest.raises(GatewayError) as raised:
+                send_parts(*fan_out_client(fake.url, fake, tls=wrong), ["a", "b"])
+            assert raised.value.status == 503

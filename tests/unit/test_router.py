@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -16,6 +18,10 @@ CONFIG = parse_config(
     },
     {},
 )
+
+
+def _body(router: Router, pending: ReadBody, body: bytes) -> object:
+    return asyncio.run(router.on_body(pending, body))
 
 
 def _headers(method: str, path: str, **extra: str) -> dict[str, str]:
@@ -54,7 +60,7 @@ def test_body_model_routes() -> None:
     pending = router.on_headers(_headers("POST", "/v1/chat/completions?x=1"))
     assert isinstance(pending, ReadBody) and pending.endpoint == "chat"
     body = b'{"model": "m1", "messages": []}'
-    decision = router.on_body(pending, body)
+    decision = _body(router, pending, body)
     assert isinstance(decision, Route)
     assert decision.headers == {
         "x-ai-eg-model": "m1",
@@ -62,6 +68,7 @@ def test_body_model_routes() -> None:
         "x-ai-eg-path": "/v1/chat/completions?x=1",
         "x-ai-eg-content-length": str(len(body)),
         "x-ai-eg-stream": "",
+        "x-ai-eg-ratelimit": "",
     }
 
 
@@ -79,7 +86,7 @@ def test_stream_kind(extra: bytes, stream: str) -> None:
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
     assert isinstance(pending, ReadBody)
-    decision = router.on_body(pending, b'{"model": "m1"' + extra + b"}")
+    decision = _body(router, pending, b'{"model": "m1"' + extra + b"}")
     assert isinstance(decision, Route) and decision.headers["x-ai-eg-stream"] == stream
 
 
@@ -87,7 +94,7 @@ def test_header_model_wins_over_body() -> None:
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/embeddings", **{"x-ai-eg-model": "m2"}))
     assert isinstance(pending, ReadBody)
-    decision = router.on_body(pending, b'{"model": "m1", "input": "x"}')
+    decision = _body(router, pending, b'{"model": "m1", "input": "x"}')
     assert isinstance(decision, Route) and decision.headers["x-ai-eg-model"] == "m2"
     assert decision.headers["x-ai-eg-body-model"] == "m1"
 
@@ -108,7 +115,7 @@ def test_body_errors(body: bytes, status: int, param: str | None, code: str | No
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
     assert isinstance(pending, ReadBody)
-    got_status, err = _error(router.on_body(pending, body))
+    got_status, err = _error(_body(router, pending, body))
     assert (got_status, err["param"], err["code"]) == (status, param, code)
     assert err["type"] == "invalid_request_error" and err["message"]
 
