@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(BIN)/ai-gateway run $(if $(CONFIG),-c $(CONFIG),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check extproc tests bench
-	$(BIN)/ruff format --check extproc tests bench
+	$(BIN)/ruff check extproc tests bench docs
+	$(BIN)/ruff format --check extproc tests bench docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
