@@ -1,0 +1,156 @@
+"""Envoy bootstraps: the fast fake upstream, and bare Envoy derived from the gateway's own.
+
+The upstream is an Envoy answering with ``direct_response``: no Python, no sleeps, so whatever
+time is measured is spent in the system under test (and in the load generator).
+
+Bare Envoy is the bootstrap ``ai-gateway render`` produces for the very same config, reduced to
+its traffic listener and model clusters, with the two ext_proc filters (router stage, upstream
+stage) taken out. Connection manager options, access log, local replies, clusters, retries and
+outlier detection stay as the gateway has them, so the ratio measures the sidecar alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from bench.payloads import CHAT_PATH, Scenario
+from extproc.config import GatewayConfig
+from extproc.render import EXTPROC_CLUSTER, cluster_name, render
+
+_TYPE = "@type"
+_HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {
+        _TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    },
+}
+_EXT_PROC = "envoy.filters.http.ext_proc"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _admin(port: int) -> dict[str, Any]:
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+
+
+def _listener(name: str, port: int, hcm: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _direct(path: str, api_key: str, body: bytes, content_type: str) -> dict[str, Any]:
+    return {
+        "match": {
+            "path": path,
+            # Only a request carrying the provider key gets the real answer: the sanity check
+            # then proves the gateway injected the credential (and bare Envoy forwarded it).
+            "headers": [{"name": "authorization", "string_match": {"exact": f"Bearer {api_key}"}}],
+        },
+        "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type}}],
+    }
+
+
+def upstream_bootstrap(
+    port: int, admin_port: int, api_key: str, scenarios: list[Scenario]
+) -> dict[str, Any]:
+    """A fake OpenAI: each scenario's path answers its fixed body, anything else a 401."""
+    routes = [
+        _direct(f"{s.upstream_prefix}{CHAT_PATH}", api_key, s.response, s.content_type)
+        for s in scenarios
+    ]
+    unauthorized = b'{"error":{"message":"bench upstream: wrong path or API key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}'
+    routes.append(
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 401, "body": {"inline_string": unauthorized.decode()}},
+            "response_headers_to_add": [
+                {"header": {"key": "content-type", "value": "application/json"}}
+            ],
+        }
+    )
+    hcm = {
+        _TYPE: _HCM_TYPE,
+        "stat_prefix": "bench_upstream",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "bench_upstream",
+            # The 20-chunk stream is ~5 KB; Envoy's default cap for inline bodies is 4 KB.
+            "max_direct_response_body_size_bytes": 64 * 1024,
+            "virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [_ROUTER],
+    }
+    return {
+        "admin": _admin(admin_port),
+        "static_resources": {"listeners": [_listener("bench_upstream", port, hcm)]},
+    }
+
+
+def _without_ext_proc(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in filters if f.get("name") != _EXT_PROC]
+
+
+def _main_listener(listeners: list[dict[str, Any]], port: int) -> dict[str, Any]:
+    for listener in listeners:
+        if listener["address"].get("socket_address", {}).get("port_value") == port:
+            return listener
+    raise RuntimeError("bare Envoy: no listener on the gateway's listen port in render()")
+
+
+def bare_bootstrap(
+    config: GatewayConfig, port: int, admin_port: int, prefixes: Mapping[str, str]
+) -> dict[str, Any]:
+    """The gateway's bootstrap for ``config`` minus the sidecar, listening on ``port``.
+
+    ``prefixes`` maps each model to the upstream path prefix its requests are sent to: with no
+    router stage to set ``x-ai-eg-model``, bare Envoy routes on the path instead.
+    """
+    rendered = copy.deepcopy(render(config))
+    resources = rendered["static_resources"]
+    # Only the traffic listener and the model clusters are kept: the admin listener, the
+    # sidecar, metrics and admin clusters serve the gateway, not the request path.
+    listener = _main_listener(resources["listeners"], config.listen.port)
+    listener["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    (chain,) = listener["filter_chains"]
+    (network_filter,) = chain["filters"]
+    hcm = network_filter["typed_config"]
+    hcm["http_filters"] = _without_ext_proc(hcm["http_filters"])
+    for vhost in hcm["route_config"]["virtual_hosts"]:
+        for route in vhost["routes"]:
+            route["match"] = {"prefix": f"{prefixes[route['name']]}/"}
+            # A client of a plain proxy carries the provider key itself; the gateway strips
+            # the client's credential and adds its own, bare Envoy must pass it through.
+            route.pop("request_headers_to_remove", None)
+    model_clusters = {cluster_name(m.name) for m in config.models}
+    clusters = [c for c in resources["clusters"] if c["name"] in model_clusters]
+    if {c["name"] for c in clusters} != model_clusters:
+        raise RuntimeError("bare Envoy: render() no longer names model clusters as expected")
+    for cluster in clusters:
+        options = cluster.get("typed_extension_protocol_options", {}).get(_HTTP_OPTIONS)
+        if options is not None:
+            # Without the ext_proc filter, upstream_codec alone is Envoy's default chain.
+            options.pop("http_filters", None)
+    boot: dict[str, Any] = {
+        "admin": _admin(admin_port),
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }
+    if "overload_manager" in rendered:
+        boot["overload_manager"] = rendered["overload_manager"]
+    # Fail loudly if a future render() wires the sidecar in somewhere this function misses.
+    text = json.dumps(boot)
+    if _EXT_PROC in text or EXTPROC_CLUSTER in text:
+        raise RuntimeError("bare Envoy bootstrap still references the ext_proc sidecar")
+    return boot
