@@ -4,13 +4,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck system-deps bench render clean
+.PHONY: run test lint typecheck system-deps otel-proto-fix bench render clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory otel-proto-fix
 	touch $(STAMP)
+
+# xds-protos ships an old copy of opentelemetry/proto (the Envoy API imports it) that can
+# overwrite opentelemetry-proto's files, depending on install order; the OTLP exporter needs
+# the real ones. Reinstalling the same version of opentelemetry-proto puts them back.
+otel-proto-fix:
+	$(BIN)/pip install --quiet --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
 run: $(STAMP)
 	$(BIN)/ai-gateway run $(if $(CONFIG),-c $(CONFIG),)
