@@ -16,6 +16,7 @@ import pytest
 import trustme
 from openai import OpenAI
 
+from tests.fakes.faulty import FaultyUpstream
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway, free_port
 
@@ -43,9 +44,16 @@ def secure(tls_ca: trustme.CA) -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
+def stall() -> Iterator[FaultyUpstream]:
+    with FaultyUpstream("stall") as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
 def gateway(
     plain: FakeOpenAI,
     secure: FakeOpenAI,
+    stall: FaultyUpstream,
     tls_ca: trustme.CA,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
@@ -60,12 +68,27 @@ def gateway(
                 "tls": {"ca_file": str(ca_file)},
             },
             "down": {"schema": "openai", "url": f"http://127.0.0.1:{free_port()}/v1"},
+            "slow": {"schema": "openai", "url": f"{stall.url}/v1"},
+            "router": {
+                "schema": "openai",
+                "url": f"{plain.url}/v1",
+                "api_key": "${UPSTREAM_KEY}",
+                "headers": {"HTTP-Referer": "https://example.com", "X-Title": "tests"},
+                "query": {"api-version": "7"},
+            },
         },
         "models": [
             {"name": "gpt-4o-mini", "owned_by": "openai", "backends": [{"backend": "plain"}]},
             {"name": "secure-model", "backends": [{"backend": "secure", "model": "llama-3.1-8b"}]},
             {"name": "text-embedding-3-small", "backends": [{"backend": "plain"}]},
             {"name": "unreachable", "backends": [{"backend": "down"}], "retry": {"attempts": 1}},
+            {
+                "name": "too-slow",
+                "backends": [{"backend": "slow"}],
+                "timeout": "1s",
+                "retry": {"attempts": 1},
+            },
+            {"name": "routed", "backends": [{"backend": "router", "model": "vendor/model"}]},
         ],
         "http": {"max_request_bytes": 65536},
     }
@@ -219,9 +242,28 @@ def test_embeddings_float_and_base64(client: OpenAI, plain: FakeOpenAI) -> None:
     assert plain.requests[-1].json()["encoding_format"] == "base64"
 
 
+def test_provider_profile_headers_and_query(client: OpenAI, plain: FakeOpenAI) -> None:
+    client.chat.completions.create(
+        model="routed", messages=[{"role": "user", "content": "hi"}], extra_query={"trace": "1"}
+    )
+    seen = plain.requests[-1]
+    assert (
+        seen.headers["http-referer"] == "https://example.com" and seen.headers["x-title"] == "tests"
+    )
+    assert seen.query == {"trace": "1", "api-version": "7"}
+    assert seen.json()["model"] == "vendor/model"
+
+
 def test_models_list(client: OpenAI) -> None:
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {"gpt-4o-mini", "secure-model", "text-embedding-3-small", "unreachable"}
+    assert set(models) == {
+        "gpt-4o-mini",
+        "secure-model",
+        "text-embedding-3-small",
+        "unreachable",
+        "too-slow",
+        "routed",
+    }
     assert models["gpt-4o-mini"].owned_by == "openai"
     assert client.models.retrieve("secure-model").id == "secure-model"
 
@@ -250,6 +292,7 @@ def test_header_model_overrides_body(client: OpenAI, secure: FakeOpenAI) -> None
         (lambda c: c.moderations.create(input="x"), openai.NotFoundError, 404, "/v1/moderations"),
         (lambda c: c.post("/chat/completions", body={"model": "gpt-4o-mini", "pad": "x" * 70000}, cast_to=object), openai.APIStatusError, 413, "larger than"),
         (lambda c: c.chat.completions.create(model="unreachable", messages=[]), openai.InternalServerError, 503, "unreachable"),
+        (lambda c: c.chat.completions.create(model="too-slow", messages=[]), openai.InternalServerError, 504, "too-slow"),
     ],
 )  # fmt: skip
 def test_errors_are_openai_shaped(

@@ -17,12 +17,15 @@ from extproc.config import Pricing
 from extproc.cost import cost_usd
 from extproc.usage import Usage
 from tests.fakes.azure import FakeAzure
+from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI, chat_reply, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
 
 PRICE = {"input": 0.15, "cached_input": 0.075, "output": 0.60, "per_request": 0.0001}
 AZURE_PRICE = {"input": 2.5, "output": 10.0}
+BEDROCK_PRICE = {"input": 3.0, "output": 15.0, "cached_input": 0.3}
+CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 CUT_STREAMS = 50
 
 
@@ -45,13 +48,25 @@ def azure() -> Iterator[FakeAzure]:
 
 
 @pytest.fixture(scope="module")
-def gateway(otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure) -> Iterator[Gateway]:
+def bedrock() -> Iterator[FakeBedrock]:
+    with FakeBedrock() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure, bedrock: FakeBedrock
+) -> Iterator[Gateway]:
     one = {"retry": {"attempts": 1}}
     config = {
         "telemetry": {"header_attributes": {"x-tenant-id": "tenant"}},
         "backends": {
             "oa": {"schema": "openai", "url": f"{fake.url}/v1"},
             "az": {"schema": "azure_openai", "url": azure.url, "api_key": "${AZ_KEY}"},
+            "br": {
+                "schema": "aws_bedrock", "url": bedrock.url, "region": bedrock.region,
+                "access_key_id": "${AWS_KEY}", "secret_access_key": "${AWS_SECRET}",
+            },
         },
         "models": [
             {"name": "m", "backends": [{"backend": "oa"}], "pricing": PRICE, **one},
@@ -59,9 +74,12 @@ def gateway(otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure) -> Iterator[
             {"name": "m-err", "backends": [{"backend": "oa"}], **one},
             {"name": "m-cut", "backends": [{"backend": "oa"}], **one},
             {"name": "az", "backends": [{"backend": "az", "model": "gpt4o", "pricing": AZURE_PRICE}], **one},
+            {"name": "claude", "backends": [{"backend": "br", "model": CLAUDE}], "pricing": BEDROCK_PRICE, **one},
+            {"name": "titan", "backends": [{"backend": "br", "model": "amazon.titan-embed-text-v2:0"}], **one},
         ],
     }  # fmt: skip
-    with Gateway(config, env={"AZ_KEY": "az-key", **otlp.env()}) as gw:
+    env = {"AZ_KEY": "az-key", "AWS_KEY": bedrock.access_key, "AWS_SECRET": bedrock.secret_key}
+    with Gateway(config, env={**env, **otlp.env()}) as gw:
         yield gw
 
 
@@ -132,6 +150,23 @@ def test_scripted_mix_is_accounted_exactly(
                 reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
             )
         )
+    claude_usage = []
+    for i in range(2):
+        reply = client.chat.completions.create(model="claude", messages=_messages(i))
+        assert reply.usage is not None
+        claude_usage.append(
+            Usage(
+                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
+            )
+        )
+    for i in range(2):
+        chunks = list(client.chat.completions.create(
+            model="claude", messages=_messages(i, 5), stream=True, stream_options={"include_usage": True}
+        ))  # fmt: skip
+        usage = chunks[-1].usage
+        assert usage is not None
+        claude_usage.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+    titan = client.embeddings.create(model="titan", input=["one two", "three"])
     for _ in range(3):
         fake.fail_next(500, path="/v1/chat/completions")
         with pytest.raises(Exception, match="500"):
@@ -148,7 +183,7 @@ def test_scripted_mix_is_accounted_exactly(
         list(pool.map(cut, range(CUT_STREAMS)))
 
     # One record per request, whatever happened to it.
-    total = 5 + 5 + 5 + 3 + 2 + 3 + CUT_STREAMS
+    total = 5 + 5 + 5 + 3 + 2 + 4 + 1 + 3 + CUT_STREAMS
     _wait(lambda: otlp.sum("ai_gateway.requests") == total)
     assert (
         otlp.sum("ai_gateway.requests", **{"gen_ai.request.model": "m-cut", "ai_gateway.cut": True})
@@ -171,6 +206,10 @@ def test_scripted_mix_is_accounted_exactly(
     assert tokens("m-embed", "input") == embed_tokens
     assert tokens("az", "output") == sum(u.output_tokens for u in az_usage)
     assert otlp.points("gen_ai.client.token.usage", **{"gen_ai.provider.name": "azure.openai"})
+    assert tokens("claude", "input") == sum(u.input_tokens for u in claude_usage)
+    assert tokens("claude", "output") == sum(u.output_tokens for u in claude_usage)
+    assert tokens("titan", "input") == titan.usage.prompt_tokens
+    assert otlp.points("gen_ai.client.token.usage", **{"gen_ai.provider.name": "aws.bedrock"})
     # The cut streams are recorded with what they had produced (at least the first chunk).
     assert tokens("m-cut", "output") >= CUT_STREAMS
 
@@ -178,6 +217,10 @@ def test_scripted_mix_is_accounted_exactly(
     m_cost = sum(cost_usd(u, Pricing(**PRICE)) for u in expected)
     assert otlp.sum("ai_gateway.cost", **{"gen_ai.request.model": "m"}) == pytest.approx(
         m_cost, rel=1e-9
+    )
+    claude_cost = sum(cost_usd(u, Pricing(**BEDROCK_PRICE)) for u in claude_usage)
+    assert otlp.sum("ai_gateway.cost", **{"gen_ai.request.model": "claude"}) == pytest.approx(
+        claude_cost, rel=1e-9
     )
     az_cost = sum(cost_usd(u, Pricing(**AZURE_PRICE)) for u in az_usage)
     assert otlp.sum("ai_gateway.cost", **{"gen_ai.request.model": "az"}) == pytest.approx(
