@@ -19,7 +19,7 @@ from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
-from extproc.translate import Endpoint
+from extproc.translate import Endpoint, json_object
 
 MODEL_HEADER = "x-ai-eg-model"
 # The body's own model as the router read it: lets the upstream stage decide at header time
@@ -180,14 +180,7 @@ class Router:
         return route
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
-        if not body:
-            raise bad_request("Request body is empty; expected a JSON object.")
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise bad_request(f"Request body is not valid JSON: {exc}.") from None
-        if not isinstance(doc, dict):
-            raise bad_request("Request body must be a JSON object.")
+        doc = json_object(body)
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")

@@ -13,12 +13,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import orjson
+
+from extproc.errors import bad_request
 from extproc.usage import Usage
 
 Endpoint = Literal["chat", "embeddings"]
 BodyMode = Literal["none", "streamed", "buffered"]
+
+
+def json_object(body: bytes | None) -> dict[str, Any]:
+    """The client's body as a JSON object, or the 400 that says why it is not one."""
+    if not body:
+        raise bad_request("Request body is empty; expected a JSON object.")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}.") from None
+    if not isinstance(doc, dict):
+        raise bad_request("Request body must be a JSON object.")
+    return doc
 
 
 @dataclass(slots=True)

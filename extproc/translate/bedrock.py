@@ -67,6 +67,7 @@ from extproc.translate import (
     Translator,
     UpstreamReply,
     UpstreamRequest,
+    json_object,
 )
 from extproc.usage import Usage
 
@@ -259,18 +260,6 @@ def _check_fields(doc: Json, rules: Mapping[str, FieldRule]) -> None:
 
 
 # --- small request helpers ------------------------------------------------------------------
-
-
-def _load_object(body: bytes | None) -> Json:
-    if not body:
-        raise bad_request("A JSON request body is required.")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("Request body is not valid JSON.") from None
-    if not isinstance(doc, dict):
-        raise bad_request("Request body must be a JSON object.")
-    return doc
 
 
 def _number(doc: Json, key: str) -> float | None:
@@ -855,7 +844,7 @@ class BedrockChat(_Exchange):
         self._opened = self._stopped = self._closed = self._usage_sent = False
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        converse, self._plan = _converse(_load_object(body))
+        converse, self._plan = _converse(json_object(body))
         operation = "converse-stream" if self._plan.stream else "converse"
         return UpstreamRequest(
             path=self._path(operation),
@@ -1175,7 +1164,7 @@ class _EmbeddingsRequest:
 
 
 def _embeddings_request(body: bytes | None, model_id: str) -> _EmbeddingsRequest:
-    doc = _load_object(body)
+    doc = json_object(body)
     _check_fields(doc, _EMBEDDINGS_RULES)
     model = _embedding_model(model_id)
     texts = _embedding_texts(doc.get("input"))

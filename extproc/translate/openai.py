@@ -11,8 +11,14 @@ from urllib.parse import urlencode
 
 import orjson
 
-from extproc.errors import UPSTREAM, bad_request, error_body
-from extproc.translate import BodyMode, RequestContext, ResponseHead, UpstreamRequest
+from extproc.errors import UPSTREAM, error_body
+from extproc.translate import (
+    BodyMode,
+    RequestContext,
+    ResponseHead,
+    UpstreamRequest,
+    json_object,
+)
 from extproc.usage import SSEObserver, Usage, from_json_body
 
 
@@ -28,12 +34,7 @@ def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = N
 
 def rewrite_body(body: bytes, model: str | None, include_usage: bool) -> bytes:
     """Set the body's ``model`` and/or ask the provider to report a stream's usage."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("Request body is not valid JSON.") from None
-    if not isinstance(doc, dict):
-        raise bad_request("Request body must be a JSON object.")
+    doc = json_object(body)
     if model is not None:
         doc["model"] = model
     if include_usage:

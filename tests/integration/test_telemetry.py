@@ -100,6 +100,24 @@ def _messages(i: int, words: int = 4) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"w{i}x{j}" for j in range(words))}]
 
 
+def _reported(usage: Any) -> Usage:
+    assert usage is not None
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+
+def _chat(client: OpenAI, model: str, i: int, **kw: Any) -> Usage:
+    """One chat; the usage the client was told."""
+    return _reported(client.chat.completions.create(model=model, messages=_messages(i), **kw).usage)
+
+
+def _stream(client: OpenAI, model: str, i: int, words: int) -> Usage:
+    """One stream asking for its usage; the usage of its last chunk."""
+    chunks = list(client.chat.completions.create(
+        model=model, messages=_messages(i, words), stream=True, stream_options={"include_usage": True}
+    ))  # fmt: skip
+    return _reported(chunks[-1].usage)
+
+
 def _usage(body: dict[str, Any]) -> Usage:
     reply = chat_reply(body)
     total = reply.prompt_tokens + reply.completion_tokens
@@ -109,25 +127,9 @@ def _usage(body: dict[str, Any]) -> Usage:
 def test_scripted_mix_is_accounted_exactly(
     client: OpenAI, gateway: Gateway, otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure
 ) -> None:
-    expected: list[Usage] = []
     tenant = {"x-tenant-id": "acme"}
-    for i in range(5):
-        reply = client.chat.completions.create(
-            model="m", messages=_messages(i), extra_headers=tenant
-        )
-        assert reply.usage is not None
-        expected.append(
-            Usage(
-                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
-            )
-        )
-    for i in range(5):
-        chunks = list(client.chat.completions.create(
-            model="m", messages=_messages(i, 6), stream=True, stream_options={"include_usage": True}
-        ))  # fmt: skip
-        usage = chunks[-1].usage
-        assert usage is not None
-        expected.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+    expected = [_chat(client, "m", i, extra_headers=tenant) for i in range(5)]
+    expected += [_stream(client, "m", i, 6) for i in range(5)]
     for i in range(5):
         body = {"model": "m", "messages": _messages(i, 8), "stream": True}
         through_gateway = httpx2.post(f"{gateway.url}/v1/chat/completions", json=body).content
@@ -141,31 +143,9 @@ def test_scripted_mix_is_accounted_exactly(
         result = client.embeddings.create(model="m-embed", input=inputs)
         embed_tokens += result.usage.prompt_tokens
         assert result.usage.prompt_tokens == sum(count_tokens(t) for t in inputs)
-    az_usage = []
-    for i in range(2):
-        reply = client.chat.completions.create(model="az", messages=_messages(i))
-        assert reply.usage is not None
-        az_usage.append(
-            Usage(
-                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
-            )
-        )
-    claude_usage = []
-    for i in range(2):
-        reply = client.chat.completions.create(model="claude", messages=_messages(i))
-        assert reply.usage is not None
-        claude_usage.append(
-            Usage(
-                reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens
-            )
-        )
-    for i in range(2):
-        chunks = list(client.chat.completions.create(
-            model="claude", messages=_messages(i, 5), stream=True, stream_options={"include_usage": True}
-        ))  # fmt: skip
-        usage = chunks[-1].usage
-        assert usage is not None
-        claude_usage.append(Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens))
+    az_usage = [_chat(client, "az", i) for i in range(2)]
+    claude_usage = [_chat(client, "claude", i) for i in range(2)]
+    claude_usage += [_stream(client, "claude", i, 5) for i in range(2)]
     titan = client.embeddings.create(model="titan", input=["one two", "three"])
     for _ in range(3):
         fake.fail_next(500, path="/v1/chat/completions")
