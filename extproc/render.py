@@ -80,6 +80,9 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
+            # The body follows the headers at once instead of after their reply: one round
+            # trip to the sidecar less on every request.
+            send_body_without_waiting_for_header_response=True,
         ),
     }
 
