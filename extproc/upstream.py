@@ -272,7 +272,7 @@ class Exchange:
         """Add the cost header to a response whose headers have not left yet."""
         # Only a buffered (non-streaming) response still holds its headers at the end.
         if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
-            headers[COST_HEADER] = f"{metadata.get('cost_usd'):.6f}"
+            headers[COST_HEADER] = f"{metadata.get('cost_usd', 0.0):.6f}"
 
     def abort(self) -> None:
         """The stream ended early (the client left, or Envoy gave up): record what was seen."""
