@@ -327,6 +327,11 @@ class ModelRoute(_Model):
             raise ValueError(f"backend listed twice: {', '.join(sorted(dup))}")
         return self
 
+    def single_backend(self) -> str | None:
+        """The backend of a model that has only one: Envoy never has to choose, so the router
+        stage can translate, sign and account the request itself, without an upstream stage."""
+        return self.backends[0].backend if len(self.backends) == 1 else None
+
     def backend_entry(self, backend: str) -> ModelBackend | None:
         for entry in self.backends:
             if entry.backend == backend:

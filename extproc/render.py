@@ -66,23 +66,32 @@ def _ext_proc(stage: str, message_timeout: float, **extra: Any) -> dict[str, Any
     }
 
 
+_MUTATION_OPTIONS: dict[str, Any] = {
+    # Both stages set :authority: SigV4 signs it, and Envoy's own host rewrite may not have
+    # happened yet when a filter sees the first request on a new connection.
+    "mutation_rules": {"allow_all_routing": True},
+    "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+}
+
+
 def _router_filter(config: GatewayConfig) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _ext_proc(
             "router",
             config.sidecar.message_timeout,
+            # Response phases serve the requests of single-backend models, which this stage
+            # translates and accounts itself; for the others the sidecar ends the stream after
+            # the body, so Envoy skips them.
             processing_mode={
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
-                "response_header_mode": "SKIP",
+                "response_header_mode": "SEND",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
-            # The body follows the headers at once instead of after their reply: one round
-            # trip to the sidecar less on every request.
-            send_body_without_waiting_for_header_response=True,
+            **_MUTATION_OPTIONS,
         ),
     }
 
@@ -104,11 +113,7 @@ def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
                     "response_trailer_mode": "SKIP",
                 },
                 request_attributes=[UPSTREAM_HOST_METADATA],
-                # The stage sets :authority itself: SigV4 signs it, and Envoy's own host rewrite
-                # may not have happened yet when the filter sees the first request on a new
-                # connection.
-                mutation_rules={"allow_all_routing": True},
-                metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+                **_MUTATION_OPTIONS,
             ),
         },
         {
@@ -225,9 +230,11 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(model),
         },
-        # The client's credential is for the gateway, never for a provider.
-        "request_headers_to_remove": ["authorization", "api-key", "x-api-key"],
     }
+    if model.single_backend() is None:
+        # The client's credential is for the gateway, never for a provider. (With one backend
+        # the router stage replaces it with the provider's before the route applies.)
+        route["request_headers_to_remove"] = ["authorization", "api-key", "x-api-key"]
     if config.http.expose_backend:
         route["response_headers_to_add"] = [
             {
@@ -360,7 +367,7 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
             _HTTP_OPTIONS: {
                 _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",
                 "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": _upstream_filters(config),
+                **({} if model.single_backend() else {"http_filters": _upstream_filters(config)}),
             }
         },
         "load_assignment": {

@@ -88,9 +88,13 @@ class ReadBody:
 
 @dataclass(slots=True)
 class Route:
-    """Route on ``x-ai-eg-model``: set these headers and clear Envoy's route cache."""
+    """Route on ``x-ai-eg-model``: set these headers and clear Envoy's route cache.
+
+    ``backend`` names the model's only backend, which the router stage then serves itself.
+    """
 
     headers: dict[str, str]
+    backend: str | None = None
 
 
 Decision = Respond | ReadBody | Route
@@ -108,7 +112,6 @@ class Router:
         self._config = config
         self._clients = Clients(config.clients)
         self._limiter = limiter
-        self._has_wildcard = config.model(WILDCARD_MODEL) is not None
         self._listed = [m.name for m in config.models if m.name != WILDCARD_MODEL]
         self._model_items = {
             m.name: {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
@@ -191,7 +194,8 @@ class Router:
                 param="model",
                 code="missing_required_parameter",
             )
-        if self._config.model(model) is None and not self._has_wildcard:
+        route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
+        if route is None:
             raise _model_not_found(model, param="model")
         headers = {
             MODEL_HEADER: model,
@@ -204,7 +208,7 @@ class Router:
             options = doc.get("stream_options")
             asked = isinstance(options, dict) and options.get("include_usage") is True
             headers[STREAM_HEADER] = "usage" if asked else "plain"
-        return Route(headers)
+        return Route(headers, route.single_backend())
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -41,6 +41,7 @@ _EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
 _CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+_CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 
 
 def _headers(message: Any) -> dict[str, str]:
@@ -86,13 +87,16 @@ def _internal_error() -> pb.ProcessingResponse:
 
 
 async def _router_stream(
-    router: Router, requests: AsyncIterator[pb.ProcessingRequest]
+    router: Router, stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
 ) -> AsyncIterator[pb.ProcessingResponse]:
     pending: ReadBody | None = None
+    client_headers: dict[str, str] = {}
+    body = b""
     async for req in requests:
         kind = req.WhichOneof("request")
         if kind == "request_headers":
-            decision = router.on_headers(_headers(req.request_headers.headers))
+            client_headers = _headers(req.request_headers.headers)
+            decision = router.on_headers(client_headers)
             if isinstance(decision, ReadBody):
                 if req.request_headers.end_of_stream:
                     decision = await router.on_body(decision, b"")
@@ -101,7 +105,13 @@ async def _router_stream(
                     yield _CONTINUE_HEADERS
                     continue
         elif kind == "request_body" and pending is not None:
-            decision = await router.on_body(pending, req.request_body.body)
+            body = req.request_body.body
+            decision = await router.on_body(pending, body)
+        elif kind == "response_headers":
+            # Envoy answered by itself before the request was routed (e.g. 413 for a body over
+            # the limit): nothing to do with that answer.
+            yield _CONTINUE_RESPONSE_HEADERS
+            return
         else:
             log.warning("router stage: unexpected %s message", kind)
             yield _internal_error()
@@ -110,14 +120,54 @@ async def _router_stream(
             yield immediate(decision.status, decision.body, decision.headers, "ai_gateway")
             return
         assert isinstance(decision, Route)
-        common = pb.CommonResponse(
-            header_mutation=_mutation(decision.headers, ()), clear_route_cache=True
-        )
-        if kind == "request_headers":
-            yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
-        else:
-            yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+        if decision.backend is None:
+            # Several backends: Envoy picks one per attempt and the upstream stage serves it.
+            # Ending the stream here skips the response phases for this request.
+            common = pb.CommonResponse(
+                header_mutation=_mutation(decision.headers, ()), clear_route_cache=True
+            )
+            if kind == "request_headers":
+                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
+            else:
+                yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+            return
+        break
+    else:
         return
+    # One backend: this stream serves the request the way the upstream stage would serve an
+    # attempt, which saves Envoy and the sidecar a second gRPC stream per request.
+    exchange = stage.exchange()
+    try:
+        step = await _single_backend_request(exchange, decision, client_headers, body)
+        yield _step_reply(kind, step, clear_route_cache=True)
+        if step.done or step.error is not None or step.respond is not None:
+            return
+        async for reply in _drive(exchange, requests):
+            yield reply
+    finally:
+        exchange.abort()
+
+
+async def _single_backend_request(
+    exchange: Exchange, route: Route, client_headers: Mapping[str, str], body: bytes
+) -> Step:
+    """The request steps of the upstream stage, merged into the router's one reply."""
+    assert route.backend is not None
+    first = await exchange.request_headers({**client_headers, **route.headers}, route.backend)
+    if first.error is not None or first.respond is not None:
+        return first
+    if first.request_body == "buffered":
+        second = await exchange.request_body(body)
+        if second.error is not None or second.respond is not None:
+            return second
+        first.set_headers.update(second.set_headers)
+        first.body = second.body
+        first.metadata = second.metadata
+        first.done = second.done
+    first.set_headers = {**route.headers, **first.set_headers}
+    # Request-side modes were decided by the router's own configuration.
+    first.request_body = None
+    return first
 
 
 # --- upstream stage ---------------------------------------------------------------------------
@@ -157,7 +207,7 @@ def _mode_override(step: Step) -> Any:
     return mode
 
 
-def _step_reply(kind: str, step: Step) -> pb.ProcessingResponse:
+def _step_reply(kind: str, step: Step, clear_route_cache: bool = False) -> pb.ProcessingResponse:
     if step.error is not None:
         return _error_reply(step.error)
     answer = step.respond
@@ -170,7 +220,7 @@ def _step_reply(kind: str, step: Step) -> pb.ProcessingResponse:
         reply.dynamic_metadata.update({METADATA_NAMESPACE: step.metadata})
     if answer is not None:
         return reply
-    common = pb.CommonResponse()
+    common = pb.CommonResponse(clear_route_cache=clear_route_cache)
     if step.set_headers or step.remove_headers:
         common.header_mutation.CopyFrom(_mutation(step.set_headers, step.remove_headers))
     if step.body is not None:
@@ -252,7 +302,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         stream = (
             _upstream_stream(self._upstream, request_iterator)
             if stage == "upstream"
-            else _router_stream(self._router, request_iterator)
+            else _router_stream(self._router, self._upstream, request_iterator)
         )
         try:
             async for reply in stream:
