@@ -1,7 +1,10 @@
 """Envoy bootstraps: the fast fake upstream, and bare Envoy derived from the gateway's own.
 
 The upstream is an Envoy answering with ``direct_response``: no Python, no sleeps, so whatever
-time is measured is spent in the system under test (and in the load generator).
+time is measured is spent in the system under test (and in the load generator). It serves every
+scenario's fixed answer: OpenAI chat, stream and embeddings, and Bedrock Converse (for requests
+carrying a SigV4 Authorization header of the bench's key id; the signature is not verified, so
+that the upstream stays fast: the test suite's fake Bedrock verifies signatures).
 
 Bare Envoy is the bootstrap ``ai-gateway render`` produces for the very same config, reduced to
 its traffic listener and model clusters, with the two ext_proc filters (router stage, upstream
@@ -16,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bench.payloads import CHAT_PATH, Scenario
+from bench.payloads import BEDROCK_ACCESS_KEY, Scenario
 from extproc.config import GatewayConfig
 from extproc.render import EXTPROC_CLUSTER, cluster_name, render
 
@@ -50,26 +53,36 @@ def _listener(name: str, port: int, hcm: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _direct(path: str, api_key: str, body: bytes, content_type: str) -> dict[str, Any]:
+def _direct(
+    path: str, headers: list[dict[str, Any]], body: bytes, content_type: str
+) -> dict[str, Any]:
     return {
-        "match": {
-            "path": path,
-            # Only a request carrying the provider key gets the real answer: the sanity check
-            # then proves the gateway injected the credential (and bare Envoy forwarded it).
-            "headers": [{"name": "authorization", "string_match": {"exact": f"Bearer {api_key}"}}],
-        },
+        "match": {"path": path, "headers": headers},
         "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
         "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type}}],
     }
 
 
+def _credential(scenario: Scenario, api_key: str) -> list[dict[str, Any]]:
+    """Only a request carrying the provider's credential gets the real answer: the sanity
+    check then proves the gateway injected it (and bare Envoy forwarded the client's)."""
+    if scenario.bedrock:
+        prefix = f"AWS4-HMAC-SHA256 Credential={BEDROCK_ACCESS_KEY}/"
+        return [
+            {"name": "authorization", "string_match": {"prefix": prefix}},
+            {"name": "x-amz-date", "present_match": True},
+        ]
+    return [{"name": "authorization", "string_match": {"exact": f"Bearer {api_key}"}}]
+
+
 def upstream_bootstrap(
     port: int, admin_port: int, api_key: str, scenarios: list[Scenario]
 ) -> dict[str, Any]:
-    """A fake OpenAI: each scenario's path answers its fixed body, anything else a 401."""
+    """A fake OpenAI (and Bedrock): each scenario's path answers its fixed body, else a 401."""
     routes = [
-        _direct(f"{s.upstream_prefix}{CHAT_PATH}", api_key, s.response, s.content_type)
+        _direct(s.upstream_path, _credential(s, api_key), s.response, s.content_type)
         for s in scenarios
+        if s.upstream == "envoy"
     ]
     unauthorized = b'{"error":{"message":"bench upstream: wrong path or API key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}'
     routes.append(
@@ -87,8 +100,8 @@ def upstream_bootstrap(
         "codec_type": "AUTO",
         "route_config": {
             "name": "bench_upstream",
-            # The 20-chunk stream is ~5 KB; Envoy's default cap for inline bodies is 4 KB.
-            "max_direct_response_body_size_bytes": 64 * 1024,
+            # The embeddings answer is ~90 KB; Envoy's default cap for inline bodies is 4 KB.
+            "max_direct_response_body_size_bytes": 1024 * 1024,
             "virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": routes}],
         },
         "http_filters": [_ROUTER],

@@ -1,27 +1,46 @@
-"""What the benchmark sends and what the fake upstream answers.
+"""What the benchmark sends and what the fake upstreams answer.
 
 Bodies are fixed and deterministic so two runs, or two commits, measure the same bytes. They
-look like real OpenAI traffic: a chat request of about 1 KB, a chat.completion of about 500 B
-with usage, and a stream of 20 chat.completion.chunk events ending in ``data: [DONE]``.
+look like real traffic: a chat request of about 1 KB, a chat.completion of about 500 B with
+usage, a stream of 20 chat.completion.chunk events ending in ``data: [DONE]``, an embeddings
+batch of 16 inputs answered with 16 vectors of 256 floats, and the Bedrock Converse answer the
+gateway translates a chat request into.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 CHAT_MODEL = "bench-chat"
 STREAM_MODEL = "bench-stream"
+EMBED_MODEL = "bench-embed"
+BEDROCK_MODEL = "bench-bedrock"
+PACED_MODEL = "bench-paced"
+HOLD_MODEL = "bench-hold"
 # The upstream path prefixes, one per model: the gateway rewrites /v1 to the backend's prefix,
 # so the upstream answering on distinct prefixes proves the rewrite happened.
 CHAT_PREFIX = "/v1"
 STREAM_PREFIX = "/stream/v1"
-PACED_MODEL = "bench-paced"
+EMBED_PREFIX = "/embed/v1"
 PACED_PREFIX = "/paced/v1"
+HOLD_PREFIX = "/hold/v1"
+BEDROCK_PREFIX = "/model"
 CHAT_PATH = "/chat/completions"
+EMBEDDINGS_PATH = "/embeddings"
 STREAM_CHUNKS = 20
+EMBED_INPUTS = 16
+EMBED_DIMENSIONS = 256
+# The Bedrock model the gateway translates to, and the (fake) credentials it signs with. The
+# static upstream checks that a SigV4 Authorization header for this key id arrived, not the
+# signature itself: verifying it would make the upstream the bottleneck (the test suite's
+# tests/fakes/bedrock.py verifies every signature; tests/integration/test_bedrock.py runs it).
+BEDROCK_MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
+BEDROCK_ACCESS_KEY = "AKIDBENCHBEDROCK"
+BEDROCK_REGION = "us-east-1"
 _CREATED = 1735689600
 
 _SYSTEM_PROMPT = (
@@ -135,23 +154,155 @@ def stream_response() -> bytes:
     return b"".join(events)
 
 
+_EMBED_TEXTS = (
+    "How do I return a damaged paperback?",
+    "Standard shipping takes three to five working days.",
+    "Can a neighbour sign for my parcel?",
+    "The tracking page says label created.",
+    "Gift cards cannot be exchanged for cash.",
+    "Where is my order confirmation e-mail?",
+    "Pickup points hold parcels for seven days.",
+    "Cookbooks with spiral bindings ship flat.",
+    "How do I change my delivery address?",
+    "Travel guides are updated every spring.",
+    "Orders over forty euros ship for free.",
+    "Can I cancel an order that has shipped?",
+    "E-books are delivered to your library at once.",
+    "Our support team answers within one day.",
+    "Pre-orders are charged when they ship.",
+    "Which carriers deliver on Saturdays?",
+)
+
+
+def embeddings_request() -> bytes:
+    """A batch of 16 short texts, floats (the OpenAI SDK sends base64 unless told otherwise).
+
+    No ``dimensions``: LiteLLM refuses it for a model it does not know as text-embedding-3.
+    """
+    assert len(_EMBED_TEXTS) == EMBED_INPUTS
+    return _compact(
+        {
+            "model": EMBED_MODEL,
+            "input": list(_EMBED_TEXTS),
+            "encoding_format": "float",
+            "user": "bench-user-0001",
+        }
+    )
+
+
+def _vector(seed: int) -> list[float]:
+    # A small linear congruential generator: the same floats on every run, printed at full
+    # precision as OpenAI's are (about 20 characters each).
+    state = seed * 2654435761 % 2**32 or 1
+    out = []
+    for _ in range(EMBED_DIMENSIONS):
+        state = (1103515245 * state + 12345) % 2**31
+        out.append((state / 2**31 - 0.5) * 0.1)
+    return out
+
+
+EMBED_USAGE = {"prompt_tokens": 134, "total_tokens": 134}
+
+
+def embeddings_response() -> bytes:
+    """16 embedding objects of 256 floats with usage (~80 KB), as OpenAI answers."""
+    return _compact(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _vector(i + 1)}
+                for i in range(EMBED_INPUTS)
+            ],
+            "model": EMBED_MODEL,
+            "usage": EMBED_USAGE,
+        }
+    )
+
+
+def converse_request() -> bytes:
+    """The Converse body equivalent to :func:`chat_request`: what bare Envoy is sent in the
+    Bedrock scenario (the gateway builds its own from the OpenAI request)."""
+    return _compact(
+        {
+            "messages": [{"role": "user", "content": [{"text": _USER_PROMPT}]}],
+            "system": [{"text": _SYSTEM_PROMPT}],
+            "inferenceConfig": {"maxTokens": 256, "temperature": 0.2},
+        }
+    )
+
+
+def converse_response() -> bytes:
+    """Bedrock's Converse answer: the same text and token counts as :func:`chat_response`."""
+    return _compact(
+        {
+            "output": {"message": {"role": "assistant", "content": [{"text": _ANSWER}]}},
+            "stopReason": "end_turn",
+            "usage": {
+                "inputTokens": _USAGE["prompt_tokens"],
+                "outputTokens": _USAGE["completion_tokens"],
+                "totalTokens": _USAGE["total_tokens"],
+            },
+            "metrics": {"latencyMs": 412},
+        }
+    )
+
+
+def bedrock_path() -> str:
+    """The Converse path the gateway signs and sends: the model id URL-encoded (``:``)."""
+    return f"{BEDROCK_PREFIX}/{urllib.parse.quote(BEDROCK_MODEL_ID, safe='')}/converse"
+
+
+Kind = Literal["chat", "stream", "embeddings"]
+Upstream = Literal["envoy", "paced", "hold"]
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     """One kind of request: what the client sends, and what it must get back."""
 
-    name: str
+    key: str  # what --scenarios selects
+    name: str  # what the report shows
+    kind: Kind
     model: str
     upstream_prefix: str
-    request: bytes
-    response: bytes
+    request: bytes  # the OpenAI request every system but bare Envoy (bedrock) gets
+    response: bytes  # what the upstream answers
     content_type: str
-    paced: bool = False  # served by the paced SSE upstream rather than Envoy
+    upstream: Upstream = "envoy"  # Envoy direct_response, or the Python paced upstream
+    bedrock: bool = False  # the gateway translates it to Converse; peers do not run it
+    bare_request: bytes | None = None  # bare Envoy's body when it is not ``request``
+
+    @property
+    def client_path(self) -> str:
+        return "/v1" + (EMBEDDINGS_PATH if self.kind == "embeddings" else CHAT_PATH)
+
+    @property
+    def upstream_path(self) -> str:
+        if self.bedrock:
+            return bedrock_path()
+        return self.upstream_prefix + (EMBEDDINGS_PATH if self.kind == "embeddings" else CHAT_PATH)
+
+    @property
+    def streaming(self) -> bool:
+        return self.kind == "stream"
+
+    @property
+    def peers(self) -> bool:
+        """LiteLLM and Portkey run it: every OpenAI pass-through scenario."""
+        return not self.bedrock
 
 
-def scenarios(paced: bool) -> list[Scenario]:
-    items = [
+SCENARIO_KEYS = ("chat", "stream", "embeddings", "bedrock", "paced")
+
+
+def all_scenarios() -> list[Scenario]:
+    """Every measured scenario, in report order."""
+    stream = f"stream-{STREAM_CHUNKS}"
+    return [
         Scenario(
+            key="chat",
             name="chat",
+            kind="chat",
             model=CHAT_MODEL,
             upstream_prefix=CHAT_PREFIX,
             request=chat_request(CHAT_MODEL, stream=False),
@@ -159,24 +310,140 @@ def scenarios(paced: bool) -> list[Scenario]:
             content_type="application/json",
         ),
         Scenario(
-            name=f"stream-{STREAM_CHUNKS}",
+            key="stream",
+            name=stream,
+            kind="stream",
             model=STREAM_MODEL,
             upstream_prefix=STREAM_PREFIX,
             request=chat_request(STREAM_MODEL, stream=True),
             response=stream_response(),
             content_type="text/event-stream",
         ),
+        Scenario(
+            key="embeddings",
+            name=f"embeddings x{EMBED_INPUTS}",
+            kind="embeddings",
+            model=EMBED_MODEL,
+            upstream_prefix=EMBED_PREFIX,
+            request=embeddings_request(),
+            response=embeddings_response(),
+            content_type="application/json",
+        ),
+        Scenario(
+            key="bedrock",
+            name="chat -> bedrock",
+            kind="chat",
+            model=BEDROCK_MODEL,
+            upstream_prefix=BEDROCK_PREFIX,
+            request=chat_request(BEDROCK_MODEL, stream=False),
+            response=converse_response(),
+            content_type="application/json",
+            bedrock=True,
+            bare_request=converse_request(),
+        ),
+        Scenario(
+            key="paced",
+            name=f"{stream} paced",
+            kind="stream",
+            model=PACED_MODEL,
+            upstream_prefix=PACED_PREFIX,
+            request=chat_request(PACED_MODEL, stream=True),
+            response=stream_response(),
+            content_type="text/event-stream",
+            upstream="paced",
+        ),
     ]
-    if paced:
-        items.append(
-            Scenario(
-                name=f"stream-{STREAM_CHUNKS} paced",
-                model=PACED_MODEL,
-                upstream_prefix=PACED_PREFIX,
-                request=chat_request(PACED_MODEL, stream=True),
-                response=stream_response(),
-                content_type="text/event-stream",
-                paced=True,
-            )
-        )
-    return items
+
+
+def hold_scenario() -> Scenario:
+    """The stream the 1,000-open-streams test holds open: a slow paced upstream."""
+    return Scenario(
+        key="hold",
+        name="held streams",
+        kind="stream",
+        model=HOLD_MODEL,
+        upstream_prefix=HOLD_PREFIX,
+        request=chat_request(HOLD_MODEL, stream=True),
+        response=stream_response(),
+        content_type="text/event-stream",
+        upstream="hold",
+    )
+
+
+def sse_data(body: bytes) -> list[bytes]:
+    """The ``data:`` payloads of an SSE body, in order."""
+    out = []
+    for event in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            out.append(b"\n".join(data))
+    return out
+
+
+def _chat_problems(doc: Any) -> list[str]:
+    try:
+        content = doc["choices"][0]["message"]["content"]
+        usage = doc["usage"]
+    except (KeyError, IndexError, TypeError):
+        return ["not a chat.completion with usage"]
+    problems = []
+    if content != _ANSWER:
+        problems.append(f"content {content!r}")
+    if (usage.get("prompt_tokens"), usage.get("completion_tokens")) != (212, 36):
+        problems.append(f"usage {usage!r}")
+    return problems
+
+
+def _stream_problems(body: bytes) -> list[str]:
+    events = sse_data(body)
+    if not events or events[-1] != b"[DONE]":
+        return [f"no data: [DONE] at the end ({len(events)} events)"]
+    text, usage = "", None
+    try:
+        for data in events[:-1]:
+            doc = json.loads(data)
+            for choice in doc.get("choices") or []:
+                text += (choice.get("delta") or {}).get("content") or ""
+            usage = doc.get("usage") or usage
+    except (ValueError, AttributeError, TypeError):
+        return ["an event is not a chat.completion.chunk"]
+    problems = []
+    if text.strip() != _ANSWER:
+        problems.append(f"streamed text {text!r}")
+    if not isinstance(usage, dict) or usage.get("completion_tokens") != 36:
+        problems.append(f"usage {usage!r}")
+    return problems
+
+
+def _embeddings_problems(doc: Any) -> list[str]:
+    try:
+        vectors = [item["embedding"] for item in doc["data"]]
+        usage = doc["usage"]
+    except (KeyError, TypeError):
+        return ["not an embeddings list with usage"]
+    problems = []
+    if len(vectors) != EMBED_INPUTS or any(len(v) != EMBED_DIMENSIONS for v in vectors):
+        problems.append(f"{len(vectors)} vectors, sizes {sorted({len(v) for v in vectors})}")
+    elif any(abs(a - b) > 1e-6 for a, b in zip(vectors[3], _vector(4), strict=True)):
+        problems.append("vector 3 differs from the upstream's")
+    if usage.get("prompt_tokens") != EMBED_USAGE["prompt_tokens"]:
+        problems.append(f"usage {usage!r}")
+    return problems
+
+
+def answer_problems(scenario: Scenario, body: bytes) -> list[str]:
+    """What is wrong with an OpenAI answer to ``scenario`` that need not be byte-exact.
+
+    Peers re-serialize what the upstream sent (field order, added fields, re-chunked streams)
+    and the gateway translates Bedrock's answer: what must survive is the text (or vectors)
+    and the token usage.
+    """
+    if scenario.streaming:
+        return _stream_problems(body)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return [f"not JSON: {body[:200]!r}"]
+    if scenario.kind == "embeddings":
+        return _embeddings_problems(doc)
+    return _chat_problems(doc)

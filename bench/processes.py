@@ -8,6 +8,7 @@ dying on its own in the middle of a measurement.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -27,6 +28,10 @@ from extproc.supervisor import envoy_binary
 
 class BenchError(Exception):
     """A setup or run problem that makes the numbers meaningless: the bench stops."""
+
+
+class SystemDied(BenchError):
+    """The system under test stopped answering in the middle of a measurement."""
 
 
 def admin_get(admin_url: str, path: str, timeout: float = 5.0) -> bytes:
@@ -67,10 +72,22 @@ class ManagedProcess:
     same way, so both systems pay the same for logging.
     """
 
-    def __init__(self, name: str, argv: list[str], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        ready: Callable[[], bool],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
         self.name = name
         self._argv = argv
         self._ready = ready
+        self._env = dict(env) if env is not None else None
+        self._cwd = cwd
+        self._start_timeout = start_timeout
         self._proc: subprocess.Popen[str] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=30)
 
@@ -88,11 +105,14 @@ class ManagedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
             start_new_session=True,
+            env=self._env,
+            cwd=self._cwd,
         )
         assert self._proc.stdout is not None
         threading.Thread(target=self._drain, args=(self._proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self._start_timeout
         while not self._ready():
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -108,16 +128,27 @@ class ManagedProcess:
     ) -> None:
         self.stop()
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        # The workers a server started (LiteLLM's uvicorn workers) must not outlive it.
+        others = [p for p in descendants(proc.pid) if p != proc.pid]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in others:
+            # Still in the session this class started: ours, whatever became of its parent.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(pid) == proc.pid:
+                    os.kill(pid, signal.SIGKILL)
 
 
 class EnvoyProcess(ManagedProcess):
@@ -149,3 +180,50 @@ class EnvoyProcess(ManagedProcess):
             return admin_get(self.admin_url, "/ready", timeout=1.0).strip() == b"LIVE"
         except OSError:
             return False
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (a server and the workers it forked or spawned)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def _listening(path: str, port: int) -> list[str]:
+    # /proc/net/tcp{,6}: "sl local_address rem_address st ...", addresses as hex IP:port;
+    # state 0A is LISTEN.
+    found: list[str] = []
+    try:
+        lines = Path(path).read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        address, _, hex_port = fields[1].partition(":")
+        if fields[3] == "0A" and int(hex_port, 16) == port:
+            found.append(address)
+    return found
+
+
+_LOOPBACK4 = "0100007F"  # 127.0.0.1, little-endian hex
+_LOOPBACK6 = "00000000000000000000000001000000"  # ::1
+
+
+def listens_on_loopback_only(port: int) -> bool:
+    """True if every listening socket on ``port`` is bound to 127.0.0.1 or ::1."""
+    v4 = _listening("/proc/net/tcp", port)
+    v6 = _listening("/proc/net/tcp6", port)
+    return bool(v4 or v6) and all(a == _LOOPBACK4 for a in v4) and all(a == _LOOPBACK6 for a in v6)

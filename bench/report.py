@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.wrk import WrkResult
 
+if TYPE_CHECKING:
+    from bench.streams import StreamsResult
+    from bench.ttft import TtftResult
+
 BARE = "bare envoy"
 GATEWAY = "gateway"
-CPU_COLUMNS = ("machine", "envoy", "sidecar", "upstream", "wrk", "rest")
+LITELLM = "litellm"
+PORTKEY = "portkey"
+SYSTEMS = (BARE, GATEWAY, LITELLM, PORTKEY)
+PEERS = (LITELLM, PORTKEY)
+CPU_COLUMNS = ("machine", "envoy", "sidecar", "peer", "upstream", "wrk", "bench", "rest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,20 +32,37 @@ class Measurement:
     system: str
     throughput: WrkResult  # at N connections
     latency: WrkResult  # at 1 connection
-    non_2xx: int  # responses Envoy counted as not 2xx, both measured phases
+    non_2xx: int  # answers that were not 2xx, both measured phases
     cpu_us_per_request: dict[str, float]  # at N connections, by process group
     extproc_msgs_per_request: float | None  # Envoy -> sidecar messages, None for bare Envoy
+    other_cores: float = 0.0  # cores busy with work outside the bench's processes
+    runs: int = 1  # measured runs (more than one: the earlier ones were disturbed)
 
 
 @dataclass(slots=True)
 class RunInfo:
     date: str
     commit: str
-    machine: str
+    machine: list[str]
     versions: dict[str, str]
     settings: list[str]
     connections: int
+    scenarios: list[str]  # report order
+    names: dict[str, str]  # scenario key (chat, stream, ...) -> name
+    peer_scenarios: list[str]  # the ones LiteLLM and Portkey run
+    stream_scenarios: list[str]  # the ones with a time-to-first-token figure
+    streams: int  # open streams of the memory test (0: not run)
+    noise_limit: float
+    unavailable: dict[str, str] = field(default_factory=dict)  # peer -> reason
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)  # (system, scenario)
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Results:
+    rows: list[Measurement] = field(default_factory=list)
+    ttft: list[TtftResult] = field(default_factory=list)
+    streams: list[StreamsResult] = field(default_factory=list)
 
 
 def cpu_model() -> str:
@@ -49,17 +76,39 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_summary() -> str:
+def _cpu_mhz() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            values = [float(ln.partition(":")[2]) for ln in f if ln.startswith("cpu MHz")]
+    except (OSError, ValueError):
+        return ""
+    return f", {max(values):.0f} MHz" if values else ""
+
+
+def _virtualization() -> str:
+    try:
+        flags = next(
+            ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return ""
+    return "virtual machine (hypervisor flag set)" if " hypervisor" in flags else "bare metal"
+
+
+def machine_summary() -> list[str]:
     usable = len(os.sched_getaffinity(0))
     try:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         memory = f", {pages / 2**30:.0f} GiB RAM"
     except (ValueError, OSError):
         memory = ""
-    return (
-        f"nproc {usable} ({os.cpu_count()} online), {cpu_model()}{memory},"
-        f" Linux {platform.release()}"
-    )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"nproc {usable} ({os.cpu_count()} online), {cpu_model()}{_cpu_mhz()}{memory},"
+        f" Linux {platform.release()}, {_virtualization()}",
+        f"Load average at the start (1, 5, 15 min): {load}; the systems under test, the"
+        " upstreams and wrk all share these cores",
+    ]
 
 
 def git_commit(repo: Path) -> str:
@@ -87,37 +136,57 @@ def _errors(m: Measurement) -> str:
     return f"{http} / {sockets}"
 
 
-def _find(rows: Sequence[Measurement], scenario: str, system: str) -> Measurement | None:
+def find(rows: Sequence[Measurement], scenario: str, system: str) -> Measurement | None:
     return next((m for m in rows if m.scenario == scenario and m.system == system), None)
 
 
-def main_table(rows: Sequence[Measurement], connections: int) -> list[str]:
+def _ratio_row(scenario: str, gw: Measurement, other: Measurement) -> str:
+    ratio = gw.throughput.rps / other.throughput.rps if other.throughput.rps else math.inf
+    p50 = gw.latency.p50_us - other.latency.p50_us
+    p99 = gw.latency.p99_us - other.latency.p99_us
+    return (
+        f"| {scenario} | **gateway / {other.system}** | **{ratio:.2f}x**"
+        f" | **{p50 / 1000:+.2f}** | **{p99 / 1000:+.2f}** | | | |"
+    )
+
+
+def main_table(info: RunInfo, rows: Sequence[Measurement]) -> list[str]:
     out = [
-        f"| scenario | system | req/s @{connections} | p50 ms @1 | p99 ms @1"
-        " | non-2xx / socket errors |",
-        "|---|---|--:|--:|--:|--:|",
+        f"| scenario | system | req/s @{info.connections} | p50 ms @1 | p99 ms @1"
+        " | non-2xx / socket errors | other work (cores) | runs |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
     ]
-    scenarios = list(dict.fromkeys(m.scenario for m in rows))
-    for scenario in scenarios:
-        for m in rows:
-            if m.scenario == scenario:
+    for scenario in info.scenarios:
+        for system in SYSTEMS:
+            m = find(rows, scenario, system)
+            if m is not None:
                 out.append(
                     f"| {scenario} | {m.system} | {m.throughput.rps:,.0f}"
-                    f" | {_ms(m.latency.p50_us)} | {_ms(m.latency.p99_us)} | {_errors(m)} |"
+                    f" | {_ms(m.latency.p50_us)} | {_ms(m.latency.p99_us)} | {_errors(m)}"
+                    f" | {m.other_cores:.2f} | {m.runs} |"
                 )
-        bare, gw = _find(rows, scenario, BARE), _find(rows, scenario, GATEWAY)
-        if bare is not None and gw is not None and bare.throughput.rps > 0:
-            ratio = gw.throughput.rps / bare.throughput.rps
-            p50 = gw.latency.p50_us - bare.latency.p50_us
-            p99 = gw.latency.p99_us - bare.latency.p99_us
-            out.append(
-                f"| {scenario} | **gateway / bare** | **{ratio:.2f}x**"
-                f" | **{p50 / 1000:+.2f}** | **{p99 / 1000:+.2f}** | |"
-            )
+            elif (why := _missing(info, system, scenario)) is not None:
+                out.append(f"| {scenario} | {system} | {why} | | | | | |")
+        gw = find(rows, scenario, GATEWAY)
+        if gw is None:
+            continue
+        for system in (BARE, *PEERS):
+            other = find(rows, scenario, system)
+            if other is not None:
+                out.append(_ratio_row(scenario, gw, other))
     return out
 
 
-def cpu_table(rows: Sequence[Measurement], connections: int) -> list[str]:
+def _missing(info: RunInfo, system: str, scenario: str) -> str | None:
+    """Why ``system`` has no figure for ``scenario``, or None if it was not meant to have one."""
+    if (system, scenario) in info.failures:
+        return f"**failed**: {info.failures[system, scenario]}"
+    if system in info.unavailable and scenario in info.peer_scenarios:
+        return f"not available: {info.unavailable[system]}"
+    return None
+
+
+def cpu_table(rows: Sequence[Measurement]) -> list[str]:
     seen = {g for m in rows for g in m.cpu_us_per_request}
     groups = [g for g in CPU_COLUMNS if g in seen] + sorted(seen - set(CPU_COLUMNS))
     out = [
@@ -133,29 +202,423 @@ def cpu_table(rows: Sequence[Measurement], connections: int) -> list[str]:
     return out
 
 
-def render_markdown(info: RunInfo, rows: Sequence[Measurement]) -> str:
+def _find_ttft(results: Sequence[TtftResult], scenario: str, system: str) -> TtftResult | None:
+    return next((t for t in results if t.scenario == scenario and t.system == system), None)
+
+
+def ttft_table(info: RunInfo, results: Sequence[TtftResult]) -> list[str]:
+    out = [
+        "| scenario | system | TTFT p50 ms | p90 ms | p99 ms | added p50 ms vs bare | samples"
+        " / errors |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for scenario in info.stream_scenarios:
+        bare = _find_ttft(results, scenario, BARE)
+        for system in SYSTEMS:
+            t = _find_ttft(results, scenario, system)
+            if t is None:
+                if (why := _missing(info, system, scenario)) is not None:
+                    out.append(f"| {scenario} | {system} | {why} | | | | |")
+                continue
+            added = "-"
+            if bare is not None and system != BARE and bare.samples_us and t.samples_us:
+                added = f"**{(t.p50_us - bare.p50_us) / 1000:+.3f}**"
+            out.append(
+                f"| {scenario} | {system} | {t.p50_us / 1000:.3f} | {t.percentile(90) / 1000:.3f}"
+                f" | {t.percentile(99) / 1000:.3f} | {added} | {len(t.samples_us)} / {t.errors} |"
+            )
+    return out
+
+
+def _group_label(system: str, group: str) -> str:
+    names = {
+        "sidecar": "sidecar (supervisor + workers)",
+        "envoy": "Envoy",
+        "peer": "all its processes",
+    }
+    return names.get(group, group)
+
+
+def streams_table(info: RunInfo, results: Sequence[StreamsResult]) -> list[str]:
+    out = [
+        "| system | processes | streams open | opened in s | RSS idle MB | RSS peak MB"
+        " | PSS peak MB | count |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in sorted(results, key=lambda r: SYSTEMS.index(r.system) if r.system in SYSTEMS else 9):
+        opened = f"{r.opened:,} / {r.wanted:,}" + (f" ({r.error})" if r.error else "")
+        for group, peak in r.peak.items():
+            idle = r.idle.get(group)
+            out.append(
+                f"| {r.system} | {_group_label(r.system, group)} | {opened}"
+                f" | {r.open_seconds:.1f} | {idle.rss_mb if idle else 0:,.0f} | {peak.rss_mb:,.0f}"
+                f" | {peak.pss_mb:,.0f} | {peak.processes} |"
+            )
+    for (system, scenario), why in info.failures.items():
+        if scenario == "held streams":
+            out.append(f"| {system} | **failed**: {why} | | | | | | |")
+    for peer, reason in info.unavailable.items():
+        out.append(f"| {peer} | not available: {reason} | | | | | | |")
+    return out
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    target: str
+    measured: str
+    verdict: str
+    score: float | None  # measured / target for "at least", target / measured for "at most"
+
+
+def _not_measured(name: str, why: str) -> TargetRow:
+    failed = "failed" in why or "crashed" in why
+    return TargetRow(
+        name, "-", f"**not measured**: {why}" if failed else f"not measured ({why})", None
+    )
+
+
+def _at_least(name: str, value: float | None, goal: float, unit: str, why: str) -> TargetRow:
+    if value is None:
+        return _not_measured(name, why)
+    fmt = f"{{:.2f}}{unit}"
+    measured = fmt.format(value)
+    if value >= goal:
+        verdict = f"met, by {fmt.format(value - goal)}"
+    else:
+        verdict = f"**missed**, short by {fmt.format(goal - value)} ({value / goal:.0%} of target)"
+    return TargetRow(name, measured, verdict, value / goal if goal else None)
+
+
+def _at_most(
+    name: str, value: float | None, goal: float, unit: str, why: str, digits: int = 2
+) -> TargetRow:
+    if value is None:
+        return _not_measured(name, why)
+    fmt = f"{{:.{digits}f}} {unit}"
+    measured = fmt.format(value)
+    if value <= goal:
+        verdict = f"met, {fmt.format(goal - value)} to spare"
+    else:
+        verdict = f"**missed**, over by {fmt.format(value - goal)} ({value / goal:.1f}x the target)"
+    score = goal / value if value > 0 else math.inf
+    return TargetRow(name, measured, verdict, score)
+
+
+def _why(info: RunInfo, scenario: str | None, *systems: str) -> str:
+    """Why a target needing ``systems`` on ``scenario`` has no figure."""
+    if scenario is None:
+        return "scenario not selected"
+    for system in systems:
+        if (system, scenario) in info.failures:
+            return f"{system} {info.failures[system, scenario]}"
+        if system in info.unavailable:
+            return f"{system} not available: {info.unavailable[system]}"
+    return "not run: " + " and ".join(systems) + " were not all selected"
+
+
+def _rps_ratio(rows: Sequence[Measurement], scenario: str | None, a: str, b: str) -> float | None:
+    if scenario is None:
+        return None
+    ma, mb = find(rows, scenario, a), find(rows, scenario, b)
+    if ma is None or mb is None or mb.throughput.rps <= 0:
+        return None
+    return ma.throughput.rps / mb.throughput.rps
+
+
+def _flag_noise(
+    row: TargetRow, info: RunInfo, rows: Sequence[Measurement], scenario: str | None, *systems: str
+) -> TargetRow:
+    """Say so when a figure the row rests on was measured on a busy machine."""
+    busy = [
+        f"{m.system} {m.other_cores:.1f}"
+        for system in systems
+        if scenario is not None
+        and (m := find(rows, scenario, system)) is not None
+        and m.other_cores > info.noise_limit
+    ]
+    if not busy or row.score is None:
+        return row
+    note = f" (noisy: cores of other work during the run: {', '.join(busy)})"
+    return TargetRow(row.target, row.measured, row.verdict + note, row.score)
+
+
+def targets(info: RunInfo, results: Results) -> list[TargetRow]:
+    rows = results.rows
+    chat, stream = info.names.get("chat"), info.names.get("stream")
+    out = [
+        _flag_noise(
+            _at_least(
+                "non-streaming chat throughput, gateway / bare Envoy >= 0.35x",
+                _rps_ratio(rows, chat, GATEWAY, BARE),
+                0.35,
+                "x",
+                _why(info, chat, GATEWAY, BARE),
+            ),
+            info,
+            rows,
+            chat,
+            GATEWAY,
+            BARE,
+        ),
+        _flag_noise(
+            _at_least(
+                f"{stream or 'stream-20'} throughput, gateway / bare Envoy >= 0.7x",
+                _rps_ratio(rows, stream, GATEWAY, BARE),
+                0.7,
+                "x",
+                _why(info, stream, GATEWAY, BARE),
+            ),
+            info,
+            rows,
+            stream,
+            GATEWAY,
+            BARE,
+        ),
+    ]
+    for scenario in info.stream_scenarios:
+        gw = _find_ttft(results.ttft, scenario, GATEWAY)
+        bare = _find_ttft(results.ttft, scenario, BARE)
+        added = None
+        if gw and bare and gw.samples_us and bare.samples_us:
+            added = (gw.p50_us - bare.p50_us) / 1000
+        why = _why(info, scenario, GATEWAY, BARE)
+        out.append(
+            _at_most(f"added TTFT p50, {scenario} <= 0.5 ms", added, 0.5, "ms", why, digits=3)
+        )
+    added_p50 = None
+    if chat is not None:
+        gw_m, bare_m = find(rows, chat, GATEWAY), find(rows, chat, BARE)
+        if gw_m and bare_m:
+            added_p50 = (gw_m.latency.p50_us - bare_m.latency.p50_us) / 1000
+    out.append(
+        _flag_noise(
+            _at_most(
+                "added p50 latency @1, non-streaming chat <= 0.5 ms",
+                added_p50,
+                0.5,
+                "ms",
+                _why(info, chat, GATEWAY, BARE),
+            ),
+            info,
+            rows,
+            chat,
+            GATEWAY,
+            BARE,
+        )
+    )
+    for peer, goal in ((LITELLM, 20.0), (PORTKEY, 1.5)):
+        for key in ("chat", "stream", "embeddings"):
+            name = info.names.get(key)
+            if name is None:
+                continue
+            row = _at_least(
+                f"{name} throughput, gateway / {peer} >= {goal:g}x",
+                _rps_ratio(rows, name, GATEWAY, peer),
+                goal,
+                "x",
+                _why(info, name, GATEWAY, peer),
+            )
+            out.append(_flag_noise(row, info, rows, name, GATEWAY, peer))
+    gw_streams = next((s for s in results.streams if s.system == GATEWAY), None)
+    label = f"sidecar RSS with {info.streams:,} open streams <= 300 MB"
+    if gw_streams is not None and "sidecar" in gw_streams.peak:
+        rss = gw_streams.peak["sidecar"].rss_mb
+        row = _at_most(label, rss, 300, "MB", "", digits=0)
+        if gw_streams.opened < gw_streams.wanted:
+            row = TargetRow(
+                label,
+                f"{row.measured} with only {gw_streams.opened:,} open",
+                f"**missed**: {gw_streams.wanted - gw_streams.opened:,} streams did not open",
+                0.0,
+            )
+        out.append(row)
+    elif not info.streams:
+        out.append(_not_measured(label, "memory test skipped (--streams 0)"))
+    else:
+        out.append(_not_measured(label, _why(info, "held streams", GATEWAY)))
+    return out
+
+
+def targets_table(rows: Sequence[TargetRow]) -> list[str]:
+    out = ["| target | measured | result |", "|---|--:|---|"]
+    out += [f"| {r.target} | {r.measured} | {r.verdict} |" for r in rows]
+    return out
+
+
+def render_markdown(info: RunInfo, results: Results) -> str:
+    target_rows = targets(info, results)
     lines = [
-        "# Gateway vs bare Envoy",
+        "# Gateway vs bare Envoy, LiteLLM and Portkey",
         "",
         f"- Date: {info.date}; commit `{info.commit}`; produced by `make bench`",
-        f"- Machine: {info.machine}",
+        f"- Machine: {info.machine[0]}",
+        *(f"- {m}" for m in info.machine[1:]),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()),
         *(f"- {s}" for s in info.settings),
         "",
-        f"Requests/s at {info.connections} connections; latency at 1 connection (wrk's"
-        " percentiles). Ratio row: gateway req/s divided by bare Envoy's, and the"
-        " milliseconds the gateway adds at p50 / p99.",
+        "## Targets",
         "",
-        *main_table(rows, info.connections),
+        "From the performance issue; same run, same machine.",
+        "",
+        *targets_table(target_rows),
+        "",
+        "## Throughput and latency",
+        "",
+        f"Requests/s at {info.connections} connections; latency at 1 connection (wrk's"
+        " percentiles). Ratio rows: the gateway's req/s divided by the other system's, and the"
+        " milliseconds the gateway adds (negative: it is faster) at p50 / p99. `other work`:"
+        " cores busy outside the bench's own processes during the runs; a case above"
+        f" {info.noise_limit:g} was run again and the least disturbed run kept (`runs`).",
+        "",
+        *main_table(info, results.rows),
+    ]
+    if results.ttft:
+        lines += [
+            "",
+            "## Time to first token",
+            "",
+            "One connection, sequential streaming requests, time from sending the request to the"
+            " first complete SSE event (`data: ...` and its blank line), measured by the bench's"
+            " own client (Python http.client; its overhead is the same for every system). Added:"
+            " p50 minus bare Envoy's p50.",
+            "",
+            *ttft_table(info, results.ttft),
+        ]
+    if results.streams:
+        lines += [
+            "",
+            f"## Memory with {info.streams:,} open streams",
+            "",
+            f"{info.streams:,} concurrent streaming requests to a slow upstream (one event every"
+            " few seconds), all open at once, held a few seconds; resident memory summed over"
+            " each group's processes, sampled from /proc every 0.25 s (peak kept). RSS counts"
+            " pages shared between processes once per process; PSS splits them.",
+            "",
+            *streams_table(info, results.streams),
+        ]
+    lines += [
+        "",
+        "## CPU per request",
         "",
         f"CPU microseconds per request at {info.connections} connections: `machine` is the"
         " whole machine; `envoy` the Envoy under test; `sidecar` the gateway's Python processes"
-        " (workers and their supervisor); `upstream` the fake provider(s); `wrk` the load"
-        " generator; `rest` everything else (the bench itself, other activity on the machine)."
+        " (workers and their supervisor); `peer` LiteLLM's or Portkey's processes; `upstream`"
+        " the fake provider(s); `wrk` the load generator; `bench` the bench process itself"
+        " (reading the systems' logs); `rest` everything else (other activity on the machine)."
         " `ext_proc msgs/req`: messages Envoy sent to the sidecar per request.",
         "",
-        *cpu_table(rows, info.connections),
+        *cpu_table(results.rows),
     ]
-    if info.notes:
-        lines += ["", "Notes:", "", *(f"- {n}" for n in info.notes)]
+    notes = list(info.notes)
+    notes += [f"{peer} not available: {reason}" for peer, reason in info.unavailable.items()]
+    busy = [m for m in results.rows if m.other_cores > info.noise_limit]
+    if busy:
+        cases = ", ".join(f"{m.scenario} / {m.system} ({m.other_cores:.1f})" for m in busy)
+        notes.append(
+            f"{len(busy)} of {len(results.rows)} cases ran while other work kept more than"
+            f" {info.noise_limit:g} core busy (cores in brackets; a case is run again only if the"
+            f" machine has calmed down): their figures are off by an unknown amount. {cases}"
+        )
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
+
+
+def chart_spec(info: RunInfo, results: Results) -> dict[str, Any]:
+    """The figures of the report, for bench/chart.py (which runs where matplotlib is)."""
+    systems = [s for s in SYSTEMS if any(m.system == s for m in results.rows)]
+
+    def grouped(value: Any) -> dict[str, list[float | None]]:
+        return {
+            system: [
+                value(m) if (m := find(results.rows, scenario, system)) is not None else None
+                for scenario in info.scenarios
+            ]
+            for system in systems
+        }
+
+    panels: list[dict[str, Any]] = [
+        {
+            "title": f"Requests/s at {info.connections} connections",
+            "ylabel": "req/s (log scale)",
+            "log": True,
+            "categories": info.scenarios,
+            "series": grouped(lambda m: m.throughput.rps),
+        },
+        {
+            "title": "Latency p50 at 1 connection",
+            "ylabel": "ms (log scale)",
+            "log": True,
+            "categories": info.scenarios,
+            "series": grouped(lambda m: m.latency.p50_us / 1000),
+        },
+    ]
+    if results.ttft:
+        panels.append(
+            {
+                "title": "Time to first token, p50 at 1 connection",
+                "ylabel": "ms (log scale)",
+                "log": True,
+                "categories": info.stream_scenarios,
+                "series": {
+                    system: [
+                        t.p50_us / 1000 if (t := _find_ttft(results.ttft, s, system)) else None
+                        for s in info.stream_scenarios
+                    ]
+                    for system in systems
+                },
+            }
+        )
+    if results.streams:
+        bars: dict[str, list[float | None]] = {}
+        labels = []
+        for r in results.streams:
+            for group, peak in r.peak.items():
+                labels.append(f"{r.system}\n{group}")
+                bars.setdefault("RSS peak", []).append(peak.rss_mb)
+        panels.append(
+            {
+                "title": f"RSS with {info.streams:,} open streams",
+                "ylabel": "MB",
+                "log": False,
+                "categories": labels,
+                "series": bars,
+                "hline": {"y": 300, "label": "sidecar target 300 MB"},
+            }
+        )
+    panels.append(
+        {
+            "title": "CPU per request at 32 connections (whole machine)",
+            "ylabel": "µs (log scale)",
+            "log": True,
+            "categories": info.scenarios,
+            "series": grouped(lambda m: m.cpu_us_per_request.get("machine")),
+        }
+    )
+    scored = [r for r in targets(info, results) if r.score is not None]
+    panels.append(
+        {
+            "title": "Targets: measured vs target (1 = just met)",
+            "kind": "targets",
+            "labels": [r.target for r in scored],
+            "values": [min(max(r.score or 0.0, 0.01), 100.0) for r in scored],
+            "measured": [r.measured for r in scored],
+        }
+    )
+    busy = [m for m in results.rows if m.other_cores > info.noise_limit]
+    summary = [
+        f"Machine: {info.machine[0]}",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()),
+        f"Cases disturbed by other work (> {info.noise_limit:g} core): {len(busy)}"
+        f" of {len(results.rows)}",
+        *(f"{s} / {g}: {why}" for (g, s), why in info.failures.items()),
+        "Full report: bench/results/latest.md",
+    ]
+    return {
+        "title": f"ai-gateway bench, {info.date}, commit {info.commit}",
+        "panels": panels,
+        "summary": summary,
+    }

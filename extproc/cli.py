@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -13,8 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from extproc.config import ConfigError, GatewayConfig, default_config, load_config
-from extproc.supervisor import Supervisor
+from extproc.config import (
+    AWSBedrockBackend,
+    AzureOpenAIBackend,
+    ConfigError,
+    GatewayConfig,
+    OpenAIBackend,
+    default_config,
+    load_config,
+)
+from extproc.supervisor import Drain, Supervisor
 
 log = logging.getLogger("extproc")
 
@@ -42,8 +51,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise_workers(args: argparse.Namespace, addresses: list[str]) -> Supervisor:
-    sup = Supervisor()
+def _supervise_workers(
+    args: argparse.Namespace, addresses: list[str], drain: Drain | None = None
+) -> Supervisor:
+    sup = Supervisor(drain)
     for i, address in enumerate(addresses):
         sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
     return sup
@@ -82,9 +93,40 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(state, ignore_errors=True)
 
 
+# Variables that hold provider credentials in the standard chains, whatever the config says.
+_CREDENTIAL_VARIABLES = {
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_CLIENT_SECRET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+}
+
+
+def _secret_values(config: GatewayConfig) -> set[str]:
+    """Every credential the config holds (the sidecar's business, never Envoy's)."""
+    found = []
+    for backend in config.backends.values():
+        if isinstance(backend, OpenAIBackend):
+            found.append(backend.api_key)
+        elif isinstance(backend, AzureOpenAIBackend):
+            found.append(backend.api_key)
+            found.append(backend.entra.client_secret if backend.entra else None)
+        elif isinstance(backend, AWSBedrockBackend):
+            found += [backend.access_key_id, backend.secret_access_key, backend.session_token]
+    return {s.get_secret_value() for s in found if s is not None and s.get_secret_value()}
+
+
+def envoy_environment(config: GatewayConfig, env: dict[str, str]) -> dict[str, str]:
+    """The environment Envoy runs with: the supervisor's, without any credential in it."""
+    secrets_ = _secret_values(config)
+    return {k: v for k, v in env.items() if k not in _CREDENTIAL_VARIABLES and v not in secrets_}
+
+
 def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     from extproc.render import render_yaml, sidecar_addresses
-    from extproc.supervisor import envoy_binary, wait_ready
+    from extproc.supervisor import EnvoyDrain, envoy_binary, wait_ready
 
     sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
     admin = config.admin.model_copy(update={"envoy_socket": str(state / "envoy-admin.sock")})
@@ -93,7 +135,8 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
-    sup = _supervise_workers(args, addresses)
+    drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time)
+    sup = _supervise_workers(args, addresses, drain)
     concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
     envoy_argv = [
         envoy_binary(),
@@ -108,13 +151,20 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
         # Access log lines reach stdout within half a second (Envoy's default is 10 s).
         "--file-flush-interval-msec",
         "500",
+        # SIGTERM drains (see EnvoyDrain): every connection is told to close at once.
+        "--drain-strategy",
+        "immediate",
+        "--drain-time-s",
+        str(max(1, math.ceil(config.http.drain_time))),
     ]
-    sup.add("envoy", envoy_argv, restart=False)
+    sup.add("envoy", envoy_argv, restart=False, env=envoy_environment(config, dict(os.environ)))
     sup.start_all()
     admin_url = f"http://{config.admin.host}:{config.admin.port}"
-    if not wait_ready(admin_url, addresses):
-        log.error("the gateway did not become ready; see the messages above")
+    if not wait_ready(admin_url, addresses, cancelled=lambda: sup.stopping):
         sup.stop()
+        if sup.stopping:
+            return 0  # asked to stop while starting
+        log.error("the gateway did not become ready; see the messages above")
         return 1
     url = f"http://{config.listen.host}:{config.listen.port}/v1"
     print(f"AI gateway ready: {url}  (admin {admin_url}, state {state})", flush=True)
@@ -176,6 +226,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# Libraries that log credentials at DEBUG (botocore prints each SigV4 canonical request, AWS
+# session token included): never below INFO, whatever --log-level says.
+_LOG_SECRETS_AT_DEBUG = ("botocore", "boto3", "urllib3")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-gateway", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("AI_GATEWAY_LOG_LEVEL", "info"))
@@ -218,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in _LOG_SECRETS_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.INFO))
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -105,6 +105,9 @@ class Sidecar(_Model):
 class HTTPLimits(_Model):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=50_000, ge=1)
+    # On SIGTERM: new connections are refused at once, open requests (streams included) get
+    # this long to finish before Envoy stops.
+    drain_time: Duration = 30.0
     # Debugging aid: responses name the backend that served them and the attempts it took
     # (x-ai-eg-backend, x-ai-eg-attempts). Off by default: it tells clients about the topology.
     expose_backend: bool = False

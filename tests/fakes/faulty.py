@@ -126,9 +126,7 @@ def _read_request(conn: socket.socket) -> bool:
             return False
         data += part
     head, _, body = data.partition(b"\r\n\r\n")
-    fields = dict(
-        line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
-    )
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
     headers = {k.strip().lower(): v.strip() for k, v in fields.items()}
     if b"content-length" in headers:
         remaining = int(headers[b"content-length"]) - len(body)

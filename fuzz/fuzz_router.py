@@ -1,0 +1,146 @@
+"""The router stage (extproc/router.py) and the OpenAI body rewrite (translate/openai.py).
+
+Any method, path, headers and body. Invariants: the router answers a 4xx in OpenAI's shape or
+routes with every internal header set; it never raises. ``rewrite_body`` raises nothing but a
+4xx :class:`GatewayError`, and what it returns is a JSON object with the model asked for.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import atheris
+import orjson
+from _common import guard, json_object
+
+with atheris.instrument_imports():
+    from extproc.clients import hash_key
+    from extproc.config import parse_config
+    from extproc.errors import GatewayError
+    from extproc.router import (
+        BODY_MODEL_HEADER,
+        LENGTH_HEADER,
+        MODEL_HEADER,
+        PATH_HEADER,
+        RATELIMIT_HEADER,
+        STREAM_HEADER,
+        ReadBody,
+        Respond,
+        Route,
+        Router,
+    )
+    from extproc.translate.openai import rewrite_body
+
+KEY = "sk-fuzz-gateway-key"
+CONFIG = parse_config(
+    {
+        "backends": {"b": {"schema": "openai", "url": "http://127.0.0.1:1/v1"}},
+        "models": [
+            {"name": "m", "backends": [{"backend": "b"}]},
+            {"name": "gpt-4o", "backends": [{"backend": "b"}]},
+        ],
+        "clients": [
+            {"name": "a", "key_sha256": hash_key(KEY), "models": ["m"]},
+        ],
+    },
+    {},
+)
+ROUTER = Router(CONFIG)
+METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", ""]
+PATHS = [
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/m",
+    "/v1/models/",
+    "/v1/files",
+    "/v1/chat/completions?stream=true",
+    "/v1/models/m?x=1",
+]
+MODELS = ["m", "gpt-4o", "unknown", "", "m\u00e9"]
+INTERNAL = (MODEL_HEADER, BODY_MODEL_HEADER, PATH_HEADER, LENGTH_HEADER, STREAM_HEADER)
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """The router awaits nothing without a limiter: one step runs it to the end."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("the router awaited something without a limiter")
+
+
+def _check_respond(decision: Respond) -> None:
+    if not 200 <= decision.status < 500:
+        raise AssertionError(f"router answered {decision.status}")
+    doc = orjson.loads(decision.body)
+    if decision.status >= 400:
+        error = doc["error"]
+        if not isinstance(error["message"], str) or not error["message"]:
+            raise AssertionError("error without a message")
+        if set(error) != {"message", "type", "param", "code"}:
+            raise AssertionError(f"error not in OpenAI's shape: {error}")
+
+
+def check(data: bytes) -> None:
+    # Five selector bytes (method, path, model header, key, body mode); the rest is the body
+    # as is, or the seed of a generated JSON document (which then also draws the path).
+    head = data[:5].ljust(5, b"\0")
+    rest = data[5:]
+    fdp = atheris.FuzzedDataProvider(rest)
+    method = METHODS[head[0] % len(METHODS)]
+    path = PATHS[head[1] % len(PATHS)]
+    headers = {":method": method, ":path": path}
+    if head[2] % 6 < len(MODELS):
+        headers[MODEL_HEADER] = MODELS[head[2] % 6]
+    auth = head[3] % 4
+    if auth == 1:
+        headers["authorization"] = f"Bearer {KEY}"
+    elif auth == 2:
+        headers["api-key"] = KEY[:-1]
+    elif auth == 3:
+        headers["x-api-key"] = KEY
+    model = MODELS[head[2] % len(MODELS)] or None
+    include_usage = bool(head[4] & 2)
+    if head[4] & 1:
+        body = rest
+    else:
+        if head[4] & 4:
+            headers[":path"] = fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 48))
+        body = json_object(fdp)
+
+    decision = ROUTER.on_headers(headers)
+    if isinstance(decision, ReadBody):
+        decision = _run(ROUTER.on_body(decision, body))
+    if isinstance(decision, Respond):
+        _check_respond(decision)
+    elif isinstance(decision, Route):
+        missing = [h for h in (*INTERNAL, RATELIMIT_HEADER) if h not in decision.headers]
+        if missing:
+            raise AssertionError(f"route without {missing}")
+    else:
+        raise AssertionError(f"unexpected decision {decision!r}")
+
+    try:
+        out = rewrite_body(body, model, include_usage)
+    except GatewayError as err:
+        if not 400 <= err.status < 500:
+            raise
+        return
+    doc = orjson.loads(out)
+    if not isinstance(doc, dict) or (model is not None and doc.get("model") != model):
+        raise AssertionError("rewrite_body lost the model")
+    if include_usage and doc["stream_options"].get("include_usage") is not True:
+        raise AssertionError("rewrite_body lost include_usage")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, guard("router", check))
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

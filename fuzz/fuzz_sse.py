@@ -1,0 +1,62 @@
+"""SSEObserver (extproc/usage.py): any bytes, in any chunking.
+
+Invariants: never raises; without stripping the output is the input, byte for byte; with
+stripping the output, the usage, the model, the chunk count and ``done`` do not depend on how
+the stream was cut into chunks; a stripped stream never shows a ``"usage": null``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import atheris
+from _common import guard
+
+with atheris.instrument_imports():
+    from extproc.usage import SSEObserver
+
+
+def _feed(observer: SSEObserver, parts: list[bytes]) -> bytes:
+    out = b""
+    for i, part in enumerate(parts):
+        out += observer.feed(part, i == len(parts) - 1)
+    return out
+
+
+def _state(o: SSEObserver) -> tuple[object, ...]:
+    return (o.usage, o.model, o.chunks, o.done)
+
+
+def check(data: bytes) -> None:
+    # data[0]: how many cuts; then two bytes per cut; the rest is the stream.
+    count = data[0] % 9 if data else 0
+    head, stream = data[1 : 1 + 2 * count], data[1 + 2 * count :]
+    cuts = [int.from_bytes(head[i : i + 2], "big") for i in range(0, len(head), 2)]
+    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
+    parts = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+    plain = SSEObserver(strip_usage=False)
+    if _feed(plain, parts) != stream:
+        raise AssertionError("pass-through changed the bytes")
+    whole = SSEObserver(strip_usage=False)
+    whole.feed(stream, True)
+    if _state(plain) != _state(whole):
+        raise AssertionError("what was observed depends on the chunking")
+
+    stripped = SSEObserver(strip_usage=True)
+    out = _feed(stripped, parts)
+    once = SSEObserver(strip_usage=True)
+    if once.feed(stream, True) != out or _state(once) != _state(stripped):
+        raise AssertionError("stripped output depends on the chunking")
+    if len(out) > len(stream):
+        raise AssertionError("stripping added bytes")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, guard("sse", check))
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
