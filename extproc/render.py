@@ -554,7 +554,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                         "json_format": {
                             "time": "%START_TIME%",
                             "method": "%REQ(:METHOD)%",
-                            "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                            "path": "%REQ(:PATH)%",
                             "model": f"%REQ({MODEL_HEADER})%",
                             "status": "%RESPONSE_CODE%",
                             "flags": "%RESPONSE_FLAGS%",
@@ -586,7 +586,16 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
         ],
         "route_config": {
             "name": "ai_gateway",
-            "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes}],
+            "virtual_hosts": [
+                {
+                    "name": "ai_gateway",
+                    "domains": ["*"],
+                    "routes": routes,
+                    # Envoy sets x-envoy-attempt-count per attempt, over any client value:
+                    # the attempt the sidecar records is Envoy's, not the client's.
+                    "include_request_attempt_count": True,
+                }
+            ],
         },
     }
     return {

@@ -30,7 +30,7 @@ from extproc.limits import Limiter
 from extproc.limitstore import open_store
 from extproc.router import ReadBody, Respond, Route, Router, error_response
 from extproc.telemetry import Telemetry
-from extproc.upstream import METADATA_NAMESPACE, Exchange, Step, UpstreamStage
+from extproc.upstream import ATTEMPT_HEADER, METADATA_NAMESPACE, Exchange, Step, UpstreamStage
 
 log = logging.getLogger("extproc.server")
 
@@ -153,7 +153,9 @@ async def _single_backend_request(
 ) -> Step:
     """The request steps of the upstream stage, merged into the router's one reply."""
     assert route.backend is not None
-    first = await exchange.request_headers({**client_headers, **route.headers}, route.backend)
+    # Envoy counts attempts only on upstream requests; a client's own count means nothing here.
+    headers = {k: v for k, v in client_headers.items() if k != ATTEMPT_HEADER}
+    first = await exchange.request_headers({**headers, **route.headers}, route.backend)
     if first.error is not None or first.respond is not None:
         return first
     if first.request_body == "buffered":

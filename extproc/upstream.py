@@ -57,7 +57,7 @@ _CREDENTIAL_HEADERS = (
 
 METADATA_NAMESPACE = "io.envoy.ai_gateway"
 COST_HEADER = "x-ai-eg-cost-usd"
-_ATTEMPT_HEADER = "x-envoy-attempt-count"
+ATTEMPT_HEADER = "x-envoy-attempt-count"
 
 
 @dataclass(slots=True)
@@ -169,7 +169,7 @@ class Exchange:
         self._ctx = ctx
         self._backend = backend
         self._pricing = pricing_for(model, entry)
-        attempt = headers.get(_ATTEMPT_HEADER, "1")
+        attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
         self._span = self._stage._telemetry.start_span(f"{endpoint} {route_model}", headers)
         self._extra = {

@@ -28,9 +28,11 @@ class Usage:
     estimated: bool = False
 
 
-def _int(doc: Mapping[str, Any] | None, key: str) -> int:
+def token_count(doc: Mapping[str, Any] | None, key: str) -> int:
+    """A provider's token count: a non-negative integer, or 0 for anything else (a negative
+    count would credit rate-limit buckets and make a negative cost)."""
     value = doc.get(key) if doc else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def from_openai(usage: Any) -> Usage | None:
@@ -39,14 +41,16 @@ def from_openai(usage: Any) -> Usage | None:
         return None
     prompt = usage.get("prompt_tokens_details")
     completion = usage.get("completion_tokens_details")
-    input_tokens = _int(usage, "prompt_tokens")
-    output_tokens = _int(usage, "completion_tokens")
+    input_tokens = token_count(usage, "prompt_tokens")
+    output_tokens = token_count(usage, "completion_tokens")
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        total_tokens=_int(usage, "total_tokens") or input_tokens + output_tokens,
-        cached_input_tokens=_int(prompt if isinstance(prompt, dict) else None, "cached_tokens"),
-        reasoning_tokens=_int(
+        total_tokens=token_count(usage, "total_tokens") or input_tokens + output_tokens,
+        cached_input_tokens=token_count(
+            prompt if isinstance(prompt, dict) else None, "cached_tokens"
+        ),
+        reasoning_tokens=token_count(
             completion if isinstance(completion, dict) else None, "reasoning_tokens"
         ),
     )

@@ -69,7 +69,7 @@ from extproc.translate import (
     UpstreamRequest,
     json_object,
 )
-from extproc.usage import Usage
+from extproc.usage import Usage, token_count
 
 __all__ = [
     "CHAT_FIELDS",
@@ -634,8 +634,7 @@ def _converse(doc: Json) -> tuple[Json, _Plan]:
 
 def _usage(usage: Mapping[str, Any]) -> Usage:
     def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) else 0
+        return token_count(usage, key)
 
     # Bedrock counts cache reads and writes apart from inputTokens; OpenAI's prompt_tokens
     # includes cached tokens.

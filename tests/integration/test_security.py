@@ -386,13 +386,6 @@ def _span_attempts(otlp: OTLPReceiver, tenant: str) -> list[Any]:
     ]
 
 
-@pytest.mark.xfail(
-    reason="upstream.py reads the attempt number from x-envoy-attempt-count, which Envoy does"
-    " not set (render.py: no include_request_attempt_count on the virtual host) and the client"
-    " can: a client sending 9 makes spans and dynamic metadata say attempt 9. Fix: render.py"
-    " virtual host include_request_attempt_count: true (Envoy then overwrites it per attempt)",
-    strict=True,
-)
 def test_client_cannot_set_the_recorded_attempt(gw: Gateway, fakes: dict[str, Any]) -> None:
     otlp: OTLPReceiver = fakes["otlp"]
     headers = {"x-envoy-attempt-count": "9", "x-tenant-id": "attempts"}
@@ -401,13 +394,6 @@ def test_client_cannot_set_the_recorded_attempt(gw: Gateway, fakes: dict[str, An
     assert _span_attempts(otlp, "attempts") == [1]
 
 
-@pytest.mark.xfail(
-    reason="render.py access log: path is %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%, and the client's"
-    " own x-envoy-original-path reaches it (no route rewrites the path, so Envoy never sets it):"
-    " a client can write any path into the access log. Fix: log %REQ(:PATH)% (or strip"
-    " x-envoy-original-path from client requests)",
-    strict=True,
-)
 def test_client_cannot_forge_the_logged_path(gw: Gateway) -> None:
     marker = "/forged-by-client"
     assert call(gw, chat("m"), headers={"x-envoy-original-path": marker}).status_code == 200
