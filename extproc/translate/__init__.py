@@ -37,6 +37,15 @@ def json_object(body: bytes | None) -> dict[str, Any]:
     return doc
 
 
+def dump_json(doc: Any) -> bytes:
+    """A request body for the provider. orjson refuses to write deeper than it reads (254 levels
+    against 1024), so a client's deep document that must be rewritten is refused here."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        raise bad_request("Request body is nested too deeply to be forwarded.") from None
+
+
 @dataclass(slots=True)
 class RequestContext:
     """What the upstream stage knows about one attempt before it sees the body."""

@@ -67,6 +67,7 @@ from extproc.translate import (
     Translator,
     UpstreamReply,
     UpstreamRequest,
+    dump_json,
     json_object,
 )
 from extproc.usage import Usage, token_count
@@ -847,7 +848,7 @@ class BedrockChat(_Exchange):
         operation = "converse-stream" if self._plan.stream else "converse"
         return UpstreamRequest(
             path=self._path(operation),
-            body=orjson.dumps(converse),
+            body=dump_json(converse),
             headers={
                 "content-type": JSON,
                 "accept": EVENT_STREAM if self._plan.stream else JSON,
@@ -1252,7 +1253,7 @@ class BedrockEmbeddings(_Exchange):
             invoke[read.model.dimensions_field] = read.dimensions
         return UpstreamRequest(
             path=self._path("invoke"),
-            body=orjson.dumps(invoke),
+            body=dump_json(invoke),
             headers={"content-type": JSON, "accept": JSON},
         )
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
-import orjson
-
 from extproc.errors import UPSTREAM, error_body
 from extproc.translate import (
     BodyMode,
     RequestContext,
     ResponseHead,
     UpstreamRequest,
+    dump_json,
     json_object,
 )
 from extproc.usage import SSEObserver, Usage, from_json_body
@@ -43,7 +42,7 @@ def rewrite_body(body: bytes, model: str | None, include_usage: bool) -> bytes:
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-    return orjson.dumps(doc)
+    return dump_json(doc)
 
 
 _TRUNCATED_EVENT = (
