@@ -153,13 +153,6 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 DEEP = _nested(300)  # valid for every JSON parser here, too deep for orjson to write back
 
 
-@pytest.mark.xfail(
-    reason="a body nested 255..1024 levels deep passes the router's parser but the translators"
-    " that re-serialise it (translate/openai.py rewrite_body on a model rename or a stream's"
-    " include_usage injection; translate/bedrock.py BedrockChat.request) hit orjson.dumps's"
-    " recursion limit (TypeError): the client gets a 500 instead of a 400",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "body",
     [
