@@ -34,6 +34,12 @@ KNOWN: dict[str, str] = {
 _seen: set[str] = set()
 
 
+def argv() -> list[str]:
+    """``sys.argv`` for libFuzzer. A merge re-runs ``argv[0]`` in child processes, which must
+    then be executable: ``run.sh merge`` points ``FUZZ_ARGV0`` at a wrapper script."""
+    return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
+
+
 def signature(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/extproc/" in f.filename]
     where = f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "?"

@@ -7,12 +7,11 @@ to what was encoded whatever the chunking; a frame with one flipped bit never de
 from __future__ import annotations
 
 import contextlib
-import sys
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import atheris
-from _common import guard
+from _common import argv, guard
 
 with atheris.instrument_imports():
     from extproc.eventstream import (
@@ -105,7 +104,7 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, guard("eventstream", check))
+    atheris.Setup(argv(), guard("eventstream", check))
     atheris.Fuzz()
 
 

@@ -7,11 +7,9 @@ request per input.
 
 from __future__ import annotations
 
-import sys
-
 import atheris
 import orjson
-from _common import guard, json_object
+from _common import argv, guard, json_object
 
 with atheris.instrument_imports():
     from extproc.errors import GatewayError
@@ -87,7 +85,7 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, guard("request", check))
+    atheris.Setup(argv(), guard("request", check))
     atheris.Fuzz()
 
 

@@ -7,11 +7,9 @@ of SSE events whose data is JSON or ``[DONE]``; usage, when reported, is made of
 
 from __future__ import annotations
 
-import sys
-
 import atheris
 import orjson
-from _common import guard, json_object
+from _common import argv, guard, json_object
 
 with atheris.instrument_imports():
     from extproc.eventstream import encode_message
@@ -188,7 +186,7 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, guard("response", check))
+    atheris.Setup(argv(), guard("response", check))
     atheris.Fuzz()
 
 

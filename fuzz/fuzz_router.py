@@ -7,13 +7,12 @@ routes with every internal header set; it never raises. ``rewrite_body`` raises 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Coroutine
 from typing import Any
 
 import atheris
 import orjson
-from _common import guard, json_object
+from _common import argv, guard, json_object
 
 with atheris.instrument_imports():
     from extproc.clients import hash_key
@@ -138,7 +137,7 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, guard("router", check))
+    atheris.Setup(argv(), guard("router", check))
     atheris.Fuzz()
 
 

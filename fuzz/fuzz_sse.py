@@ -8,10 +8,9 @@ the stream was cut into chunks; a stripped stream never shows a ``"usage": null`
 from __future__ import annotations
 
 import itertools
-import sys
 
 import atheris
-from _common import guard
+from _common import argv, guard
 
 with atheris.instrument_imports():
     from extproc.usage import SSEObserver
@@ -54,7 +53,7 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, guard("sse", check))
+    atheris.Setup(argv(), guard("sse", check))
     atheris.Fuzz()
 
 
