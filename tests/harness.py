@@ -37,6 +37,8 @@ class Gateway:
         env: Mapping[str, str] | None = None,
         workers: int = 2,
         ready_timeout: float = 60.0,
+        log_level: str = "warning",
+        envoy_log_level: str | None = None,
     ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="gw-test-"))
         self.port = free_port()
@@ -50,6 +52,8 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self._env = {**os.environ, **(env or {})}
         self._ready_timeout = ready_timeout
+        self._log_args = ["--log-level", log_level]
+        self._run_args = ["--envoy-log-level", envoy_log_level] if envoy_log_level else []
         self._proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
@@ -71,8 +75,9 @@ class Gateway:
 
     def __enter__(self) -> Self:
         argv = [
-            sys.executable, "-m", "extproc", "--log-level", "warning", "run",
+            sys.executable, "-m", "extproc", *self._log_args, "run",
             "-c", str(self.config_path), "--state-dir", str(self._dir / "state"),
+            *self._run_args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(
             argv,

@@ -17,13 +17,10 @@ from __future__ import annotations
 import base64
 import os
 import ssl
-import subprocess
-import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
 
 import httpx2
 import orjson
@@ -67,33 +64,6 @@ AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
 
 # Everything a client or an operator saw, for the final scan: (where, text).
 SEEN: list[tuple[str, str]] = []
-
-
-class DebugGateway(Gateway):
-    """The harness's gateway with the sidecar at debug level and Envoy at info level: the most
-    log lines a production setting could produce."""
-
-    def __enter__(self) -> Self:
-        argv = [
-            sys.executable, "-m", "extproc", "--log-level", "debug", "run",
-            "-c", str(self.config_path), "--state-dir", str(self._dir / "state"),
-            "--envoy-log-level", "info",
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(
-            argv,
-            env=self._env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + self._ready_timeout
-        while not self._ready.wait(0.1):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__(None, None, None)
-                raise RuntimeError("gateway did not start:\n" + "".join(self.output[-50:]))
-        return self
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +162,9 @@ def gw(fakes: dict[str, Any], ca_file: str) -> Iterator[Gateway]:
         "AWS_TOKEN_CANARY": AWS_TOKEN,
         **fakes["otlp"].env(),
     }
-    gateway = DebugGateway(config, env=env)
+    # The sidecar at debug level and Envoy at info level: the most log lines a production
+    # setting could produce.
+    gateway = Gateway(config, env=env, log_level="debug", envoy_log_level="info")
     with gateway:
         yield gateway
     # What the processes printed while stopping is scanned too.
