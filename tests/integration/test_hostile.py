@@ -501,10 +501,12 @@ def test_large_bodies_do_not_pile_up_in_the_sidecar(fake: FakeOpenAI) -> None:
             httpx2.post(f"{gateway.url}{CHAT}", content=body, timeout=NO_HANG)
         time.sleep(0.3)
         baseline = rss_bytes(worker)
-        peak = baseline
+        after = []
         for _ in range(15):
             httpx2.post(f"{gateway.url}{CHAT}", content=body, timeout=NO_HANG)
             time.sleep(0.3)
-            peak = max(peak, rss_bytes(worker))
-    # Three bodies' worth of slack; the cycles let it reach +100..+400 MB before a collection.
-    assert peak <= baseline + 3 * 20 * MIB, (baseline // MIB, peak // MIB)
+            after.append(rss_bytes(worker))
+    # Piling up is +20 MB per request (+300 MB here); a busy machine's allocator may keep a
+    # few bodies' worth for a while, so the last samples get four bodies of slack.
+    settled = min(after[-3:])
+    assert settled <= baseline + 4 * 20 * MIB, (baseline // MIB, [a // MIB for a in after])
