@@ -41,7 +41,7 @@ test: lint typecheck system-deps
 	$(BIN)/pytest -q
 
 render: $(STAMP)
-	$(BIN)/ai-gateway render -c envoy/gateway.example.yaml -o envoy/envoy.yaml
+	$(BIN)/ai-gateway render -c envoy/gateway.example.yaml --sidecar-host sidecar -o envoy/envoy.yaml
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

@@ -117,6 +117,10 @@ class Timeouts(_Model):
     request: Duration = 600.0
     idle: Duration = 300.0
     connect: Duration = 10.0
+    # How long a client may take to send its request headers, and its whole request: a client
+    # dripping bytes (slowloris) resets the idle timer, these bound it. Answered with a 408.
+    headers: Duration = 10.0
+    upload: Duration = 60.0
 
 
 class TLS(_Model):

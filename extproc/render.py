@@ -49,11 +49,29 @@ def cluster_name(model: str) -> str:
     return f"model_{slug}_{zlib.crc32(model.encode()) % 10_000:04d}"
 
 
+# A stream that could not start on one worker (killed, restarting) starts on another; one that
+# started is never replayed.
+_SIDECAR_RETRY: dict[str, Any] = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 5,
+}
+
+
 def _ext_proc(stage: str, message_timeout: float, **extra: Any) -> dict[str, Any]:
     return {
         _TYPE: _EXT_PROC,
         "grpc_service": {
-            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER},
+            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY},
             "timeout": _secs(message_timeout),
             "initial_metadata": [{"key": STAGE_METADATA, "value": stage}],
         },
@@ -81,12 +99,14 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
             "router",
             config.sidecar.message_timeout,
             # Response phases serve the requests of single-backend models, which this stage
-            # translates and accounts itself; for the others the sidecar ends the stream after
-            # the body, so Envoy skips them.
+            # translates and accounts itself; the sidecar turns them on per request
+            # (mode_override). Off by default so that Envoy's own replies to requests the
+            # sidecar never saw (a 431 for a header flood) are written at once, not held for a
+            # stream the closing connection then cuts.
             processing_mode={
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
-                "response_header_mode": "SEND",
+                "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
@@ -181,7 +201,19 @@ def _local_reply_config() -> dict[str, Any]:
                 "No route for this request: %LOCAL_REPLY_BODY%",
             ),
             mapper(
-                "response.code == 504 || response.code == 408",
+                "response.code == 408",
+                "invalid_request_error",
+                "request_timeout",
+                "The request was not received in time (%RESPONSE_CODE_DETAILS%).",
+            ),
+            mapper(
+                "response.code == 431",
+                "invalid_request_error",
+                "request_header_fields_too_large",
+                "Request headers are larger than this gateway accepts.",
+            ),
+            mapper(
+                "response.code == 504",
                 "timeout_error",
                 "upstream_timeout",
                 f"The provider for model {model} did not answer in time: %LOCAL_REPLY_BODY%",
@@ -198,11 +230,13 @@ def _local_reply_config() -> dict[str, Any]:
                 "gateway_error",
                 "The gateway could not process this request: %LOCAL_REPLY_BODY%",
             ),
+            # Envoy's own 400s (a rejected path, a malformed request) often have no body: the
+            # details say what was wrong.
             mapper(
                 "response.code >= 400",
                 "invalid_request_error",
                 "bad_request",
-                "%LOCAL_REPLY_BODY%",
+                "The request was rejected (%RESPONSE_CODE_DETAILS%). %LOCAL_REPLY_BODY%",
             ),
         ]
     }
@@ -505,6 +539,18 @@ def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
     high = 1_000_000
     cluster = _plain_cluster(EXTPROC_CLUSTER, addresses, http2=True)
     cluster["circuit_breakers"] = _breakers(high)
+    # A worker that cannot be reached (killed, restarting) is set aside at its first failure,
+    # so new requests go to the others until the supervisor has it back.
+    cluster["outlier_detection"] = {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 1,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_success_rate": 0,
+        "interval": "1s",
+        "base_ejection_time": "1s",
+        "max_ejection_time": "2s",
+        "max_ejection_percent": 50,
+    }
     return cluster
 
 
@@ -543,7 +589,8 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "stream_idle_timeout": _secs(config.timeouts.idle),
-        "request_timeout": "0s",
+        "request_headers_timeout": _secs(min(config.timeouts.headers, config.timeouts.upload)),
+        "request_timeout": _secs(min(config.timeouts.upload, config.timeouts.request)),
         "local_reply_config": _local_reply_config(),
         "access_log": [
             {

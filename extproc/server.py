@@ -40,7 +40,18 @@ _EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
-_CONTINUE_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+# The router reads the body; if one backend serves the model, this stream serves the response
+# too, so its header phase is turned on (the filter's default is off, see render.py). Envoy
+# replaces the whole mode with an override, so every phase is spelled out.
+_READ_BODY = pb.ProcessingResponse(
+    request_headers=pb.HeadersResponse(),
+    mode_override=_Mode(
+        request_header_mode=_Mode.SEND,
+        request_body_mode=_Mode.BUFFERED,
+        response_header_mode=_Mode.SEND,
+        response_body_mode=_Mode.NONE,
+    ),
+)
 _CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 
 
@@ -102,7 +113,7 @@ async def _router_stream(
                     decision = await router.on_body(decision, b"")
                 else:
                     pending = decision
-                    yield _CONTINUE_HEADERS
+                    yield _READ_BODY
                     continue
         elif kind == "request_body" and pending is not None:
             body = req.request_body.body
