@@ -35,6 +35,9 @@ Set one of these and restart, or pass a config file with -c:
 """
 
 
+_FLUSH_TIME = 10.0  # seconds a stopping worker may spend exporting its last telemetry
+
+
 def _load(path: str | None, secrets: bool = True) -> GatewayConfig:
     return load_config(path, secrets=secrets) if path else default_config()
 
@@ -52,9 +55,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _supervise_workers(
-    args: argparse.Namespace, addresses: list[str], drain: Drain | None = None
+    args: argparse.Namespace,
+    config: GatewayConfig,
+    addresses: list[str],
+    drain: Drain | None = None,
 ) -> Supervisor:
-    sup = Supervisor(drain)
+    # A worker given SIGTERM keeps serving its open streams for the drain time, then flushes
+    # its telemetry: that is how long it may take before it is killed.
+    sup = Supervisor(drain, grace=config.http.drain_time + _FLUSH_TIME)
     for i, address in enumerate(addresses):
         sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
     return sup
@@ -76,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.sidecar.host
     with tempfile.TemporaryDirectory(prefix="ai-gateway-metrics-") as metrics_dir:
         _start_metrics(config, Path(metrics_dir), host)
-        sup = _supervise_workers(args, sidecar_addresses(config, host))
+        sup = _supervise_workers(args, config, sidecar_addresses(config, host))
         sup.start_all()
         log.info("sidecar serving %d workers", len(sup.children))
         return sup.run()
@@ -136,7 +144,7 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
     drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time)
-    sup = _supervise_workers(args, addresses, drain)
+    sup = _supervise_workers(args, config, addresses, drain)
     concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
     envoy_argv = [
         envoy_binary(),

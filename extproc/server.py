@@ -351,7 +351,9 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop(grace=5)
+    # Open streams get the drain time: in `ai-gateway serve` Envoy drains its own connections
+    # meanwhile, and their requests still need this worker.
+    await server.stop(grace=config.http.drain_time)
     await processor.close()
     telemetry.shutdown()
 

@@ -97,9 +97,10 @@ class Drain(Protocol):
 
 
 class Supervisor:
-    def __init__(self, drain: Drain | None = None) -> None:
+    def __init__(self, drain: Drain | None = None, grace: float = 10.0) -> None:
         self.children: list[Child] = []
         self._drain = drain
+        self._grace = grace  # how long a child may take to exit after SIGTERM
         self._signals = 0
 
     @property
@@ -182,7 +183,7 @@ class Supervisor:
             child.next_start = now + delay
         return None
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self) -> None:
         """Stop the children in reverse start order: Envoy (added last) before the workers.
 
         Children not restarted (Envoy) are stopped one by one; then every worker at once, so
@@ -190,8 +191,8 @@ class Supervisor:
         """
         for child in reversed(self.children):
             if not child.restart:
-                _terminate([child], grace)
-        _terminate([c for c in self.children if c.restart], grace)
+                _terminate([child], self._grace)
+        _terminate([c for c in self.children if c.restart], self._grace)
 
 
 def _terminate(children: Sequence[Child], grace: float) -> None:
