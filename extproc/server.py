@@ -215,7 +215,11 @@ def _mode_override(step: Step) -> Any:
         mode.request_body_mode = _BODY_MODES[step.request_body]
     if step.response_headers is not None:
         mode.response_header_mode = _Mode.SEND if step.response_headers else _Mode.SKIP
-    if step.response_body is not None:
+    if step.response_body == "buffered":
+        # BUFFERED would hold an answer larger than the buffer limit until a timeout fires;
+        # BUFFERED_PARTIAL sends what fits, still before the head, so Exchange can refuse it.
+        mode.response_body_mode = _Mode.BUFFERED_PARTIAL
+    elif step.response_body is not None:
         mode.response_body_mode = _BODY_MODES[step.response_body]
     return mode
 
@@ -256,8 +260,8 @@ async def _upstream_stream(
         async for reply in _drive(exchange, requests):
             yield reply
     finally:
-        # Ending here without a last chunk means the request was cut (the client left, or an
-        # upstream reset): it is still accounted, with what was seen.
+        # Ending here without a last chunk means the request was cut (the client left, an
+        # upstream reset or a timeout): it is still accounted, with what was seen.
         exchange.abort()
 
 

@@ -6,7 +6,7 @@ translated and signed afresh for that provider. The endpoint's metadata names th
 
 The stage drives a :class:`~extproc.translate.Translator` and an :class:`~extproc.auth.Auth`;
 it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies. When the
-response ends, or the client leaves, it hands one :class:`~extproc.telemetry.Record` to
+response ends, or its stream is cut short, it hands one :class:`~extproc.telemetry.Record` to
 telemetry and writes the same figures into Envoy's dynamic metadata.
 
 A request that takes several provider calls (a :class:`~extproc.translate.FanOut` translator
@@ -26,7 +26,7 @@ from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, Pricing
 from extproc.cost import cost_usd, pricing_for
-from extproc.errors import SERVER, GatewayError
+from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
 from extproc.router import (
@@ -58,6 +58,7 @@ _CREDENTIAL_HEADERS = (
 METADATA_NAMESPACE = "io.envoy.ai_gateway"
 COST_HEADER = "x-ai-eg-cost-usd"
 ATTEMPT_HEADER = "x-envoy-attempt-count"
+RESPONSE_TOO_LARGE = "response_too_large"  # a buffered answer over http.max_request_bytes
 
 
 @dataclass(slots=True)
@@ -123,6 +124,7 @@ class Exchange:
         self._started = time.monotonic()
         self._first_chunk: float | None = None
         self._status = 0
+        self._buffered = False  # the response body comes whole, its head held until then
         self._ctx: RequestContext | None = None
         self._backend: BackendRuntime | None = None
         self._pricing: Pricing | None = None
@@ -244,6 +246,7 @@ class Exchange:
         self._status = status
         head = self._translator.response_headers(status, headers)
         mode = "none" if end_of_stream else self._translator.response_body_mode(status, headers)
+        self._buffered = mode == "buffered"
         step = Step(
             set_headers=dict(head.set), remove_headers=list(head.remove), response_body=mode
         )
@@ -259,7 +262,24 @@ class Exchange:
         assert self._translator is not None
         if self._first_chunk is None:
             self._first_chunk = time.monotonic()
-        out = self._translator.response_body(chunk, end_of_stream)
+        if self._buffered and not end_of_stream:
+            # Envoy sends a buffered body before its end only when it outgrew the buffer limit
+            # (see server._mode_override): no translator can read part of a JSON document.
+            return self._fail(
+                GatewayError(
+                    502,
+                    f"The provider's answer is larger than the gateway's buffer limit"
+                    f" ({len(chunk)} bytes).",
+                    UPSTREAM,
+                    code=RESPONSE_TOO_LARGE,
+                )
+            )
+        try:
+            out = self._translator.response_body(chunk, end_of_stream)
+        except GatewayError as err:
+            # A buffered 2xx answer the translator cannot pass on: its head is still held by
+            # Envoy, so an immediate response replaces the whole answer.
+            return self._fail(err)
         step = Step(body=None if out is chunk else out, done=end_of_stream)
         if end_of_stream:
             step.metadata = self._finish(cut=False)
@@ -275,7 +295,11 @@ class Exchange:
             headers[COST_HEADER] = f"{metadata.get('cost_usd', 0.0):.6f}"
 
     def abort(self) -> None:
-        """The stream ended early (the client left, or Envoy gave up): record what was seen."""
+        """The stream ended early: record what was seen.
+
+        Envoy closes the ext_proc stream the same way whether the client left, the provider
+        reset the connection or a timeout fired, so the cause is unknown here.
+        """
         self._finish(cut=True)
 
     def _fail(self, err: GatewayError) -> Step:
@@ -290,15 +314,20 @@ class Exchange:
         self._recorded = True
         ctx, translator = self._ctx, self._translator
         usage = translator.usage if translator is not None else None
-        # A provider reports usage once it is done: a client that leaves after that (the SDK
-        # closes the connection right after the last event) cut nothing.
-        cut = cut and usage is None
+        # A provider reports usage once it is done, and ends its stream with a last event: a
+        # client that leaves after either (the SDK closes the connection right after the last
+        # event) cut nothing.
+        cut = cut and usage is None and not (translator is not None and translator.complete)
         if usage is None and cut and translator is not None:
             usage = translator.estimate_usage()
+        if error_type is None and translator is not None:
+            # A 2xx answer the translator turned into an error (event) for the client.
+            error_type = translator.failure
         if error_type is None and self._status >= 400:
             error_type = str(self._status)
         elif error_type is None and cut:
-            error_type = "client_disconnected" if self._status else "no_response"
+            # Who ended the stream is unknown (see abort): only that the answer is incomplete.
+            error_type = "interrupted" if self._status else "no_response"
         now = time.monotonic()
         rec = Record(
             operation=ctx.endpoint,

@@ -56,13 +56,18 @@ def from_openai(usage: Any) -> Usage | None:
     )
 
 
-def from_json_body(body: bytes) -> tuple[Usage | None, str | None]:
-    """Usage and the served model of a non-streaming OpenAI-shaped response body."""
+def json_document(body: bytes) -> dict[str, Any] | None:
+    """A response body as a JSON object; None when it is not one."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def from_json_doc(doc: Mapping[str, Any] | None) -> tuple[Usage | None, str | None]:
+    """Usage and the served model of a non-streaming OpenAI-shaped response document."""
+    if doc is None:
         return None, None
     model = doc.get("model")
     return from_openai(doc.get("usage")), model if isinstance(model, str) else None
@@ -82,7 +87,7 @@ class SSEObserver:
     Without it, bytes are forwarded exactly as they arrive.
     """
 
-    __slots__ = ("_buffer", "_strip", "chunks", "done", "model", "usage")
+    __slots__ = ("_buffer", "_strip", "chunks", "done", "error", "model", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self._strip = strip_usage
@@ -91,6 +96,7 @@ class SSEObserver:
         self.model: str | None = None
         self.chunks = 0  # events with choices: a per-token estimate if the stream is cut
         self.done = False  # the provider's closing "data: [DONE]" was seen
+        self.error = False  # the provider sent an error event ({"error": {...}}) in the stream
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
         data = self._buffer + chunk
@@ -127,6 +133,8 @@ class SSEObserver:
             return event
         if not isinstance(doc, dict):
             return event
+        if isinstance(doc.get("error"), dict):
+            self.error = True
         if self.model is None and isinstance(doc.get("model"), str):
             self.model = doc["model"]
         usage = from_openai(doc.get("usage"))

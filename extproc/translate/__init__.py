@@ -17,11 +17,21 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from extproc.errors import bad_request
+from extproc.errors import UPSTREAM, GatewayError, bad_request
 from extproc.usage import Usage
 
 Endpoint = Literal["chat", "embeddings"]
 BodyMode = Literal["none", "streamed", "buffered"]
+
+# Translator.failure values (and the error code the client sees for them).
+STREAM_TRUNCATED = "stream_truncated"  # a 2xx stream that ended before its last event
+BAD_UPSTREAM_RESPONSE = "bad_upstream_response"  # a 2xx answer that is not what the API returns
+UPSTREAM_ERROR = "upstream_error"  # an error the provider reported inside a 2xx stream
+
+
+def bad_upstream_response(message: str) -> GatewayError:
+    """The 502 a client gets in place of a provider's unreadable 2xx (buffered) answer."""
+    return GatewayError(502, message, UPSTREAM, code=BAD_UPSTREAM_RESPONSE)
 
 
 def json_object(body: bytes | None) -> dict[str, Any]:
@@ -107,7 +117,13 @@ class Translator(Protocol):
         """Changes to the response head (content type, status of translated errors...)."""
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        """The bytes to send the client for this chunk of the upstream body (may be empty)."""
+        """The bytes to send the client for this chunk of the upstream body (may be empty).
+
+        For a ``buffered`` body only (whose head has not reached the client yet), raises
+        :class:`extproc.errors.GatewayError` when the provider's 2xx answer cannot be passed on
+        (not what the provider's API returns): the client then gets that error, a 502, in place
+        of the answer. A streamed body can only end with an error event (see :attr:`failure`).
+        """
 
     @property
     def needs_response(self) -> bool:
@@ -120,6 +136,17 @@ class Translator(Protocol):
     @property
     def response_model(self) -> str | None:
         """The model the provider says served the request, if it said."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the provider's answer was seen to its end (a stream's last event: ``[DONE]``,
+        ``messageStop``), so a stream closed after it cut nothing."""
+
+    @property
+    def failure(self) -> str | None:
+        """Why a 2xx answer failed, once the translator has told the client so: a short error
+        type for telemetry (``stream_truncated``, ``bad_upstream_response``...); None while the
+        answer is, as far as seen, a good one, and for provider errors (their status says it)."""
 
     def estimate_usage(self) -> Usage | None:
         """Usage counted so far, for a response cut short before the provider reported it."""

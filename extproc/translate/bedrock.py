@@ -27,6 +27,8 @@ Decisions a client can observe:
   name the OpenAI-compatible servers that return reasoning use.
 - Errors keep Bedrock's status, except those an OpenAI client or Envoy's retry policy (5xx and
   429) would misread: quota exhaustion becomes 429, a model error 502, a model timeout 504.
+- A 2xx Converse or InvokeModel body the gateway cannot read becomes a 502
+  (``bad_upstream_response``): the body is buffered, so the status has not left yet.
 - Titan embeds one text per InvokeModel call, so a Titan batch is split into one call per input
   (:meth:`BedrockEmbeddings.fan_out`), which the sidecar sends itself, and the replies are
   merged in input order. If any call fails the client gets that error, translated as above,
@@ -61,12 +63,16 @@ from extproc.errors import (
 )
 from extproc.eventstream import EventStreamDecoder, EventStreamError, Message
 from extproc.translate import (
+    BAD_UPSTREAM_RESPONSE,
+    STREAM_TRUNCATED,
+    UPSTREAM_ERROR,
     BodyMode,
     RequestContext,
     ResponseHead,
     Translator,
     UpstreamReply,
     UpstreamRequest,
+    bad_upstream_response,
     dump_json,
     json_object,
 )
@@ -118,7 +124,8 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "mapped",
         "system/developer -> `system`; user text and `data:` image URIs (png, jpeg, gif, webp) ->"
         " content blocks; assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
-        " user turn; consecutive same-role turns merged. Image URLs are not fetched (400).",
+        " user turn; consecutive same-role turns merged. Image URLs are not fetched (400);"
+        " system messages alone, with no user or assistant content, are a 400.",
     ),
     FieldRule("model", "mapped", "The route's Bedrock model id or inference profile, in the path."),
     FieldRule("stream", "mapped", "`converse-stream`; the event stream is sent on as SSE chunks."),
@@ -458,6 +465,13 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[Json], list[Json]]:
             turns[-1]["content"] += blocks
         else:
             turns.append({"role": bedrock_role, "content": blocks})
+    if not turns:
+        # Converse refuses an empty `messages`: say which field, before a provider call.
+        raise bad_request(
+            "'messages' must contain at least one user, assistant or tool message with"
+            " content: Bedrock does not answer system instructions alone.",
+            "messages",
+        )
     return system, turns
 
 
@@ -758,6 +772,16 @@ class _Exchange(ABC):
         self.usage: Usage | None = None
         # Converse and InvokeModel responses do not name the model that served them.
         self.response_model: str | None = None
+        self._ended = False  # the whole body was seen
+        self._failure: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._ended
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
 
     @abstractmethod
     def _translate(self, body: bytes) -> bytes:
@@ -796,12 +820,14 @@ class _Exchange(ABC):
             return b""
         body = bytes(self._buffer)
         self._buffer.clear()
+        self._ended = True
         if self._ok:
             try:
                 return self._translate(body)
             except _Unreadable:
-                # The status already left with the head: the body can only say what happened.
-                return error_body(_UNREADABLE, UPSTREAM)
+                # Buffered: the head has not left yet, so the client gets a proper 502.
+                self._failure = BAD_UPSTREAM_RESPONSE
+                raise bad_upstream_response(_UNREADABLE) from None
         return _bedrock_error_body(_error_kind(self._head), self._status, body)
 
 
@@ -821,6 +847,12 @@ _ANSWER_BLOCK = -1  # the response_format tool: its input deltas are content del
 _DROPPED_BLOCK = -2  # a tool call beyond the first with parallel_tool_calls: false
 
 
+def _block_index(payload: Json) -> int | None:
+    """An event's ``contentBlockIndex``; None unless it is an integer, as Bedrock sends it."""
+    index = payload.get("contentBlockIndex")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
 def _finish_reason(stop_reason: Any, has_calls: bool) -> str:
     finish = _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
     if finish in ("stop", "tool_calls"):
@@ -838,10 +870,11 @@ class BedrockChat(_Exchange):
         self._id = f"chatcmpl-{uuid.uuid4().hex}"
         self._created = int(time.time())
         self._decoder = EventStreamDecoder()
-        self._blocks: dict[Any, int] = {}  # contentBlockIndex -> tool_calls index (or _*_BLOCK)
+        self._blocks: dict[int, int] = {}  # contentBlockIndex -> tool_calls index (or _*_BLOCK)
         self._calls = 0
         self._deltas = 0
         self._opened = self._stopped = self._closed = self._usage_sent = False
+        self._done = False  # the stream ended with [DONE]
 
     def request(self, body: bytes | None) -> UpstreamRequest:
         converse, self._plan = _converse(json_object(body))
@@ -858,6 +891,10 @@ class BedrockChat(_Exchange):
     @property
     def _streaming(self) -> bool:
         return self._plan.stream and self._ok
+
+    @property
+    def complete(self) -> bool:
+        return self._done if self._streaming else self._ended
 
     def _see_head(self, status: int, headers: Mapping[str, str]) -> None:
         super()._see_head(status, headers)
@@ -910,7 +947,8 @@ class BedrockChat(_Exchange):
                         {"id": tool.get("toolUseId"), "type": "function", "function": function}
                     )
             elif isinstance(thought, dict):
-                text = (thought.get("reasoningText") or {}).get("text")
+                said = thought.get("reasoningText")
+                text = said.get("text") if isinstance(said, dict) else None
                 if isinstance(text, str):
                     reasoning.append(text)
         content = "".join(parts)
@@ -953,7 +991,7 @@ class BedrockChat(_Exchange):
             messages = self._decoder.feed(chunk)
         except EventStreamError as exc:
             messages = []
-            out.append(self._fail(f"Bedrock sent a malformed event stream ({exc}).", UPSTREAM))
+            out.append(self._malformed(f"Bedrock sent a malformed event stream ({exc})."))
         for message in messages:
             out.append(self._event(message))
             if self._closed:
@@ -961,10 +999,15 @@ class BedrockChat(_Exchange):
         if end_of_stream and not self._closed:
             if self._stopped and not self._decoder.pending:
                 out.append(DONE)
-                self._closed = True
+                self._closed = self._done = True
             else:
                 out.append(
-                    self._fail("Bedrock ended the stream before the answer was complete.", UPSTREAM)
+                    self._fail(
+                        "Bedrock ended the stream before the answer was complete.",
+                        UPSTREAM,
+                        STREAM_TRUNCATED,
+                        STREAM_TRUNCATED,
+                    )
                 )
         return b"".join(out)
 
@@ -976,17 +1019,19 @@ class BedrockChat(_Exchange):
             name = str(headers.get(":exception-type", ""))
             name = name[:1].upper() + name[1:]
             text = _error_message(message.payload, "Bedrock reported an error mid-stream.")
-            return self._fail(text, _error_type(name, 500), name or None)
+            # Telemetry gets AWS's own names only: an error type is a metric label.
+            failure = name if name in _ERROR_TYPES else UPSTREAM_ERROR
+            return self._fail(text, _error_type(name, 500), name or None, failure)
         if kind == "error":
             code = str(headers.get(":error-code", "")) or None
             text = str(headers.get(":error-message", "Bedrock reported an error mid-stream."))
-            return self._fail(text, UPSTREAM, code)
+            return self._fail(text, UPSTREAM, code, UPSTREAM_ERROR)
         try:
             payload = orjson.loads(message.payload)
         except orjson.JSONDecodeError:
             payload = None
         if not isinstance(payload, dict):
-            return self._fail("Bedrock sent an event the gateway cannot read.", UPSTREAM)
+            return self._malformed("Bedrock sent an event the gateway cannot read.")
         event = headers.get(":event-type")
         if event == "messageStart":
             return self._open()
@@ -1029,7 +1074,10 @@ class BedrockChat(_Exchange):
         tool = start.get("toolUse") if isinstance(start, dict) else None
         if not isinstance(tool, dict):
             return b""
-        block = payload.get("contentBlockIndex")
+        block = _block_index(payload)
+        if block is None:
+            # Its deltas could not be told apart from another block's.
+            return self._malformed("Bedrock sent a tool call the gateway cannot read.")
         if tool.get("name") == self._plan.answer_tool:
             self._blocks[block] = _ANSWER_BLOCK
             return self._open()
@@ -1047,14 +1095,14 @@ class BedrockChat(_Exchange):
         return self._open() + self._chunk({"tool_calls": [call]})
 
     def _block_delta(self, payload: Json) -> bytes:
-        delta = self._openai_delta(payload.get("delta"), payload.get("contentBlockIndex"))
+        delta = self._openai_delta(payload.get("delta"), _block_index(payload))
         if delta is None:
             return b""
         # About one token per delta: what estimate_usage counts if the stream is cut.
         self._deltas += 1
         return self._open() + self._chunk(delta)
 
-    def _openai_delta(self, delta: Any, block: Any) -> Json | None:
+    def _openai_delta(self, delta: Any, block: int | None) -> Json | None:
         if not isinstance(delta, dict):
             return None
         text = delta.get("text")
@@ -1063,7 +1111,8 @@ class BedrockChat(_Exchange):
         tool = delta.get("toolUse")
         fragment = tool.get("input") if isinstance(tool, dict) else None
         if isinstance(fragment, str) and fragment:
-            target = self._blocks.get(block, _DROPPED_BLOCK)
+            # A block that never started (or whose index is unreadable) belongs to no call.
+            target = _DROPPED_BLOCK if block is None else self._blocks.get(block, _DROPPED_BLOCK)
             if target == _ANSWER_BLOCK:
                 return {"content": fragment}
             if target == _DROPPED_BLOCK:
@@ -1098,9 +1147,14 @@ class BedrockChat(_Exchange):
         self._usage_sent = True
         return self._sse([], _openai_usage(self.usage))
 
-    def _fail(self, message: str, type_: str, code: str | None = None) -> bytes:
+    def _fail(self, message: str, type_: str, code: str | None, failure: str) -> bytes:
+        """The stream's last event: an error in OpenAI's shape (no [DONE] follows)."""
         self._closed = True
+        self._failure = failure
         return b"data: " + error_body(message, type_, None, code) + b"\n\n"
+
+    def _malformed(self, message: str) -> bytes:
+        return self._fail(message, UPSTREAM, BAD_UPSTREAM_RESPONSE, BAD_UPSTREAM_RESPONSE)
 
 
 # --- embeddings -------------------------------------------------------------------------------
@@ -1217,6 +1271,7 @@ class BedrockEmbeddings(_Exchange):
         return [self._invoke({"inputText": text}, read) for text in read.texts]
 
     def merge(self, replies: Sequence[UpstreamReply]) -> tuple[int, bytes]:
+        self._ended = True
         vectors: list[Any] = []
         tokens = 0
         failure: tuple[int, bytes] | None = None
@@ -1226,7 +1281,9 @@ class BedrockEmbeddings(_Exchange):
                     embedded, count = self._vectors(reply.body, reply.headers)
                 except _Unreadable:
                     # Unlike a forwarded response, no status has left yet: a proper 502.
-                    failure = failure or (502, error_body(_UNREADABLE, UPSTREAM))
+                    if failure is None:
+                        self._failure = BAD_UPSTREAM_RESPONSE
+                        failure = (502, bad_upstream_response(_UNREADABLE).body())
                     continue
                 vectors += embedded
                 tokens += count

@@ -11,14 +11,18 @@ from urllib.parse import urlencode
 
 from extproc.errors import UPSTREAM, error_body
 from extproc.translate import (
+    BAD_UPSTREAM_RESPONSE,
+    STREAM_TRUNCATED,
+    UPSTREAM_ERROR,
     BodyMode,
     RequestContext,
     ResponseHead,
     UpstreamRequest,
+    bad_upstream_response,
     dump_json,
     json_object,
 )
-from extproc.usage import SSEObserver, Usage, from_json_body
+from extproc.usage import SSEObserver, Usage, from_json_doc, json_document
 
 
 def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = None) -> str:
@@ -50,18 +54,24 @@ _TRUNCATED_EVENT = (
     + error_body(
         "The provider ended the stream before it was complete.",
         UPSTREAM,
-        code="stream_truncated",
+        code=STREAM_TRUNCATED,
     )
     + b"\n\n"
 )
+_NOT_JSON = "The provider answered with a body that is not the JSON document its API returns."
 
 
 class PassThrough:
     """Chat and embeddings to any backend that speaks the OpenAI API.
 
-    The response is watched, never changed, except for one case: a stream whose client did not
-    ask for usage gets ``include_usage`` injected upstream (so every stream is accounted) and its
-    traces removed on the way back, so the client sees what it would have seen.
+    The response is watched, never changed, except in three cases:
+
+    - a stream whose client did not ask for usage gets ``include_usage`` injected upstream (so
+      every stream is accounted) and its traces removed on the way back, so the client sees
+      what it would have seen;
+    - a 2xx stream the provider closes before ``data: [DONE]`` gets a last error event;
+    - a 2xx body that is not a JSON object (a provider that cut its answer) becomes a 502.
+      Error statuses pass through as they are, whatever their body.
     """
 
     def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
@@ -76,6 +86,24 @@ class PassThrough:
         self.response_model: str | None = None
         self._observer: SSEObserver | None = None
         self._status = 0
+        self._ended = False  # the whole body was seen
+        self._failure: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        observer = self._observer
+        return observer.done if observer is not None else self._ended
+
+    @property
+    def failure(self) -> str | None:
+        observer = self._observer
+        if self._failure is None and observer is not None and observer.error and self._ok:
+            return UPSTREAM_ERROR
+        return self._failure
+
+    @property
+    def _ok(self) -> bool:
+        return 200 <= self._status < 300
 
     def request(self, body: bytes | None) -> UpstreamRequest:
         if body is None:
@@ -95,15 +123,24 @@ class PassThrough:
     def response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
         observer = self._observer
         if observer is None:
-            self.usage, self.response_model = from_json_body(chunk)
+            # Buffered: the whole body in one chunk, its head still held by Envoy.
+            self._ended = self._ended or end_of_stream
+            doc = json_document(chunk)
+            self.usage, self.response_model = from_json_doc(doc)
+            if doc is None and end_of_stream and self._ok:
+                self._failure = BAD_UPSTREAM_RESPONSE
+                raise bad_upstream_response(_NOT_JSON)
             return chunk
         out = observer.feed(chunk, end_of_stream)
         self.usage = observer.usage
         self.response_model = observer.model
-        if end_of_stream and self._status < 300 and not observer.done:
-            # The provider closed a stream it had not finished: say so in the stream rather
-            # than let the client take a truncated answer for a complete one.
-            out += _TRUNCATED_EVENT
+        if end_of_stream:
+            self._ended = True
+            if self._ok and not observer.done:
+                # The provider closed a stream it had not finished: say so in the stream rather
+                # than let the client take a truncated answer for a complete one.
+                self._failure = STREAM_TRUNCATED
+                out += _TRUNCATED_EVENT
         return out
 
     def estimate_usage(self) -> Usage | None:

@@ -238,7 +238,10 @@ def test_sigterm_drains_open_streams_refuses_new_connections_and_flushes_telemet
             # The streams took ~2 s more after SIGTERM; the gateway waited for them, no longer.
             assert time.monotonic() - sigterm_at < NO_HANG
         assert otlp.sum("ai_gateway.requests", **{"gen_ai.request.model": "m"}) == 3
-        assert otlp.sum("ai_gateway.requests", **{"error.type": "client_disconnected"}) == 0
+        # None of the drained streams was cut, nor failed.
+        assert otlp.sum("ai_gateway.requests", **{"ai_gateway.cut": True}) == 0
+        for error_type in ("interrupted", "stream_truncated", "no_response"):
+            assert otlp.sum("ai_gateway.requests", **{"error.type": error_type}) == 0
 
 
 def test_drain_time_bounds_the_wait_for_open_streams() -> None:
@@ -321,6 +324,17 @@ def misbehaving(faulty: dict[str, FaultyUpstream]) -> Iterator[Gateway]:
         models.append(
             {"name": kind, "backends": [entry], "retry": {"attempts": 1}, "timeout": "6s"}
         )
+    # Two backends: Envoy picks one per attempt and the upstream stage (not the router stage)
+    # translates the answer.
+    backends["truncated_json_2"] = backends["truncated_json"]
+    models.append(
+        {
+            "name": "truncated_json_upstream",
+            "backends": [{"backend": "truncated_json"}, {"backend": "truncated_json_2"}],
+            "retry": {"attempts": 1},
+            "timeout": "6s",
+        }
+    )
     config = {
         "backends": backends,
         "models": models,
@@ -394,17 +408,6 @@ def test_client_gets_a_clear_error_within_the_timeouts(
         assert len(body) > 10 * BUFFER_LIMIT * 0.9
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=reason, strict=True)
-
-
-NOT_RECORDED = _xfail(
-    "a translator that ends a 2xx stream with an error event (no [DONE], corrupt or truncated"
-    " event stream) or turns an unreadable 2xx body into an error leaves the attempt recorded"
-    " as a success: upstream.py Exchange._finish only sets error.type from the HTTP status"
-)
-
-
 @pytest.mark.parametrize(
     ("kind", "stream"),
     [
@@ -413,16 +416,44 @@ NOT_RECORDED = _xfail(
         ("reset", True),
         ("short_body", False),
         ("garbage", False),
-        pytest.param("cut", True, marks=NOT_RECORDED),
-        pytest.param("bad_crc", True, marks=NOT_RECORDED),
-        pytest.param("eventstream_cut", True, marks=NOT_RECORDED),
-        pytest.param("truncated_json", False, marks=NOT_RECORDED),
+        # 2xx answers the translator ended with an error (event): Translator.failure.
+        ("cut", True),
+        ("bad_crc", True),
+        ("eventstream_cut", True),
+        ("truncated_json", False),
     ],
 )
 def test_the_attempt_is_recorded_as_failed(misbehaving: Gateway, kind: str, stream: bool) -> None:
     before = failed_requests(misbehaving, kind)
     _call(misbehaving, kind, stream)
     wait_for(lambda: failed_requests(misbehaving, kind) > before, timeout=5, what="a record")
+
+
+@pytest.mark.parametrize(
+    ("kind", "stream", "error_type"),
+    [
+        ("cut", True, "stream_truncated"),
+        ("eventstream_cut", True, "stream_truncated"),
+        ("bad_crc", True, "bad_upstream_response"),
+        ("truncated_json", False, "bad_upstream_response"),
+        ("huge_json", False, "response_too_large"),
+        ("reset", True, "interrupted"),  # Envoy cannot tell the sidecar who broke the stream
+    ],
+)
+def test_the_failure_is_named(
+    misbehaving: Gateway, kind: str, stream: bool, error_type: str
+) -> None:
+    def named() -> float:
+        return metric(
+            misbehaving,
+            "ai_gateway_requests_total",
+            gen_ai_request_model=kind,
+            error_type=error_type,
+        )
+
+    before = named()
+    _call(misbehaving, kind, stream)
+    wait_for(lambda: named() > before, timeout=5, what=f"a {error_type} record")
 
 
 def test_a_huge_stream_is_passed_on_and_accounted(misbehaving: Gateway) -> None:
@@ -445,33 +476,29 @@ def test_a_huge_stream_is_passed_on_and_accounted(misbehaving: Gateway) -> None:
     assert tokens >= USAGE["completion_tokens"]
 
 
-@_xfail(
-    "translate/openai.py PassThrough.response_body forwards a 2xx application/json body that"
-    " is not JSON (a provider that cut its answer) as a 200: the SDK fails to parse it. Expected"
-    " a 502 in OpenAI's shape (the body is buffered, so the status can still change)"
-)
 def test_truncated_json_is_a_502(misbehaving: Gateway) -> None:
     status, body, _ = _call(misbehaving, "truncated_json", False)
     assert status == 502
-    openai_error(body)
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("upstream_error", "bad_upstream_response")
 
 
-@_xfail(
-    "translate/bedrock.py _Exchange.response_body answers an unreadable 2xx Bedrock body with"
-    " an error body under status 200; the body is buffered, so a 502 can still be sent"
-)
+def test_truncated_json_is_a_502_in_the_upstream_stage_too(misbehaving: Gateway) -> None:
+    model = "truncated_json_upstream"
+    before = failed_requests(misbehaving, model)
+    status, body, _ = _call(misbehaving, model, False)
+    assert status == 502, (status, body[:300])
+    assert openai_error(body)["code"] == "bad_upstream_response"
+    wait_for(lambda: failed_requests(misbehaving, model) > before, timeout=5, what="a record")
+
+
 def test_unreadable_bedrock_answer_is_a_502(misbehaving: Gateway) -> None:
     status, body, _ = _call(misbehaving, "bad_crc", False)  # an event stream where JSON is due
     assert status == 502
-    openai_error(body)
+    error = openai_error(body)
+    assert (error["type"], error["code"]) == ("upstream_error", "bad_upstream_response")
 
 
-@_xfail(
-    "a buffered (non-SSE) answer larger than http.max_request_bytes stalls in the upstream"
-    " ext_proc filter (BUFFERED response body over the per-connection buffer limit) until the"
-    " idle timeout, then reads as a 504 'did not answer in time'. Expected a 502 naming the"
-    " size, without waiting for the idle timeout (render.py/upstream.py)"
-)
 def test_answer_10x_larger_than_the_buffer_is_a_prompt_502(misbehaving: Gateway) -> None:
     status, body, _ = _call(misbehaving, "huge_json", False)
     assert status == 502, (status, body[:200])

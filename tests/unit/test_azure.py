@@ -12,6 +12,7 @@ import pytest
 from extproc.auth import StaticHeader
 from extproc.auth.entra import EntraIDAuth, backend_auth
 from extproc.config import AzureOpenAIBackend
+from extproc.errors import GatewayError
 from extproc.translate import Endpoint, RequestContext, Translator, UpstreamRequest
 from extproc.translate.azure import translator
 from tests.fakes.azure import CONTENT_FILTER_MARKER, FakeAzure
@@ -111,6 +112,27 @@ def test_responses_pass_through() -> None:
     assert t.response_body(b'{"error":{"code":"content_filter"}}', True) == (
         b'{"error":{"code":"content_filter"}}'
     )
+
+
+@pytest.mark.parametrize("surface", ["deployments", "v1"])
+def test_azure_failures_are_the_pass_through_ones(surface: str) -> None:
+    """Azure is OpenAI's API: a cut stream or an unreadable 2xx body fails the attempt."""
+    t = translator(context(), backend(surface=surface))
+    t.response_body_mode(200, {"content-type": "text/event-stream"})
+    t.response_body(b'data: {"choices": []}\n\n', True)
+    assert t.failure == "stream_truncated" and not t.complete
+
+    t = translator(context(), backend(surface=surface))
+    t.response_body_mode(200, {"content-type": "application/json"})
+    with pytest.raises(GatewayError) as raised:
+        t.response_body(b'{"choices": [', True)
+    assert raised.value.status == 502
+    assert t.failure == "bad_upstream_response"
+
+    t = translator(context(), backend(surface=surface))
+    t.response_body_mode(400, {"content-type": "application/json"})
+    t.response_body(b'{"error":{"code":"content_filter"}}', True)
+    assert t.failure is None and t.complete
 
 
 # --- credentials --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from extproc.auth.sigv4 import SigV4
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import AWSBedrockBackend, GatewayConfig
 from extproc.errors import GatewayError
+from extproc.eventstream import encode_message
 from extproc.fanout import FanOutClient
 from extproc.translate import FanOut, RequestContext, Translator, UpstreamReply
 from extproc.translate.bedrock import (
@@ -353,6 +354,23 @@ def test_bad_messages_are_refused_by_path(message: Json, param: str) -> None:
     assert error.param == param
 
 
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "Be brief."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Really."}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}],
+    ],
+    ids=["system", "system-and-developer", "system-and-blank-user"],
+)
+def test_messages_without_a_turn_are_refused(messages: list[Json]) -> None:
+    """Converse refuses an empty ``messages``: the client gets a 400 naming the field, not
+    Bedrock's own error after a provider call."""
+    error = rejected({"messages": messages})
+    assert error.param == "messages"
+    assert "system" in error.message
+
+
 HISTORY = [
     {"role": "user", "content": "cos 7?"},
     {
@@ -666,15 +684,45 @@ def test_finish_reasons(stop: str, finish: str) -> None:
 
 
 @pytest.mark.parametrize("body", [b"<html>", b"[]", b'{"embeddings": "none"}'])
-def test_unreadable_success_body_becomes_an_error_body(body: bytes) -> None:
+def test_unreadable_success_body_is_a_502(body: bytes) -> None:
     chat_translator = chat()
     converse({}, chat_translator)
     embeddings_translator = embeddings(COHERE_V3)
     embeddings_translator.request(b'{"input": "x"}')
     for t in (chat_translator, embeddings_translator):
+        assert t.response_body_mode(200, HEAD) == "buffered"
         t.response_headers(200, HEAD)
-        error = orjson.loads(t.response_body(body, True))["error"]
-        assert error["type"] == "upstream_error"
+        assert t.failure is None
+        # The body is buffered: its head has not left, so the whole answer can be a 502.
+        with pytest.raises(GatewayError) as raised:
+            t.response_body(body, True)
+        error = raised.value
+        assert (error.status, error.type, error.code) == (
+            502,
+            "upstream_error",
+            "bad_upstream_response",
+        )
+        assert t.failure == "bad_upstream_response"
+
+
+@pytest.mark.parametrize("status", [400, 429, 500])
+def test_provider_errors_are_no_translator_failure(status: int) -> None:
+    """A provider error is told by its status: ``failure`` is for 2xx answers gone wrong."""
+    t = chat()
+    converse({}, t)
+    head = {**HEAD, "x-amzn-errortype": "ValidationException"}
+    t.response_body_mode(status, head)
+    t.response_headers(status, head)
+    orjson.loads(t.response_body(b"<html>not json</html>", True))
+    assert t.failure is None and t.complete
+
+
+def test_a_readable_answer_is_complete_and_no_failure() -> None:
+    t = chat()
+    converse({}, t)
+    assert not t.complete
+    respond(t, converse_response({"text": "hi"}))
+    assert t.complete and t.failure is None
 
 
 @pytest.mark.parametrize(
@@ -908,6 +956,78 @@ def test_broken_streams_end_with_an_error_event(data: bytes) -> None:
     events = stream(t, data, lambda: 3)
     assert events[-1]["error"]["type"] == "upstream_error"
     assert "[DONE]" not in events
+    # The attempt is recorded as failed, with the error code the client saw.
+    assert t.failure == events[-1]["error"]["code"]
+    assert t.failure in ("stream_truncated", "bad_upstream_response")
+    assert not t.complete
+
+
+NOT_AN_OBJECT = encode_message({":message-type": "event", ":event-type": "messageStop"}, b"[]")
+
+
+@pytest.mark.parametrize(
+    ("data", "failure"),
+    [
+        (frames(START, text_delta("Hel")), "stream_truncated"),
+        (frames(START, text_delta("Hel"), STOP)[:-3], "stream_truncated"),
+        (
+            frames(START) + b"\x00\x00\x00\x20garbage-garbage-garbage-garbage",
+            "bad_upstream_response",
+        ),
+        (frames(START) + NOT_AN_OBJECT, "bad_upstream_response"),
+        (
+            frames(START) + exception_frame("throttlingException", "Slow down"),
+            "ThrottlingException",
+        ),
+        (frames(START) + exception_frame("madeUpException", "?"), "upstream_error"),
+    ],
+    ids=["no-stop", "cut", "corrupt", "unreadable-event", "exception", "unknown-exception"],
+)
+def test_stream_failure_names_what_went_wrong(data: bytes, failure: str) -> None:
+    t = chat()
+    converse({"stream": True}, t)
+    stream(t, data, lambda: 7)
+    assert t.failure == failure
+
+
+def test_a_complete_stream_is_complete_and_no_failure() -> None:
+    t = chat()
+    converse({"stream": True}, t)
+    assert t.failure is None and not t.complete
+    events = stream(t, frames(START, text_delta("Hi"), STOP, METADATA), lambda: 5)
+    assert events[-1] == "[DONE]"
+    assert t.complete and t.failure is None
+
+
+@pytest.mark.parametrize("index", [[], {}, "0", None, True, 1.5])
+def test_unreadable_block_index_of_a_tool_call_is_malformed_output(index: Any) -> None:
+    t = chat()
+    converse({"stream": True, "tools": [COSINE_TOOL]}, t)
+    start = {"toolUse": {"toolUseId": "tu0", "name": "cosine"}}
+    data = frames(START, ("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+    events = stream(t, data, lambda: 9)
+    assert events[-1]["error"]["code"] == "bad_upstream_response"
+    assert t.failure == "bad_upstream_response"
+    assert "[DONE]" not in events
+
+
+@pytest.mark.parametrize("index", [[], {}, "0", None])
+def test_tool_input_of_an_unreadable_block_index_is_dropped(index: Any) -> None:
+    t = chat()
+    converse({"stream": True, "tools": [COSINE_TOOL]}, t)
+    bad = ("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": "{"}}})
+    data = frames(
+        START,
+        tool_start(0, "tu0", "cosine"),
+        tool_delta(0, '{"x": 1}'),
+        bad,
+        ("messageStop", {"stopReason": "tool_use"}),
+        METADATA,
+    )
+    events = stream(t, data, lambda: 9)
+    got = accumulate(events[:-1])
+    assert [c["function"]["arguments"] for c in got["tool_calls"]] == ['{"x": 1}']
+    assert events[-1] == "[DONE]" and t.failure is None
 
 
 def test_cut_stream_estimates_usage_from_deltas() -> None:
@@ -1474,9 +1594,24 @@ def test_the_first_failure_in_input_order_answers() -> None:
 def test_an_unreadable_part_is_a_bad_gateway() -> None:
     t = embeddings()
     t.fan_out(orjson.dumps({"input": ["a", "b"]}))
+    assert t.failure is None
     status, body = t.merge([titan_reply("a"), UpstreamReply(200, {}, b"<html>")])
     assert status == 502
-    assert orjson.loads(body)["error"]["type"] == "upstream_error"
+    error = orjson.loads(body)["error"]
+    assert (error["type"], error["code"]) == ("upstream_error", "bad_upstream_response")
+    assert t.failure == "bad_upstream_response"
+
+
+def test_a_merged_answer_or_provider_error_is_no_translator_failure() -> None:
+    t = embeddings()
+    t.fan_out(orjson.dumps({"input": ["a", "b"]}))
+    assert t.merge([titan_reply("a"), titan_reply("b")])[0] == 200
+    assert t.failure is None and t.complete
+    t = embeddings()
+    t.fan_out(orjson.dumps({"input": ["a", "b"]}))
+    failed = aws_reply(429, "ThrottlingException", "Slow down")
+    assert t.merge([titan_reply("a"), failed])[0] == 429
+    assert t.failure is None  # the status tells it
 
 
 # --- the fan-out client, against the signature-checking fake -----------------------------------

@@ -2,8 +2,9 @@
 
 What a client or a provider sends is hostile until parsed: any bytes, any JSON, any chunking.
 The properties: parsers raise only their documented error (a 4xx ``GatewayError`` for client
-input, ``EventStreamError`` for a broken event stream) and nothing else, so no input can turn
-into a gateway 5xx; pass-through stays byte for byte; chunk boundaries change nothing.
+input, ``EventStreamError`` for a broken event stream, the 502 ``GatewayError`` of a provider's
+unreadable 2xx buffered answer) and nothing else, so no input can turn into a gateway 500;
+pass-through stays byte for byte; chunk boundaries change nothing.
 
 Inputs that hit a bug already reported are set aside with ``assume`` (see :data:`KNOWN_BUGS`);
 each such bug has a strict xfail test at the end of this module that pins it with a concrete
@@ -62,14 +63,8 @@ from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Reported bugs, as "ExceptionType@file.py:function" of the innermost extproc frame. Each one
-# has a strict xfail test below.
-KNOWN_BUGS = {
-    "TypeError@openai.py:rewrite_body",  # test_deep_json_rewrite_is_a_client_error
-    "TypeError@bedrock.py:request",  # test_deep_json_to_bedrock_is_a_client_error
-    "AttributeError@bedrock.py:_translate",  # test_bedrock_reasoning_text_not_an_object
-    "TypeError@bedrock.py:_block_start",  # test_bedrock_stream_block_index_not_a_key
-    "TypeError@bedrock.py:_openai_delta",  # test_bedrock_stream_block_index_not_a_key
-}
+# has a strict xfail test below. None is open: the tests below pin the fixed ones.
+KNOWN_BUGS: set[str] = set()
 
 
 def _signature(exc: BaseException) -> str:
@@ -178,7 +173,7 @@ def _observe(parts: list[bytes], strip: bool) -> tuple[bytes, SSEObserver]:
 
 
 def _state(o: SSEObserver) -> tuple[Any, ...]:
-    return (o.usage, o.model, o.chunks, o.done)
+    return (o.usage, o.model, o.chunks, o.done, o.error)
 
 
 @PROPERTY
@@ -383,9 +378,9 @@ def test_bedrock_chat_request_is_a_converse_body_or_a_client_error(
         assert _is_client_error(err)
         return
     converse = orjson.loads(request.body or b"")
-    # Only system turns or blank texts leave `messages` empty: Bedrock answers that with its
-    # own 400, which reaches the client translated.
+    # Only system turns or blank texts would leave `messages` empty: that is a 400 above.
     assert isinstance(converse, dict) and isinstance(converse["messages"], list)
+    assert converse["messages"]
     assert request.path.startswith("/prefix/model/m/converse")
 
 
@@ -554,12 +549,20 @@ def test_bedrock_converse_answer_is_one_json_document(
     head = {"content-type": "application/json", "x-amzn-errortype": errortype}
     chat.response_headers(status, head)
     chat.response_body_mode(status, head)
-    out = _unless_known(lambda: chat.response_body(body, True))
+    try:
+        out = _unless_known(lambda: chat.response_body(body, True))
+    except GatewayError as err:
+        # An unreadable 2xx answer: buffered, so the client gets a 502 in its place.
+        assert status < 300 and err.status == 502 and err.code == "bad_upstream_response"
+        assert chat.failure == err.code
+        _openai_error(err.body())
+        return
     doc = orjson.loads(out)
+    assert chat.failure is None
     if status >= 300:
         _openai_error(out)
     else:
-        assert "choices" in doc or "error" in doc
+        assert "choices" in doc
 
 
 @PROPERTY
@@ -579,6 +582,10 @@ def test_bedrock_embeddings_merge_is_one_json_document(
     status, out = embeddings.merge(replies)
     doc = orjson.loads(out)
     assert ("data" in doc) == (status == 200)
+    # Only an unreadable 2xx part is the translator's failure; a provider error has its status.
+    assert embeddings.failure in (None, "bad_upstream_response")
+    if embeddings.failure is not None:
+        assert status == 502
 
 
 @PROPERTY
@@ -590,7 +597,7 @@ def test_bedrock_embeddings_merge_is_one_json_document(
     status=st.sampled_from([200, 400, 500]),
     cuts=cut_lists,
 )
-def test_pass_through_never_raises_and_keeps_json_untouched(
+def test_pass_through_keeps_json_untouched_and_refuses_only_unreadable_2xx(
     body: bytes, sse: bool, stream: bool, include_usage: bool, status: int, cuts: list[int]
 ) -> None:
     ctx = _ctx(stream=stream)
@@ -600,10 +607,32 @@ def test_pass_through_never_raises_and_keeps_json_untouched(
     translator.response_headers(status, head)
     mode = translator.response_body_mode(status, head)
     parts = _chunked(body, cuts) if mode == "streamed" else [body]
-    out = b"".join(translator.response_body(p, i == len(parts) - 1) for i, p in enumerate(parts))
+    try:
+        out = b"".join(
+            translator.response_body(p, i == len(parts) - 1) for i, p in enumerate(parts)
+        )
+    except GatewayError as err:
+        # Only a buffered 2xx body that is not a JSON object: the client gets a 502 instead.
+        assert not sse and status < 300 and err.status == 502
+        assert not isinstance(_json_or_none(body), dict)
+        assert translator.failure == err.code == "bad_upstream_response"
+        return
     if not sse:
         assert out == body
+        assert translator.failure is None
+    else:
+        assert translator.failure in (None, "stream_truncated", "upstream_error")
+        assert (translator.failure == "stream_truncated") == (
+            status < 300 and not translator.complete
+        )
     translator.estimate_usage()
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 # --- known bugs, pinned -------------------------------------------------------------------------
@@ -629,11 +658,6 @@ def test_deep_json_to_bedrock_is_a_client_error() -> None:
     assert info.value.status == 400
 
 
-@pytest.mark.xfail(
-    reason="translate/bedrock.py BedrockChat._translate: `(thought.get('reasoningText') or"
-    " {}).get('text')` raises AttributeError when reasoningText is not an object",
-    strict=True,
-)
 @pytest.mark.parametrize("value", ["text", ["a"], 1])
 def test_bedrock_reasoning_text_not_an_object(value: Any) -> None:
     chat = BedrockChat(_ctx())
@@ -643,11 +667,6 @@ def test_bedrock_reasoning_text_not_an_object(value: Any) -> None:
     orjson.loads(chat.response_body(orjson.dumps(body), True))
 
 
-@pytest.mark.xfail(
-    reason="translate/bedrock.py BedrockChat._block_start/_openai_delta: contentBlockIndex is"
-    " used as a dict key unchecked; a list or an object raises TypeError (unhashable) mid-stream",
-    strict=True,
-)
 @pytest.mark.parametrize("event", ["contentBlockStart", "contentBlockDelta"])
 def test_bedrock_stream_block_index_not_a_key(event: str) -> None:
     chat = BedrockChat(_ctx(stream=True))

@@ -2,27 +2,27 @@ from __future__ import annotations
 
 import random
 
-from extproc.usage import SSEObserver, Usage, from_json_body, from_openai
+from extproc.usage import SSEObserver, Usage, from_json_doc, from_openai, json_document
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 from tests.fakes.replay import cassette
 
 
 def test_from_openai_detailed() -> None:
     body = cassette("chat-detailed-usage").response_body
-    usage, model = from_json_body(body)
+    usage, model = from_json_doc(json_document(body))
     assert usage is not None and model and model.startswith("gpt-5-nano")
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert usage.reasoning_tokens > 0
 
 
 def test_embeddings_usage() -> None:
-    usage, _ = from_json_body(cassette("embeddings-basic").response_body)
+    usage, _ = from_json_doc(json_document(cassette("embeddings-basic").response_body))
     assert usage == Usage(input_tokens=7, output_tokens=0, total_tokens=7)
 
 
 def test_malformed_usage_is_ignored() -> None:
     assert from_openai("nope") is None
-    assert from_json_body(b"{not json") == (None, None)
+    assert from_json_doc(json_document(b"{not json")) == (None, None)
     assert from_openai({"prompt_tokens": True, "completion_tokens": 2}) == Usage(0, 2, 2)
 
 
