@@ -1203,8 +1203,15 @@ def _embedding_texts(raw: Any) -> list[str]:
     return texts
 
 
-def _b64_float32(values: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+def _packed(values: Any, kind: str) -> bytes | None:
+    """A vector as packed floats (``f`` 32-bit, ``d`` 64-bit); None unless it is a list of
+    numbers that fit: a provider's vector is checked as fast as it is encoded."""
+    if not isinstance(values, list):
+        return None
+    try:
+        return struct.pack(f"<{len(values)}{kind}", *values)
+    except (struct.error, OverflowError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1318,7 +1325,8 @@ class BedrockEmbeddings(_Exchange):
         return self._answer(*self._vectors(body, self._head))
 
     def _vectors(self, body: bytes, head: Mapping[str, str]) -> tuple[list[Any], int]:
-        """The vectors and the input token count of one 2xx InvokeModel response."""
+        """The vectors (as the client asked them encoded) and the input token count of one 2xx
+        InvokeModel response."""
         doc = _parse_upstream(body)
         if self._family == "titan":
             vectors: Any = [doc.get("embedding")]
@@ -1331,16 +1339,23 @@ class BedrockEmbeddings(_Exchange):
         if not isinstance(tokens, int):
             header = head.get(_INPUT_COUNT_HEADER, "")
             tokens = int(header) if header.isdigit() else 0
-        if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
+        if not isinstance(vectors, list):
             raise _Unreadable
-        return vectors, tokens
+        encoded: list[Any] = []
+        for vector in vectors:
+            raw = _packed(vector, "f" if self._base64 else "d")
+            if raw is None:
+                raise _Unreadable
+            # OpenAI's base64 encoding: little-endian float32, what the SDKs decode.
+            encoded.append(base64.b64encode(raw).decode() if self._base64 else vector)
+        return encoded, tokens
 
     def _answer(self, vectors: list[Any], tokens: int) -> bytes:
         data = [
             {
                 "object": "embedding",
                 "index": index,
-                "embedding": _b64_float32(vector) if self._base64 else vector,
+                "embedding": vector,
             }
             for index, vector in enumerate(vectors)
         ]

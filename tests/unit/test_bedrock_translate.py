@@ -1202,6 +1202,25 @@ def test_cohere_response(bedrock_embeddings: Any) -> None:
     assert doc["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
 
 
+@pytest.mark.parametrize(
+    ("encoding", "embedding"),
+    [
+        ("float", [0.5, "x"]),
+        ("base64", [0.5, "x"]),
+        ("float", {"0": 0.5}),
+        ("base64", [1e300]),  # no float32 holds it
+    ],
+)
+def test_a_vector_that_is_not_numbers_is_a_bad_gateway(encoding: str, embedding: Any) -> None:
+    t = embeddings()
+    t.request(orjson.dumps({"input": "hello", "encoding_format": encoding}))
+    t.response_headers(200, {})
+    with pytest.raises(GatewayError) as raised:
+        t.response_body(orjson.dumps({"embedding": embedding, "inputTextTokenCount": 3}), True)
+    assert (raised.value.status, raised.value.code) == (502, "bad_upstream_response")
+    assert t.failure == "bad_upstream_response"
+
+
 def test_dispatch_by_endpoint_and_url_prefix() -> None:
     ctx = RequestContext("embeddings", "e", TITAN_V2, "e", "/v1/embeddings")
     t = translator(ctx, "/proxy/bedrock")
