@@ -1,8 +1,9 @@
 """The response translators: Bedrock Converse, ConverseStream, InvokeModel; OpenAI pass-through.
 
 The provider is the attacker here: any status, any body, any event-stream frames in any
-chunking. Invariants: nothing raises; a buffered answer is one JSON document; a stream is made
-of SSE events whose data is JSON or ``[DONE]``; usage, when reported, is made of integers.
+chunking. Invariants: nothing raises but the 502 ``bad_upstream_response`` that replaces an
+unreadable buffered 2xx answer; a buffered answer is otherwise one JSON document; a stream is
+made of SSE events whose data is JSON or ``[DONE]``; usage, when reported, is made of integers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import orjson
 from _common import argv, guard, json_object
 
 with atheris.instrument_imports():
+    from extproc.errors import GatewayError
     from extproc.eventstream import encode_message
     from extproc.translate import RequestContext, Translator, UpstreamReply
     from extproc.translate.bedrock import BedrockChat, BedrockEmbeddings
@@ -61,6 +63,16 @@ def _split(data: bytes, size: int) -> list[bytes]:
 
 def _feed(translator: Translator, parts: list[bytes]) -> bytes:
     return b"".join(translator.response_body(p, i == len(parts) - 1) for i, p in enumerate(parts))
+
+
+def _feed_buffered(translator: Translator, body: bytes, status: int) -> bytes | None:
+    """A buffered answer (one chunk, as Envoy sends it); None when it became a 502."""
+    try:
+        return translator.response_body(body, True)
+    except GatewayError as err:
+        if not 200 <= status < 300 or (err.status, err.code) != (502, "bad_upstream_response"):
+            raise
+        return None
 
 
 def _check_sse(out: bytes) -> None:
@@ -119,11 +131,12 @@ def _bedrock_chat(head: bytes, rest: bytes) -> None:
         body = _frames(fdp) if stream else json_object(fdp)
     else:
         body = rest
-    out = _feed(chat, _split(body, 1 + head[5] * 7))
     if stream and 200 <= status < 300:
-        _check_sse(out)
+        _check_sse(_feed(chat, _split(body, 1 + head[5] * 7)))
     else:
-        orjson.loads(out)
+        out = _feed_buffered(chat, body, status)
+        if out is not None:
+            orjson.loads(out)
     _check_usage(chat)
     chat.estimate_usage()
 
@@ -151,7 +164,9 @@ def _bedrock_embeddings(head: bytes, rest: bytes) -> None:
     orjson.loads(answer)
     first = replies[0]
     embeddings.response_headers(first.status, first.headers)
-    orjson.loads(embeddings.response_body(first.body, True))
+    out = _feed_buffered(embeddings, first.body, first.status)
+    if out is not None:
+        orjson.loads(out)
     _check_usage(embeddings)
 
 
@@ -164,9 +179,12 @@ def _pass_through(head: bytes, rest: bytes) -> None:
     translator.response_headers(status, {"content-type": kind})
     translator.response_body_mode(status, {"content-type": kind})
     body = json_object(atheris.FuzzedDataProvider(rest)) if head[4] & 1 else rest
-    out = _feed(translator, _split(body, 1 + head[5] * 7))
-    if kind == "application/json" and out != body:
-        raise AssertionError("a JSON answer was changed")
+    if kind == "application/json":
+        out = _feed_buffered(translator, body, status)
+        if out is not None and out != body:
+            raise AssertionError("a JSON answer was changed")
+    else:
+        _feed(translator, _split(body, 1 + head[5] * 7))
     _check_usage(translator)
     translator.estimate_usage()
 
