@@ -10,6 +10,9 @@ Bare Envoy is the bootstrap ``ai-gateway render`` produces for the very same con
 its traffic listener and model clusters, with the two ext_proc filters (router stage, upstream
 stage) taken out. Connection manager options, access log, local replies, clusters, retries and
 outlier detection stay as the gateway has them, so the ratio measures the sidecar alone.
+
+The Python floor is bare Envoy plus one ext_proc filter to workers that answer every message
+with an empty "continue" (``bench/floor.py``): the cost of the design before any of its work.
 """
 
 from __future__ import annotations
@@ -166,4 +169,46 @@ def bare_bootstrap(
     text = json.dumps(boot)
     if _EXT_PROC in text or EXTPROC_CLUSTER in text:
         raise RuntimeError("bare Envoy bootstrap still references the ext_proc sidecar")
+    return boot
+
+
+def floor_bootstrap(
+    config: GatewayConfig, port: int, admin_port: int, prefixes: Mapping[str, str]
+) -> dict[str, Any]:
+    """Bare Envoy plus one ext_proc filter, in every phase the gateway uses, to the do-nothing
+    workers of ``bench/floor.py`` (listening where ``config.sidecar`` puts the gateway's).
+
+    The filter keeps the gateway's gRPC service (cluster, retry policy, timeout) and sidecar
+    cluster as rendered; its processing mode is the gateway's widest: request headers, the
+    buffered request body, response headers and the streamed response body.
+    """
+    boot = bare_bootstrap(config, port, admin_port, prefixes)
+    rendered = render(config)
+    resources = rendered["static_resources"]
+    listener = _main_listener(resources["listeners"], config.listen.port)
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    router_stage = next(f for f in hcm["http_filters"] if f["name"] == _EXT_PROC)
+    typed = router_stage["typed_config"]
+    ext_proc = {
+        "name": _EXT_PROC,
+        "typed_config": {
+            _TYPE: typed[_TYPE],
+            "grpc_service": typed["grpc_service"],
+            "failure_mode_allow": False,
+            "message_timeout": typed["message_timeout"],
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_header_mode": "SEND",
+                "response_body_mode": "STREAMED",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+    (floor_listener,) = boot["static_resources"]["listeners"]
+    floor_hcm = floor_listener["filter_chains"][0]["filters"][0]["typed_config"]
+    floor_hcm["http_filters"].insert(0, ext_proc)
+    sidecar = next(c for c in resources["clusters"] if c["name"] == EXTPROC_CLUSTER)
+    boot["static_resources"]["clusters"].append(copy.deepcopy(sidecar))
     return boot

@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from bench import cpu
-from bench.bootstraps import bare_bootstrap, upstream_bootstrap
+from bench.bootstraps import bare_bootstrap, floor_bootstrap, upstream_bootstrap
 from bench.measure import (
     Settings,
     System,
@@ -76,6 +76,7 @@ from bench.processes import (
 )
 from bench.report import (
     BARE,
+    FLOOR,
     GATEWAY,
     LITELLM,
     PORTKEY,
@@ -129,8 +130,9 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
-SYSTEM_KEYS = ("bare", "gateway", "litellm", "portkey")
+SYSTEM_KEYS = ("bare", "floor", "gateway", "litellm", "portkey")
 _SYSTEM_NAMES = dict(zip(SYSTEM_KEYS, SYSTEMS, strict=True))
+_OWN = (BARE, FLOOR, GATEWAY)  # started by the bench, measured side by side
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -346,7 +348,9 @@ class Bench:
             self.bare_admin,
             self.litellm_port,
             self.portkey_port,
-        ) = _distinct_ports(8)
+            self.floor_port,
+            self.floor_admin,
+        ) = _distinct_ports(10)
         self.upstreams = Upstreams(
             {"envoy": self.up_port, "paced": self.paced_port, "hold": self.hold_port}
         )
@@ -365,6 +369,7 @@ class Bench:
         self.versions: dict[str, str] = {}
         self.shared: dict[str, list[int]] = {}
         self.sidecar_workers = 0
+        self.floor_workers = 0
         self.concurrency = max(1, (os.cpu_count() or 2) // 2)
         self.idle = 0.0
         self.litellm_workers = 0
@@ -384,10 +389,7 @@ class Bench:
     def estimate_seconds(self) -> float:
         per_case: float = self.args.warmup + self.args.duration + self.args.latency_duration + 1
         cases = sum(
-            1
-            for s in self.scenarios
-            for system in self.systems
-            if system in (BARE, GATEWAY) or s.peers
+            1 for s in self.scenarios for system in self.systems if system in _OWN or s.peers
         )
         ttft = len(self.stream_scenarios) * len(self.systems) * 6
         streams = (15 if self.args.streams else 0) * len(self.systems)
@@ -405,7 +407,7 @@ class Bench:
         with contextlib.ExitStack() as stack:
             workdir = self.workdir = stack.enter_context(_workdir())
             self._start_upstreams(stack, workdir)
-            own = [s for s in self.systems if s in (BARE, GATEWAY)]
+            own = [s for s in self.systems if s in _OWN]
             if own:
                 systems = self._start_own(stack, workdir, own)
                 self._phase(systems, own_systems=True)
@@ -450,9 +452,35 @@ class Bench:
                 EnvoyProcess("bare", boot, workdir, self.bare_admin, self.concurrency)
             )
             systems.append(self._bare_system(bare))
+        if FLOOR in own:
+            systems.append(self._start_floor(stack, workdir, config))
         if gateway is not None:
             systems.append(gateway)
         return systems
+
+    def _start_floor(
+        self, stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any]
+    ) -> System:
+        workers = self.sidecar_workers or self.args.workers or (os.cpu_count() or 1)
+        self.floor_workers = workers
+        log(f"starting the Python floor (bare Envoy + {workers} do-nothing ext_proc workers)")
+        sockets = workdir / "floor"
+        sockets.mkdir()
+        listen = {"host": "127.0.0.1", "port": self.floor_port}
+        sidecar = {"socket_dir": str(sockets), "workers": workers}
+        floor_config = parse_config({**config, "listen": listen, "sidecar": sidecar}, env=self.env)
+        pids: list[int] = []
+        for i in range(workers):
+            socket = sockets / f"worker-{i}.sock"
+            argv = [sys.executable, "-m", "bench.floor", f"unix:{socket}"]
+            proc = ManagedProcess(f"floor worker {i}", argv, socket.exists, cwd=REPO)
+            pids.append(stack.enter_context(proc).pid or 0)
+        prefixes = {s.model: s.upstream_prefix for s in self.configured}
+        boot = floor_bootstrap(floor_config, self.floor_port, self.floor_admin, prefixes)
+        envoy = stack.enter_context(
+            EnvoyProcess("floor", boot, workdir, self.floor_admin, self.concurrency)
+        )
+        return self._bare_system(envoy, FLOOR, self.floor_port, sidecar=pids)
 
     def _start_gateway(self, stack: contextlib.ExitStack, config: dict[str, Any]) -> System:
         log("starting the gateway (ai-gateway run)")
@@ -495,7 +523,15 @@ class Bench:
             death=lambda: _death_reason([*kept, *gw.output]),
         )
 
-    def _bare_system(self, bare: EnvoyProcess) -> System:
+    def _bare_system(
+        self,
+        bare: EnvoyProcess,
+        name: str = BARE,
+        port: int | None = None,
+        sidecar: list[int] | None = None,
+    ) -> System:
+        """Bare Envoy, or (with ``sidecar`` workers) the Python floor built on it."""
+
         def target(s: Scenario) -> Target:
             headers = {"Content-Type": "application/json"}
             if s.bedrock:
@@ -505,14 +541,14 @@ class Bench:
             return Target(s.upstream_path, headers, s.bare_request or s.request)
 
         def envoy() -> dict[str, list[int]]:
-            return {"envoy": [bare.pid or 0]}
+            return {"envoy": [bare.pid or 0], **({"sidecar": sidecar} if sidecar else {})}
 
         system = System(
-            name=BARE,
-            url=f"http://127.0.0.1:{self.bare_port}",
+            name=name,
+            url=f"http://127.0.0.1:{port or self.bare_port}",
             target=target,
             processes=envoy,
-            diagnostics=lambda: "bare Envoy output:\n" + "".join(bare.tail),
+            diagnostics=lambda: f"{name} output:\n" + "".join(bare.tail),
             exact=lambda s: True,
             admin_url=bare.admin_url,
             memory_groups=envoy,
@@ -737,6 +773,14 @@ class Bench:
             " on the path instead of the x-ai-eg-model header the sidecar sets); the client sends"
             " the provider key",
         ]
+        if FLOOR in self.systems:
+            lines.append(
+                "Python floor: bare Envoy plus one ext_proc filter (request headers, buffered"
+                " request body, response headers, streamed response body) to"
+                f" {self.floor_workers} workers of `bench/floor.py` that answer every"
+                " message with an empty reply: grpc.aio on uvloop, one Unix socket each, the"
+                " gateway's sidecar cluster; the cost of the design before any of its work"
+            )
         if any(s.bedrock for s in self.scenarios):
             lines.append(
                 "Bedrock: the gateway translates the OpenAI chat request to Converse, signs it"

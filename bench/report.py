@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from bench.ttft import TtftResult
 
 BARE = "bare envoy"
+FLOOR = "python floor"  # bare Envoy + a do-nothing Python ext_proc (bench/floor.py)
 GATEWAY = "gateway"
 LITELLM = "litellm"
 PORTKEY = "portkey"
-SYSTEMS = (BARE, GATEWAY, LITELLM, PORTKEY)
+SYSTEMS = (BARE, FLOOR, GATEWAY, LITELLM, PORTKEY)
 PEERS = (LITELLM, PORTKEY)
 CPU_COLUMNS = ("machine", "envoy", "sidecar", "peer", "upstream", "wrk", "bench", "rest")
 
@@ -170,7 +171,7 @@ def main_table(info: RunInfo, rows: Sequence[Measurement]) -> list[str]:
         gw = find(rows, scenario, GATEWAY)
         if gw is None:
             continue
-        for system in (BARE, *PEERS):
+        for system in (BARE, FLOOR, *PEERS):
             other = find(rows, scenario, system)
             if other is not None:
                 out.append(_ratio_row(scenario, gw, other))
@@ -442,6 +443,32 @@ def targets(info: RunInfo, results: Results) -> list[TargetRow]:
     return out
 
 
+def floor_summary(info: RunInfo, results: Results) -> list[str]:
+    """What the do-nothing Python ext_proc reached: the ceiling of the design, for scale."""
+    out = []
+    for scenario in info.scenarios:
+        floor, bare = find(results.rows, scenario, FLOOR), find(results.rows, scenario, BARE)
+        gw = find(results.rows, scenario, GATEWAY)
+        if floor is None or bare is None or gw is None or bare.throughput.rps <= 0:
+            continue
+        out.append(
+            f"{scenario}: {floor.throughput.rps / bare.throughput.rps:.2f}x bare Envoy's"
+            f" throughput, {(floor.latency.p50_us - bare.latency.p50_us) / 1000:+.2f} ms at p50;"
+            f" the gateway reaches {gw.throughput.rps / floor.throughput.rps:.2f}x of it"
+        )
+    if not out:
+        return []
+    return [
+        "",
+        "For scale, the Python floor (bare Envoy plus an ext_proc that answers every message"
+        " with an empty reply, same messages per request, same runtime and workers as the"
+        " sidecar: `bench/floor.py`): a target above it is out of reach for any per-request"
+        " Python ext_proc of this shape, whatever the gateway does.",
+        "",
+        *(f"- {line}" for line in out),
+    ]
+
+
 def targets_table(rows: Sequence[TargetRow]) -> list[str]:
     out = ["| target | measured | result |", "|---|--:|---|"]
     out += [f"| {r.target} | {r.measured} | {r.verdict} |" for r in rows]
@@ -451,7 +478,7 @@ def targets_table(rows: Sequence[TargetRow]) -> list[str]:
 def render_markdown(info: RunInfo, results: Results) -> str:
     target_rows = targets(info, results)
     lines = [
-        "# Gateway vs bare Envoy, LiteLLM and Portkey",
+        "# Gateway vs bare Envoy, the Python floor, LiteLLM and Portkey",
         "",
         f"- Date: {info.date}; commit `{info.commit}`; produced by `make bench`",
         f"- Machine: {info.machine[0]}",
@@ -464,6 +491,7 @@ def render_markdown(info: RunInfo, results: Results) -> str:
         "From the performance issue; same run, same machine.",
         "",
         *targets_table(target_rows),
+        *floor_summary(info, results),
         "",
         "## Throughput and latency",
         "",
