@@ -10,7 +10,7 @@ not the client, asked for it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,45 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _USAGE_NULL = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*null\s*,\s*)')
 
 
+def _event_ends(data: bytes) -> Iterator[int]:
+    """Where each complete event of ``data`` ends (after its blank line)."""
+    if b"\r" in data:
+        yield from (match.end() for match in _EVENT_END.finditer(data))
+        return
+    # Without \r the separator is exactly \n\n: bytes.find is many times faster than the regex.
+    end = data.find(b"\n\n")
+    while end != -1:
+        yield end + 2
+        end = data.find(b"\n\n", end + 2)
+
+
+def _payload(event: bytes) -> bytes:
+    """The event's data: its ``data:`` lines joined, each without the field name and spaces."""
+    if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2 and b"\r" not in event:
+        return event[5:-2].lstrip(b" ")  # the usual event: one data line, then the blank line
+    return b"".join(
+        line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
+    )
+
+
+def _without_usage_null(event: bytes) -> bytes:
+    """``event`` without its first ``"usage": null`` member (and the comma that joined it)."""
+    key = event.find(b'"usage"')
+    if key == -1:
+        return event
+    # A match starts at this key or at the comma before it: searching from there (instead of
+    # from the start, where every comma is a candidate) finds the same first match.
+    start = len(event[:key].rstrip())
+    if event[start - 1 : start] == b",":
+        start -= 1
+    else:
+        start = key
+    match = _USAGE_NULL.search(event, start)
+    if match is None:
+        return event
+    return event[: match.start()] + event[match.end() :]
+
+
 class SSEObserver:
     """Reads usage out of an OpenAI-shaped SSE stream as it passes.
 
@@ -102,10 +141,9 @@ class SSEObserver:
         data = self._buffer + chunk
         out: list[bytes] = []
         start = 0
-        for match in _EVENT_END.finditer(data):
-            event = data[start : match.end()]
-            start = match.end()
-            kept = self._event(event)
+        for end in _event_ends(data):
+            kept = self._event(data[start:end])
+            start = end
             if kept is not None:
                 out.append(kept)
         self._buffer = data[start:]
@@ -119,9 +157,7 @@ class SSEObserver:
         return b"".join(out)
 
     def _event(self, event: bytes) -> bytes | None:
-        payload = b"".join(
-            line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
-        )
+        payload = _payload(event)
         if payload == b"[DONE]":
             self.done = True
             return event
@@ -144,8 +180,8 @@ class SSEObserver:
                 return None
         if doc.get("choices"):
             self.chunks += 1
-        if self._strip and b'"usage"' in event:
-            return _USAGE_NULL.sub(b"", event, count=1)
+        if self._strip:
+            return _without_usage_null(event)
         return event
 
     def estimate(self) -> Usage:

@@ -55,7 +55,15 @@ from extproc.router import (
 from extproc.translate import RequestContext, UpstreamReply
 from extproc.translate.bedrock import CHAT_FIELDS, BedrockChat, BedrockEmbeddings
 from extproc.translate.openai import PassThrough, rewrite_body
-from extproc.usage import SSEObserver, from_openai
+from extproc.usage import (
+    _EVENT_END,
+    _USAGE_NULL,
+    SSEObserver,
+    _event_ends,
+    _payload,
+    _without_usage_null,
+    from_openai,
+)
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 
 # Hypothesis runs inside the ordinary suite: a bounded number of examples, no deadline (the
@@ -210,6 +218,25 @@ def test_sse_stripping_restores_the_stream_the_client_asked_for(
     assert observer.usage is not None
     assert observer.usage.output_tokens == reply.completion_tokens
     assert observer.done
+
+
+sse_bytes = st.lists(
+    st.sampled_from(
+        [b"data:", b" ", b"\n", b"\r", b",", b'"usage"', b":", b"null", b"}", b"{", b"x"]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@PROPERTY
+@given(data=sse_streams | sse_bytes)
+def test_sse_fast_paths_agree_with_the_plain_definitions(data: bytes) -> None:
+    # The observer's shortcuts (bytes.find, one-line events, a search from the "usage" key)
+    # against what they shortcut: the regexes and the line-by-line reading.
+    assert list(_event_ends(data)) == [m.end() for m in _EVENT_END.finditer(data)]
+    lines = (line[5:].lstrip(b" ") for line in data.splitlines() if line.startswith(b"data:"))
+    assert _payload(data) == b"".join(lines)
+    assert _without_usage_null(data) == _USAGE_NULL.sub(b"", data, count=1)
 
 
 @PROPERTY
