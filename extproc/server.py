@@ -22,7 +22,7 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import text_format
+from google.protobuf import struct_pb2, text_format
 
 from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
@@ -59,17 +59,36 @@ def _headers(message: Any) -> dict[str, str]:
     return {h.key: (h.raw_value or h.value.encode()).decode("latin-1") for h in message.headers}
 
 
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
 def _mutation(set_headers: Mapping[str, str], remove: Iterable[str]) -> pb.HeaderMutation:
-    return pb.HeaderMutation(
-        set_headers=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-            for k, v in set_headers.items()
-        ],
-        remove_headers=list(remove),
-    )
+    # Filled in place: a third of the time of building each option and copying it in.
+    mutation = pb.HeaderMutation(remove_headers=remove)
+    add = mutation.set_headers.add
+    for key, value in set_headers.items():
+        option = add(append_action=_OVERWRITE)
+        option.header.key = key
+        option.header.raw_value = value.encode("latin-1")
+    return mutation
+
+
+def _set_metadata(metadata: Any, values: Mapping[str, Any]) -> None:
+    """``values`` into the gateway's namespace of a dynamic metadata Struct."""
+    namespace = metadata.fields[METADATA_NAMESPACE].struct_value
+    fields = namespace.fields
+    for key, value in values.items():
+        # Struct.update does the same, in a generic recursive walk that took ~20 us here.
+        if isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, int | float):
+            fields[key].number_value = value
+        elif value is None:
+            fields[key].null_value = struct_pb2.NULL_VALUE
+        else:
+            namespace.update({key: value})
 
 
 def immediate(
@@ -234,7 +253,7 @@ def _step_reply(kind: str, step: Step, clear_route_cache: bool = False) -> pb.Pr
         else pb.ProcessingResponse()
     )
     if step.metadata:
-        reply.dynamic_metadata.update({METADATA_NAMESPACE: step.metadata})
+        _set_metadata(reply.dynamic_metadata, step.metadata)
     if answer is not None:
         return reply
     common = pb.CommonResponse(clear_route_cache=clear_route_cache)

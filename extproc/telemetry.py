@@ -161,23 +161,34 @@ class _Prometheus:
             "ai_gateway_requests", "Upstream attempts, by outcome.",
             [*labels, "ai_gateway_cut"], registry=registry,
         )  # fmt: skip
+        # (metric, label values) -> its child: labels() validates and converts its arguments
+        # on every call, which cost more than the observation itself. The metrics keep one
+        # child per label set anyway, so this holds nothing they do not.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def record(self, rec: Record) -> None:
-        values = [
+        values = (
             rec.operation, rec.provider, rec.request_model, rec.response_model, rec.backend,
             rec.error_type or "", *(rec.extra.get(k, "") for k in self.extra),
-        ]  # fmt: skip
+        )  # fmt: skip
         for kind, count in rec.token_counts().items():
-            self.tokens.labels(*values, kind).observe(count)
-        self.duration.labels(*values).observe(rec.duration)
+            self._child(self.tokens, *values, kind).observe(count)
+        self._child(self.duration, *values).observe(rec.duration)
         if rec.ttft is not None:
-            self.ttft.labels(*values).observe(rec.ttft)
+            self._child(self.ttft, *values).observe(rec.ttft)
         tpot = rec.time_per_output_token()
         if tpot is not None:
-            self.tpot.labels(*values).observe(tpot)
+            self._child(self.tpot, *values).observe(tpot)
         if rec.cost_usd:
-            self.cost.labels(*values).inc(rec.cost_usd)
-        self.requests.labels(*values, "true" if rec.cut else "false").inc()
+            self._child(self.cost, *values).inc(rec.cost_usd)
+        self._child(self.requests, *values, "true" if rec.cut else "false").inc()
 
 
 class _OTelMetrics:
