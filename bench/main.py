@@ -787,8 +787,9 @@ class Bench:
                 " (SigV4) and translates the answer back; the upstream is the same static Envoy,"
                 " which checks that a SigV4 Authorization header of the bench's key id arrived"
                 " but does not verify the signature (tests/fakes/bedrock.py, which does, would be"
-                " the bottleneck). Bare Envoy's row there is the already-translated Converse"
-                " request sent as is: a reference, not a like-for-like ratio"
+                " the bottleneck). Bare Envoy's and the Python floor's rows there are the"
+                " already-translated Converse request sent as is: a reference, not a like-for-like"
+                " ratio"
             )
         if any(s.upstream == "paced" for s in self.scenarios):
             lines.append(
