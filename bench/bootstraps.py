@@ -196,13 +196,12 @@ def floor_bootstrap(
             "grpc_service": typed["grpc_service"],
             "failure_mode_allow": False,
             "message_timeout": typed["message_timeout"],
+            # The router stage's modes, with the response phases on, as the sidecar turns
+            # them on per request (there the body mode depends on the answer).
             "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
+                **typed["processing_mode"],
                 "response_header_mode": "SEND",
                 "response_body_mode": "STREAMED",
-                "request_trailer_mode": "SKIP",
-                "response_trailer_mode": "SKIP",
             },
         },
     }
