@@ -20,11 +20,11 @@ from extproc.limitstore import (
     Counter,
     LimitStore,
     MemoryStore,
-    RedisStore,
     StoreSpec,
     StoreUnavailable,
     open_store,
 )
+from extproc.redisstore import RedisStore
 from tests.conftest import REDIS_SERVER
 from tests.harness import free_port
 
