@@ -362,6 +362,21 @@ class TelemetryConfig(_Model):
         return {k.lower(): v for k, v in value.items()}
 
 
+class Accounting(_Model):
+    # Who reads the answers of OpenAI-compatible and Azure backends that the gateway passes on
+    # unchanged. "sidecar": the sidecar, which can also replace a provider's broken answer with
+    # an error. "envoy": Envoy's own filters read the usage and the sidecar gets each record
+    # through Envoy's access-log service: half the messages per request, no response held.
+    # What "envoy" gives up is listed in the README (Accounting modes).
+    mode: Literal["sidecar", "envoy"] = "sidecar"
+    # How long Envoy may hold access-log records before sending them to the sidecar.
+    flush_interval: Duration = Field(default=0.2, gt=0, le=10)
+
+    @property
+    def by_envoy(self) -> bool:
+        return self.mode == "envoy"
+
+
 class GatewayConfig(_Model):
     listen: Address = Address(port=1975)
     admin: Admin = Admin()
@@ -369,6 +384,7 @@ class GatewayConfig(_Model):
     http: HTTPLimits = HTTPLimits()
     timeouts: Timeouts = Timeouts()
     telemetry: TelemetryConfig = TelemetryConfig()
+    accounting: Accounting = Accounting()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)
     clients: list[ClientKey] = Field(default_factory=list)  # empty: no gateway keys

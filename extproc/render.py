@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
+from extproc.accesslog import NOT_JSON, RESPONSE_MODEL, USAGE_FIELDS
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.router import MODEL_HEADER
 from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
-from extproc.upstream import METADATA_NAMESPACE
+from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE
 
 EXTPROC_CLUSTER = "ai_gateway_extproc"
 METRICS_CLUSTER = "ai_gateway_metrics"
@@ -113,6 +114,85 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
             },
             **_MUTATION_OPTIONS,
         ),
+    }
+
+
+def _usage_rules() -> list[dict[str, Any]]:
+    """Rules copying an OpenAI-shaped answer's usage and model into our namespace, under the
+    names the sidecar's own records use. Values keep their JSON type (NUMBER would turn
+    ``"12"`` and ``true`` into counts): accesslog.py counts what the sidecar would count."""
+
+    def rule(path: str, key: str) -> dict[str, Any]:
+        target = {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "PROTOBUF_VALUE"}
+        return {"selectors": [{"key": part} for part in path.split(".")], "on_present": target}
+
+    return [rule(path, key) for key, path in USAGE_FIELDS.items()] + [rule("model", RESPONSE_MODEL)]
+
+
+def usage_filters() -> list[dict[str, Any]]:
+    """Envoy's own readers of pass-through answers (``accounting.mode: envoy``): a buffered
+    JSON answer and an SSE stream, never held or changed. Listed before the router stage, they
+    see an answer after it: on requests the sidecar still serves they read what the client
+    gets, and nothing of theirs is used (see accesslog.attempt)."""
+    json_rules = _usage_rules()
+    # A body that is not JSON: the JSON parser's error, set on the one rule always present.
+    json_rules[-1]["on_error"] = {
+        "metadata_namespace": METADATA_NAMESPACE,
+        "key": NOT_JSON,
+        "value": True,
+    }
+    return [
+        {
+            "name": "envoy.filters.http.json_to_metadata",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
+                "response_rules": {"rules": json_rules},
+            },
+        },
+        {
+            "name": "envoy.filters.http.sse_to_metadata",
+            "typed_config": {
+                _TYPE: "type.googleapis.com/envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
+                "response_rules": {
+                    "content_parser": {
+                        "name": "envoy.content_parsers.json",
+                        "typed_config": {
+                            _TYPE: "type.googleapis.com/envoy.extensions.content_parsers.json.v3.JsonContentParser",
+                            # Every event is read: the usage is in the last one but [DONE].
+                            "rules": [{"rule": r} for r in _usage_rules()],
+                        },
+                    },
+                },
+            },
+        },
+    ]
+
+
+def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
+    """The access log that carries handed-off attempts (and only those) to the sidecar."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "metadata_filter": {
+                "matcher": {
+                    "filter": METADATA_NAMESPACE,
+                    "path": [{"key": HANDED_OFF}],
+                    "value": {"bool_match": True},
+                }
+            }
+        },
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": "ai_gateway",
+                "transport_api_version": "V3",
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
+                },
+                "buffer_flush_interval": _secs(config.accounting.flush_interval),
+                "buffer_size_bytes": 16384,
+            },
+        },
     }
 
 
@@ -581,6 +661,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
     """The Envoy bootstrap, as a dict ready for YAML."""
     routes = [_route(m, config) for m in config.models if m.name != WILDCARD_MODEL]
     routes += [_route(m, config) for m in config.models if m.name == WILDCARD_MODEL]
+    handing_off = config.accounting.by_envoy
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ai_gateway",
@@ -619,9 +700,11 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                         }
                     },
                 },
-            }
+            },
+            *([_records_to_sidecar(config)] if handing_off else []),
         ],
         "http_filters": [
+            *(usage_filters() if handing_off else []),
             _router_filter(config),
             {
                 "name": "envoy.filters.http.router",

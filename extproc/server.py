@@ -20,11 +20,13 @@ from typing import Any
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2, text_format
 
+from extproc.accesslog import AccessLogReceiver
 from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.limits import Limiter
@@ -174,7 +176,7 @@ async def _router_stream(
         return
     # One backend: this stream serves the request the way the upstream stage would serve an
     # attempt, which saves Envoy and the sidecar a second gRPC stream per request.
-    exchange = stage.exchange()
+    exchange = stage.exchange(hand_off=True)
     try:
         step = await _single_backend_request(exchange, decision, client_headers, body)
         yield _step_reply(kind, step, clear_route_cache=True)
@@ -332,6 +334,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         )
         self._router = Router(config, self._limiter)
         self._upstream = UpstreamStage(config, telemetry, self._limiter)
+        self.access_log = AccessLogReceiver(self._upstream)
 
     async def close(self) -> None:
         await self._upstream.close()  # pending debits first: they need the store
@@ -371,6 +374,7 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
     telemetry = Telemetry(extra_labels=sorted(set(config.telemetry.header_attributes.values())))
     processor = ExternalProcessor(config, telemetry)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(processor.access_log, server)
     if address.startswith("unix:"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address[5:])

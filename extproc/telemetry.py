@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client import Histogram as PromHistogram
@@ -249,6 +250,37 @@ def _otlp_enabled(signal: str) -> bool:
     )
 
 
+def span_name(operation: str, model: str) -> str:
+    return f"{operation} {model}"
+
+
+def error_type(status: int, cut: bool, failure: str | None) -> str | None:
+    """The ``error.type`` of an attempt: the failure the gateway named, the provider's error
+    status, or for an answer cut short, whether any of it had arrived."""
+    if failure is not None:
+        return failure
+    if status >= 400:
+        return str(status)
+    if cut:
+        # Who ended the stream is unknown (Envoy does not say): only that it is incomplete.
+        return "interrupted" if status else "no_response"
+    return None
+
+
+class _PresetIds(RandomIdGenerator):
+    """Random ids, except for a span ended from Envoy's access log: it keeps the ids its
+    attempt already sent to the provider in ``traceparent``."""
+
+    def __init__(self) -> None:
+        self.preset: tuple[int, int] | None = None  # (trace id, span id)
+
+    def generate_trace_id(self) -> int:
+        return self.preset[0] if self.preset is not None else super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        return self.preset[1] if self.preset is not None else super().generate_span_id()
+
+
 class Span:
     """The span of one attempt, and the ``traceparent`` to send to the provider."""
 
@@ -258,7 +290,17 @@ class Span:
         self._span = span
         self.traceparent = traceparent
 
-    def end(self, rec: Record) -> None:
+    def ids(self) -> str | None:
+        """``trace id:span id:parent span id`` (hex; no parent: empty), for a span that another
+        worker ends later (:meth:`Telemetry.end_span_later`); None when not recording."""
+        if not self._span.is_recording():
+            return None
+        ctx = self._span.get_span_context()
+        parent = getattr(self._span, "parent", None)
+        parent_id = f"{parent.span_id:016x}" if parent is not None else ""
+        return f"{ctx.trace_id:032x}:{ctx.span_id:016x}:{parent_id}"
+
+    def end(self, rec: Record, end_time: int | None = None) -> None:
         if not self._span.is_recording():
             return
         self._span.set_attributes(rec.attributes())
@@ -273,7 +315,7 @@ class Span:
             self._span.set_attribute("ai_gateway.cut", True)
         if rec.error_type:
             self._span.set_status(trace.StatusCode.ERROR, rec.error_type)
-        self._span.end()
+        self._span.end(end_time)
 
 
 class Telemetry:
@@ -293,6 +335,7 @@ class Telemetry:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        self._ids = _PresetIds()
         self._meter_provider: MeterProvider | None = None
         if readers:
             self._meter_provider = MeterProvider(
@@ -306,7 +349,7 @@ class Telemetry:
         if _otlp_enabled("TRACES"):
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            self._tracer_provider = TracerProvider(resource=resource)
+            self._tracer_provider = TracerProvider(resource=resource, id_generator=self._ids)
             self._tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
             self._tracer: trace.Tracer = self._tracer_provider.get_tracer("ai-gateway")
         else:
@@ -325,6 +368,29 @@ class Telemetry:
             carrier, context=trace.set_span_in_context(span, otel_context.Context())
         )
         return Span(span, carrier.get("traceparent"))
+
+    def end_span_later(self, ids: str, start_ns: int, end_ns: int, rec: Record) -> None:
+        """The span of an attempt whose answer Envoy read (see :mod:`extproc.accesslog`),
+        with the ids :meth:`Span.ids` gave when the attempt started, and Envoy's times."""
+        trace_hex, span_hex, parent_hex = ids.split(":")
+        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+        parent = otel_context.Context()
+        if parent_hex:
+            remote = trace.SpanContext(
+                trace_id, int(parent_hex, 16), is_remote=True, trace_flags=trace.TraceFlags(1)
+            )
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(remote), parent)
+        self._ids.preset = (trace_id, span_id)
+        try:
+            span = self._tracer.start_span(
+                span_name(rec.operation, rec.request_model),
+                context=parent,
+                kind=trace.SpanKind.CLIENT,
+                start_time=start_ns,
+            )
+        finally:
+            self._ids.preset = None
+        Span(span, None).end(rec, end_ns)
 
     def record(self, rec: Record) -> None:
         try:

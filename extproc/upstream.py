@@ -39,8 +39,9 @@ from extproc.router import (
     STREAM_HEADER,
     Respond,
 )
-from extproc.telemetry import Record, Span, Telemetry
+from extproc.telemetry import Record, Span, Telemetry, error_type, span_name
 from extproc.translate import BodyMode, FanOut, RequestContext, Translator, UpstreamRequest
+from extproc.translate.openai import PassThrough
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
 # attempt left behind, so each attempt first removes what any attempt may have added.
@@ -56,6 +57,7 @@ _CREDENTIAL_HEADERS = (
 )
 
 METADATA_NAMESPACE = "io.envoy.ai_gateway"
+HANDED_OFF = "handed_off"  # metadata key: the attempt's record comes from Envoy's access log
 COST_HEADER = "x-ai-eg-cost-usd"
 ATTEMPT_HEADER = "x-envoy-attempt-count"
 RESPONSE_TOO_LARGE = "response_too_large"  # a buffered answer over http.max_request_bytes
@@ -95,8 +97,25 @@ class UpstreamStage:
             owned.update(backend.static_headers)
         self._owned_headers = sorted(owned)
 
-    def exchange(self) -> Exchange:
-        return Exchange(self)
+    def exchange(self, hand_off: bool = False) -> Exchange:
+        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.pass_through:
+        envoy``); only the router stage can, whose dynamic metadata Envoy's access log sees."""
+        return Exchange(self, hand_off and self._config.accounting.by_envoy)
+
+    def backend(self, name: str) -> BackendRuntime | None:
+        return self._backends.get(name)
+
+    def pricing(self, route_model: str, backend: str) -> Pricing | None:
+        config = self._config
+        model = config.model(route_model) or config.model(WILDCARD_MODEL)
+        return pricing_for(model, model.backend_entry(backend) if model else None)
+
+    def account(self, rec: Record, buckets: str = "") -> None:
+        self._telemetry.record(rec)
+        self.debit(buckets, rec.usage.total_tokens if rec.usage else 0, rec.cost_usd)
+
+    def end_span_later(self, ids: str, start_ns: int, end_ns: int, rec: Record) -> None:
+        self._telemetry.end_span_later(ids, start_ns, end_ns, rec)
 
     def debit(self, buckets: str, tokens: int, cost: float) -> None:
         """Charge the request's rate-limit buckets with its usage, without holding the reply."""
@@ -115,8 +134,10 @@ class UpstreamStage:
 class Exchange:
     """One attempt, from request headers to the last response chunk."""
 
-    def __init__(self, stage: UpstreamStage) -> None:
+    def __init__(self, stage: UpstreamStage, may_hand_off: bool = False) -> None:
         self._stage = stage
+        self._may_hand_off = may_hand_off
+        self._handed_off = False  # the answer is Envoy's to read (see _hand_off)
         self._translator: Translator | None = None
         self._auth: Auth | None = None
         self._host = ""
@@ -173,7 +194,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(f"{endpoint} {route_model}", headers)
+        self._span = self._stage._telemetry.start_span(span_name(endpoint, route_model), headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -183,7 +204,16 @@ class Exchange:
         self._auth = backend.auth
         self._host = backend.authority
         self._length = headers.get(LENGTH_HEADER, "")
-        wants_response = translator.needs_response
+        self._handed_off = (
+            self._may_hand_off
+            and isinstance(translator, PassThrough)
+            and translator.forwards_unchanged
+            # Rate-limit debits are made at once by the sidecar; the access log comes later.
+            and not self._buckets
+            # The cost header of a buffered answer is added by the sidecar.
+            and (ctx.stream or self._pricing is None)
+        )
+        wants_response = translator.needs_response and not self._handed_off
         step = Step(
             set_headers={**backend.static_headers, ":authority": backend.authority},
             remove_headers=self._stage._owned_headers,
@@ -197,7 +227,6 @@ class Exchange:
             return step
         step.request_body = "none"
         await self._finish_request(step, None)
-        step.done = not wants_response
         return step
 
     async def request_body(self, body: bytes) -> Step:
@@ -212,7 +241,6 @@ class Exchange:
             await self._finish_request(step, body)
         except GatewayError as err:
             return self._fail(err)
-        step.done = not translator.needs_response
         return step
 
     async def _fan_out(self, translator: FanOut, parts: list[UpstreamRequest]) -> Step:
@@ -237,6 +265,31 @@ class Exchange:
             step.set_headers["content-length"] = str(len(request.body))
         elif self._length:
             step.set_headers["content-length"] = self._length
+        if self._handed_off:
+            step.metadata = self._hand_off()
+        step.done = self._handed_off or not self._translator.needs_response
+
+    def _hand_off(self) -> dict[str, Any]:
+        """What the record of this attempt needs besides Envoy's own figures, as dynamic
+        metadata: the sidecar is done once the request leaves. Envoy's filters read the
+        answer's usage, and its access log brings both to :mod:`extproc.accesslog`."""
+        assert self._ctx is not None and self._backend is not None
+        self._recorded = True  # by the access log, not by abort()
+        ctx = self._ctx
+        meta: dict[str, Any] = {
+            HANDED_OFF: True,
+            "backend": self._backend.name,
+            "model": ctx.route_model,
+            "upstream_model": ctx.upstream_model,
+            "operation": ctx.endpoint,
+            "stream": ctx.stream,
+        }
+        if self._extra:
+            meta["extra"] = dict(self._extra)
+        ids = self._span.ids() if self._span is not None else None
+        if ids is not None:
+            meta["trace"] = ids
+        return meta
 
     # --- response -----------------------------------------------------------------------------
 
@@ -304,10 +357,10 @@ class Exchange:
 
     def _fail(self, err: GatewayError) -> Step:
         self._status = err.status
-        self._finish(cut=False, error_type=err.code or err.type)
+        self._finish(cut=False, failure=err.code or err.type)
         return Step(error=err, done=True)
 
-    def _finish(self, cut: bool, error_type: str | None = None) -> dict[str, Any]:
+    def _finish(self, cut: bool, failure: str | None = None) -> dict[str, Any]:
         """Record the attempt once; returns the dynamic metadata describing it."""
         if self._recorded or self._ctx is None or self._backend is None:
             return {}
@@ -320,14 +373,9 @@ class Exchange:
         cut = cut and usage is None and not (translator is not None and translator.complete)
         if usage is None and cut and translator is not None:
             usage = translator.estimate_usage()
-        if error_type is None and translator is not None:
+        if failure is None and translator is not None:
             # A 2xx answer the translator turned into an error (event) for the client.
-            error_type = translator.failure
-        if error_type is None and self._status >= 400:
-            error_type = str(self._status)
-        elif error_type is None and cut:
-            # Who ended the stream is unknown (see abort): only that the answer is incomplete.
-            error_type = "interrupted" if self._status else "no_response"
+            failure = translator.failure
         now = time.monotonic()
         rec = Record(
             operation=ctx.endpoint,
@@ -347,12 +395,11 @@ class Exchange:
             ),
             streaming=ctx.stream,
             cut=cut,
-            error_type=error_type,
+            error_type=error_type(self._status, cut, failure),
             attempt=self._attempt,
             extra=self._extra,
         )
-        self._stage._telemetry.record(rec)
-        self._stage.debit(self._buckets, usage.total_tokens if usage else 0, rec.cost_usd)
+        self._stage.account(rec, self._buckets)
         if self._span is not None:
             self._span.end(rec)
         meta: dict[str, Any] = {

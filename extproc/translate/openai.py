@@ -90,6 +90,12 @@ class PassThrough:
         self._failure: str | None = None
 
     @property
+    def forwards_unchanged(self) -> bool:
+        """Whether a good answer reaches the client exactly as the provider sent it (nothing
+        the gateway asked for has to be taken out), so that Envoy alone can pass it on."""
+        return not self._inject_usage
+
+    @property
     def complete(self) -> bool:
         observer = self._observer
         return observer.done if observer is not None else self._ended

@@ -35,7 +35,8 @@ def test_rendered_example_is_up_to_date() -> None:
     assert current == expected, "envoy/envoy.yaml is stale: run `make render`"
 
 
-def test_envoy_accepts_rendered_configs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("accounting", ["sidecar", "envoy"])
+def test_envoy_accepts_rendered_configs(tmp_path: Path, accounting: str) -> None:
     ca = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca))
     config = parse_config(
@@ -50,11 +51,31 @@ def test_envoy_accepts_rendered_configs(tmp_path: Path) -> None:
                 {"name": "*", "backends": [{"backend": "plain"}]},
             ],
             "sidecar": {"socket_dir": "/tmp/x", "workers": 3},
+            "accounting": {"mode": accounting},
         },
         {},
     )  # fmt: skip
     result = _envoy_validate(render_yaml(config), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_envoy_accounting_adds_the_usage_readers_and_the_record_log() -> None:
+    def names(mode: str) -> tuple[list[str], list[str]]:
+        config = parse_config({"accounting": {"mode": mode}}, {})
+        listener = render(config)["static_resources"]["listeners"][1]
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        return [f["name"] for f in hcm["http_filters"]], [a["name"] for a in hcm["access_log"]]
+
+    filters, logs = names("envoy")
+    # Before the router stage: on the way back they see what the client gets.
+    assert filters == [
+        "envoy.filters.http.json_to_metadata",
+        "envoy.filters.http.sse_to_metadata",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    assert logs == ["envoy.access_loggers.stdout", "envoy.access_loggers.http_grpc"]
+    assert names("sidecar") == (filters[2:], logs[:1])
 
 
 def _find(doc: dict[str, Any], name: str) -> dict[str, Any]:

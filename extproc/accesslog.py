@@ -1,0 +1,180 @@
+"""Records of the attempts whose answers Envoy read itself (``accounting.mode: envoy``).
+
+Such an attempt's router-stage stream ends as soon as the request leaves: the sidecar writes
+what the record needs into dynamic metadata (:meth:`extproc.upstream.Exchange._hand_off`),
+Envoy's ``json_to_metadata`` and ``sse_to_metadata`` filters add the answer's usage to the same
+namespace (:func:`extproc.render.usage_filters`), and Envoy's gRPC access logger brings the
+finished request here, in batches, over a stream this service keeps open.
+
+The record is built from those figures the way :class:`~extproc.upstream.Exchange` builds it
+from what it saw, and is accounted the same way (metrics, span).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from extproc.cost import cost_usd
+from extproc.telemetry import Record, error_type
+from extproc.translate import BAD_UPSTREAM_RESPONSE
+from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE, UpstreamStage
+from extproc.usage import Usage
+
+log = logging.getLogger(__name__)
+
+# Keys Envoy's filters write (render.usage_filters): OpenAI's usage fields under our names.
+USAGE_FIELDS = {
+    "input_tokens": "usage.prompt_tokens",
+    "output_tokens": "usage.completion_tokens",
+    "total_tokens": "usage.total_tokens",
+    "cached_input_tokens": "usage.prompt_tokens_details.cached_tokens",
+    "reasoning_tokens": "usage.completion_tokens_details.reasoning_tokens",
+}
+RESPONSE_MODEL = "response_model"
+NOT_JSON = "not_json"  # set when a buffered answer's body is not JSON
+
+# Response flags for an exchange that ended before its answer did.
+_ENDED_EARLY = (
+    "local_reset",
+    "upstream_remote_reset",
+    "upstream_connection_termination",
+    "downstream_connection_termination",
+    "downstream_remote_reset",
+    "stream_idle_timeout",
+    "upstream_request_timeout",
+    "duration_timeout",
+    "upstream_max_stream_duration_reached",
+    "upstream_protocol_error",
+    "downstream_protocol_error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    record: Record
+    trace: str | None  # span ids (telemetry.Span.ids) when the attempt's span is recording
+    start_ns: int
+    end_ns: int
+
+
+def _count(fields: Any, key: str) -> int:
+    """A token count as :func:`extproc.usage.token_count` reads it: positive integers only."""
+    if key not in fields:
+        return 0
+    value = fields[key]
+    if value.WhichOneof("kind") != "number_value":
+        return 0
+    number = value.number_value
+    return int(number) if number > 0 and number.is_integer() else 0
+
+
+def _usage(fields: Any) -> Usage | None:
+    if not any(key in fields for key in USAGE_FIELDS):
+        return None
+    input_tokens = _count(fields, "input_tokens")
+    output_tokens = _count(fields, "output_tokens")
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=_count(fields, "total_tokens") or input_tokens + output_tokens,
+        cached_input_tokens=_count(fields, "cached_input_tokens"),
+        reasoning_tokens=_count(fields, "reasoning_tokens"),
+    )
+
+
+def _string(fields: Any, key: str) -> str:
+    return str(fields[key].string_value) if key in fields else ""
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.seconds + duration.nanos / 1e9)
+
+
+def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> Attempt | None:
+    """The record of one handed-off attempt, from its access-log entry; None for any other."""
+    common = entry.common_properties
+    namespace = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
+    if namespace is None or HANDED_OFF not in namespace.fields:
+        return None
+    fields = namespace.fields
+    backend = stage.backend(_string(fields, "backend"))
+    if backend is None:
+        return None  # written by a sidecar with another config, during a reload
+    model = _string(fields, "model")
+    stream = "stream" in fields and fields["stream"].bool_value
+    status = entry.response.response_code.value
+    flags = common.response_flags
+    ended_early = any(getattr(flags, name) for name in _ENDED_EARLY)
+    usage = _usage(fields)
+    ok = 200 <= status < 300
+    # A provider reports usage once it is done: then the whole answer arrived, whoever closed
+    # the connection after it. Envoy's SSE reader does not report `data: [DONE]`, so a stream
+    # the provider closed cleanly but early looks like a complete stream without usage.
+    cut = ended_early and usage is None
+    failure = BAD_UPSTREAM_RESPONSE if ok and not stream and NOT_JSON in fields else None
+    duration = _seconds(
+        common.duration if common.HasField("duration") else common.time_to_last_downstream_tx_byte
+    )
+    # The provider's first byte (its head): the sidecar's own records take the first chunk.
+    ttft = None
+    if stream and ok and common.HasField("time_to_first_upstream_rx_byte"):
+        ttft = _seconds(common.time_to_first_upstream_rx_byte)
+    extra = fields["extra"].struct_value.fields if "extra" in fields else {}
+    rec = Record(
+        operation=_string(fields, "operation"),
+        provider=backend.provider,
+        request_model=model,
+        response_model=_string(fields, RESPONSE_MODEL) or _string(fields, "upstream_model"),
+        backend=backend.name,
+        status=status,
+        duration=duration,
+        usage=usage,
+        cost_usd=cost_usd(usage, stage.pricing(model, backend.name)),
+        ttft=ttft,
+        streaming=stream,
+        cut=cut,
+        error_type=error_type(status, cut, failure),
+        attempt=common.upstream_request_attempt_count or 1,
+        extra={key: str(value.string_value) for key, value in extra.items()},
+    )
+    start_ns = common.start_time.ToNanoseconds()
+    trace = _string(fields, "trace") or None
+    return Attempt(rec, trace, start_ns, start_ns + int(duration * 1e9))
+
+
+class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """Envoy's access-log service: each entry of a handed-off attempt becomes its record."""
+
+    def __init__(self, stage: UpstreamStage) -> None:
+        self._stage = stage
+
+    def take(self, message: als_pb2.StreamAccessLogsMessage) -> None:
+        stage = self._stage
+        for entry in message.http_logs.log_entry:
+            try:
+                found = attempt(entry, stage)
+                if found is None:
+                    continue
+                stage.account(found.record)
+                if found.trace is not None:
+                    stage.end_span_later(found.trace, found.start_ns, found.end_ns, found.record)
+            except Exception:  # one bad entry must not cost the others their records
+                log.exception("access log: could not account an entry")
+
+    async def StreamAccessLogs(
+        self,
+        request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> als_pb2.StreamAccessLogsResponse:
+        # The stream lasts as long as Envoy's logger: it ends when Envoy stops or the worker
+        # does (Envoy then opens one to another worker).
+        async for message in request_iterator:
+            self.take(message)
+        return als_pb2.StreamAccessLogsResponse()
