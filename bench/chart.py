@@ -18,6 +18,7 @@ from typing import Any
 COLORS = {
     "bare envoy": "#7f7f7f",
     "gateway": "#1f77b4",
+    "gateway, envoy accounting": "#17becf",
     "litellm": "#d62728",
     "portkey": "#2ca02c",
 }

@@ -78,6 +78,7 @@ from bench.report import (
     BARE,
     FLOOR,
     GATEWAY,
+    GATEWAY_ENVOY,
     LITELLM,
     PORTKEY,
     SYSTEMS,
@@ -130,9 +131,9 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
-SYSTEM_KEYS = ("bare", "floor", "gateway", "litellm", "portkey")
+SYSTEM_KEYS = ("bare", "floor", "gateway", "gateway-envoy", "litellm", "portkey")
 _SYSTEM_NAMES = dict(zip(SYSTEM_KEYS, SYSTEMS, strict=True))
-_OWN = (BARE, FLOOR, GATEWAY)  # started by the bench, measured side by side
+_OWN = (BARE, FLOOR, GATEWAY, GATEWAY_ENVOY)  # started by the bench, measured side by side
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -440,7 +441,12 @@ class Bench:
         self, stack: contextlib.ExitStack, workdir: Path, own: list[str]
     ) -> list[System]:
         config = gateway_config(self.upstreams, self.configured)
-        gateway = self._start_gateway(stack, config) if GATEWAY in own else None
+        gateways = [
+            self._start_gateway(stack, config, GATEWAY) if GATEWAY in own else None,
+            self._start_gateway(stack, {**config, "accounting": {"mode": "envoy"}}, GATEWAY_ENVOY)
+            if GATEWAY_ENVOY in own
+            else None,
+        ]
         systems: list[System] = []
         if BARE in own:
             log("starting bare Envoy")
@@ -454,9 +460,7 @@ class Bench:
             systems.append(self._bare_system(bare))
         if FLOOR in own:
             systems.append(self._start_floor(stack, workdir, config))
-        if gateway is not None:
-            systems.append(gateway)
-        return systems
+        return systems + [g for g in gateways if g is not None]
 
     def _start_floor(
         self, stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any]
@@ -482,8 +486,10 @@ class Bench:
         )
         return self._bare_system(envoy, FLOOR, self.floor_port, sidecar=pids)
 
-    def _start_gateway(self, stack: contextlib.ExitStack, config: dict[str, Any]) -> System:
-        log("starting the gateway (ai-gateway run)")
+    def _start_gateway(
+        self, stack: contextlib.ExitStack, config: dict[str, Any], name: str
+    ) -> System:
+        log(f"starting the {name} (ai-gateway run)")
         # Its own stack, so that a gateway that crashed can be replaced by a fresh one.
         own = contextlib.ExitStack()
         stack.callback(own.close)
@@ -500,13 +506,13 @@ class Bench:
 
         def restart() -> System:
             own.close()
-            return self._start_gateway(stack, config)
+            return self._start_gateway(stack, config, name)
 
         kept: collections.deque[str] = collections.deque(maxlen=200)
 
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
         return System(
-            name=GATEWAY,
+            name=name,
             url=gw.url,
             target=lambda s: Target(s.client_path, headers, s.request),
             processes=lambda: _gateway_processes(gw),
