@@ -7,7 +7,9 @@ accounting. Same runtime as the sidecar (grpc.aio on uvloop, one process per wor
 own Unix socket). What this system costs over bare Envoy is the price of the design; what the
 gateway costs over this system is the price of its own work.
 
-Run as ``python -m bench.floor unix:/path/worker-0.sock``; it serves until SIGTERM.
+Run as ``python -m bench.floor unix:/path/worker-0.sock``; it serves until SIGTERM. With
+``--hand-off`` it ends each stream after the request body, as the sidecar does for a request
+whose answer it leaves to Envoy (``accounting.mode: envoy``): two messages per request.
 """
 
 from __future__ import annotations
@@ -35,18 +37,24 @@ _CONTINUE = {
 
 
 class Floor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, hand_off: bool) -> None:
+        self._last = "request_body" if hand_off else None
+
     async def Process(
         self,
         request_iterator: AsyncIterator[pb.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
         async for req in request_iterator:
-            yield _CONTINUE[req.WhichOneof("request")]
+            kind = req.WhichOneof("request")
+            yield _CONTINUE[kind]
+            if kind == self._last:
+                return
 
 
-async def serve(address: str) -> None:
+async def serve(address: str, hand_off: bool) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(Floor(), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(Floor(hand_off), server)
     server.add_insecure_port(address)
     await server.start()
     stop = asyncio.Event()
@@ -59,4 +67,4 @@ async def serve(address: str) -> None:
 
 if __name__ == "__main__":
     uvloop.install()
-    asyncio.run(serve(sys.argv[1]))
+    asyncio.run(serve(sys.argv[1], "--hand-off" in sys.argv[2:]))

@@ -77,6 +77,7 @@ from bench.processes import (
 from bench.report import (
     BARE,
     FLOOR,
+    FLOOR_2,
     GATEWAY,
     GATEWAY_ENVOY,
     LITELLM,
@@ -131,9 +132,10 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
-SYSTEM_KEYS = ("bare", "floor", "gateway", "gateway-envoy", "litellm", "portkey")
+SYSTEM_KEYS = ("bare", "floor", "floor-2", "gateway", "gateway-envoy", "litellm", "portkey")
 _SYSTEM_NAMES = dict(zip(SYSTEM_KEYS, SYSTEMS, strict=True))
-_OWN = (BARE, FLOOR, GATEWAY, GATEWAY_ENVOY)  # started by the bench, measured side by side
+# Started by the bench, measured side by side.
+_OWN = (BARE, FLOOR, FLOOR_2, GATEWAY, GATEWAY_ENVOY)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -351,7 +353,9 @@ class Bench:
             self.portkey_port,
             self.floor_port,
             self.floor_admin,
-        ) = _distinct_ports(10)
+            self.floor2_port,
+            self.floor2_admin,
+        ) = _distinct_ports(12)
         self.upstreams = Upstreams(
             {"envoy": self.up_port, "paced": self.paced_port, "hold": self.hold_port}
         )
@@ -459,32 +463,39 @@ class Bench:
             )
             systems.append(self._bare_system(bare))
         if FLOOR in own:
-            systems.append(self._start_floor(stack, workdir, config))
+            systems.append(self._start_floor(stack, workdir, config, hand_off=False))
+        if FLOOR_2 in own:
+            systems.append(self._start_floor(stack, workdir, config, hand_off=True))
         return systems + [g for g in gateways if g is not None]
 
     def _start_floor(
-        self, stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any]
+        self, stack: contextlib.ExitStack, workdir: Path, config: dict[str, Any], hand_off: bool
     ) -> System:
         workers = self.sidecar_workers or self.args.workers or (os.cpu_count() or 1)
         self.floor_workers = workers
-        log(f"starting the Python floor (bare Envoy + {workers} do-nothing ext_proc workers)")
-        sockets = workdir / "floor"
+        name, port, admin = (
+            (FLOOR_2, self.floor2_port, self.floor2_admin)
+            if hand_off
+            else (FLOOR, self.floor_port, self.floor_admin)
+        )
+        log(f"starting the {name} (bare Envoy + {workers} do-nothing ext_proc workers)")
+        sockets = workdir / ("floor-2" if hand_off else "floor")
         sockets.mkdir()
-        listen = {"host": "127.0.0.1", "port": self.floor_port}
+        listen = {"host": "127.0.0.1", "port": port}
         sidecar = {"socket_dir": str(sockets), "workers": workers}
         floor_config = parse_config({**config, "listen": listen, "sidecar": sidecar}, env=self.env)
         pids: list[int] = []
         for i in range(workers):
             socket = sockets / f"worker-{i}.sock"
             argv = [sys.executable, "-m", "bench.floor", f"unix:{socket}"]
-            proc = ManagedProcess(f"floor worker {i}", argv, socket.exists, cwd=REPO)
+            argv += ["--hand-off"] if hand_off else []
+            proc = ManagedProcess(f"{name} worker {i}", argv, socket.exists, cwd=REPO)
             pids.append(stack.enter_context(proc).pid or 0)
         prefixes = {s.model: s.upstream_prefix for s in self.configured}
-        boot = floor_bootstrap(floor_config, self.floor_port, self.floor_admin, prefixes)
-        envoy = stack.enter_context(
-            EnvoyProcess("floor", boot, workdir, self.floor_admin, self.concurrency)
-        )
-        return self._bare_system(envoy, FLOOR, self.floor_port, sidecar=pids)
+        boot = floor_bootstrap(floor_config, port, admin, prefixes)
+        label = "floor-2" if hand_off else "floor"
+        envoy = stack.enter_context(EnvoyProcess(label, boot, workdir, admin, self.concurrency))
+        return self._bare_system(envoy, name, port, sidecar=pids)
 
     def _start_gateway(
         self, stack: contextlib.ExitStack, config: dict[str, Any], name: str
@@ -786,6 +797,12 @@ class Bench:
                 f" {self.floor_workers} workers of `bench/floor.py` that answer every"
                 " message with an empty reply: grpc.aio on uvloop, one Unix socket each, the"
                 " gateway's sidecar cluster; the cost of the design before any of its work"
+            )
+        if FLOOR_2 in self.systems:
+            lines.append(
+                "Python floor, 2 msgs: the same, but each worker ends the stream after the"
+                " request body (`bench/floor.py --hand-off`), as the sidecar does for a request"
+                " it hands off to Envoy in envoy accounting mode: request headers and body only"
             )
         if any(s.bedrock for s in self.scenarios):
             lines.append(

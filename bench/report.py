@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
 BARE = "bare envoy"
 FLOOR = "python floor"  # bare Envoy + a do-nothing Python ext_proc (bench/floor.py)
+FLOOR_2 = "python floor, 2 msgs"  # the same, ending each stream after the request body
 GATEWAY = "gateway"
 # The same gateway with accounting.mode: envoy (Envoy reads pass-through answers; see README).
 GATEWAY_ENVOY = "gateway, envoy accounting"
 GATEWAYS = (GATEWAY, GATEWAY_ENVOY)
 LITELLM = "litellm"
 PORTKEY = "portkey"
-SYSTEMS = (BARE, FLOOR, GATEWAY, GATEWAY_ENVOY, LITELLM, PORTKEY)
+SYSTEMS = (BARE, FLOOR, FLOOR_2, GATEWAY, GATEWAY_ENVOY, LITELLM, PORTKEY)
+# Each gateway system and the floor with its messages per request.
+FLOOR_OF = {GATEWAY: FLOOR, GATEWAY_ENVOY: FLOOR_2}
 PEERS = (LITELLM, PORTKEY)
 CPU_COLUMNS = ("machine", "envoy", "sidecar", "peer", "upstream", "wrk", "bench", "rest")
 
@@ -175,7 +178,7 @@ def main_table(info: RunInfo, rows: Sequence[Measurement]) -> list[str]:
             gw = find(rows, scenario, gateway)
             if gw is None:
                 continue
-            for system in (BARE, FLOOR, *PEERS):
+            for system in (BARE, FLOOR_OF[gateway], *PEERS):
                 other = find(rows, scenario, system)
                 if other is not None:
                     out.append(_ratio_row(scenario, gw, other))
@@ -457,30 +460,33 @@ def _targets(info: RunInfo, results: Results, gateway: str) -> list[TargetRow]:
 
 
 def floor_summary(info: RunInfo, results: Results) -> list[str]:
-    """What the do-nothing Python ext_proc reached: the ceiling of the design, for scale."""
+    """What the do-nothing Python ext_procs reached: the ceiling of each mode, for scale."""
     out = []
     for scenario in info.scenarios:
-        floor, bare = find(results.rows, scenario, FLOOR), find(results.rows, scenario, BARE)
-        gws = [g for name in GATEWAYS if (g := find(results.rows, scenario, name)) is not None]
-        if floor is None or bare is None or not gws or bare.throughput.rps <= 0:
+        bare = find(results.rows, scenario, BARE)
+        if bare is None or bare.throughput.rps <= 0:
             continue
-        reached = "; ".join(
-            f"{g.system} reaches {g.throughput.rps / floor.throughput.rps:.2f}x of it" for g in gws
-        )
-        out.append(
-            f"{scenario}: {floor.throughput.rps / bare.throughput.rps:.2f}x bare Envoy's"
-            f" throughput, {(floor.latency.p50_us - bare.latency.p50_us) / 1000:+.2f} ms at p50;"
-            f" {reached}"
-        )
+        for gateway, floor_name in FLOOR_OF.items():
+            floor, gw = (
+                find(results.rows, scenario, floor_name),
+                find(results.rows, scenario, gateway),
+            )
+            if floor is None or gw is None:
+                continue
+            out.append(
+                f"{scenario}, {floor_name}: {floor.throughput.rps / bare.throughput.rps:.2f}x bare"
+                f" Envoy's throughput, {(floor.latency.p50_us - bare.latency.p50_us) / 1000:+.2f} ms"
+                f" at p50; {gateway} reaches {gw.throughput.rps / floor.throughput.rps:.2f}x of it"
+            )
     if not out:
         return []
     return [
         "",
-        "For scale, the Python floor (bare Envoy plus an ext_proc that answers every message"
-        " with an empty reply, the messages per request of the default accounting mode, same"
-        " runtime and workers as the sidecar: `bench/floor.py`): a target above it is out of"
-        " reach for any per-request Python ext_proc of this shape, whatever it does. Envoy"
-        " accounting sends half those messages, so it can pass the floor.",
+        "For scale, the Python floors (bare Envoy plus an ext_proc that answers every message"
+        " with an empty reply, same runtime and workers as the sidecar: `bench/floor.py`): four"
+        " messages per request as in the default accounting mode, or two (the stream ends after"
+        " the request body) as for a request handed off in envoy mode. A target above a floor is"
+        " out of reach for that shape of Python ext_proc, whatever it does.",
         "",
         *(f"- {line}" for line in out),
     ]

@@ -168,6 +168,24 @@ def usage_filters() -> list[dict[str, Any]]:
     ]
 
 
+_USAGE_FILTERS = ("envoy.filters.http.json_to_metadata", "envoy.filters.http.sse_to_metadata")
+
+
+def _embeddings_before_routing() -> dict[str, Any]:
+    """The route an embeddings request matches on arrival, before the router stage names its
+    model: Envoy builds a request's filter chain from that first route, so the usage readers
+    are left out here. Embeddings are never handed off, and Envoy's JSON parser takes ten times
+    the sidecar's time over a large answer (87 KB: about 1.1 ms of Envoy's one thread)."""
+    off = {_TYPE: "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    return {
+        "name": "embeddings-before-routing",
+        "match": {"path": "/v1/embeddings"},
+        # Reached only if the router stage let a request through unrouted: Envoy's "no route".
+        "direct_response": {"status": 404},
+        "typed_per_filter_config": dict.fromkeys(_USAGE_FILTERS, off),
+    }
+
+
 def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
     """The access log that carries handed-off attempts (and only those) to the sidecar."""
     return {
@@ -662,6 +680,8 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
     routes = [_route(m, config) for m in config.models if m.name != WILDCARD_MODEL]
     routes += [_route(m, config) for m in config.models if m.name == WILDCARD_MODEL]
     handing_off = config.accounting.by_envoy
+    if handing_off:
+        routes.append(_embeddings_before_routing())
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ai_gateway",

@@ -206,6 +206,8 @@ class Exchange:
         self._length = headers.get(LENGTH_HEADER, "")
         self._handed_off = (
             self._may_hand_off
+            # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
+            and endpoint == "chat"
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.
