@@ -143,7 +143,8 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
-    drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time)
+    settle = 2 * config.accounting.flush_interval if config.accounting.by_envoy else 0.0
+    drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time, settle=settle)
     sup = _supervise_workers(args, config, addresses, drain)
     concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
     envoy_argv = [

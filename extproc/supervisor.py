@@ -247,9 +247,19 @@ class EnvoyDrain:
     connections are refused while open requests go on.
     """
 
-    def __init__(self, admin_socket: str, seconds: float, stat_prefix: str = "ai_gateway") -> None:
+    def __init__(
+        self,
+        admin_socket: str,
+        seconds: float,
+        stat_prefix: str = "ai_gateway",
+        settle: float = 0.0,
+    ) -> None:
         self.admin_socket = admin_socket
         self.seconds = seconds
+        # How long Envoy must stay idle: its access log sends what it holds every so often
+        # (accounting.mode: envoy), and the records of the last requests must reach the sidecar.
+        self._settle = settle
+        self._idle_since: float | None = None
         stat = f"^http\\.{stat_prefix}\\.downstream_rq_active$"
         self._stats_path = "/stats?" + urllib.parse.urlencode({"filter": stat})
 
@@ -258,6 +268,15 @@ class EnvoyDrain:
         envoy_admin(self.admin_socket, "POST", "/drain_listeners")
 
     def idle(self) -> bool:
+        if not self._no_request_open():
+            self._idle_since = None
+            return False
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        return now - self._idle_since >= self._settle
+
+    def _no_request_open(self) -> bool:
         try:
             text = envoy_admin(self.admin_socket, "GET", self._stats_path, timeout=1.0).decode()
         except OSError:

@@ -6,6 +6,7 @@ served as in the default mode."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,3 +247,24 @@ def test_a_broken_answer_is_recorded_as_failed(
         pass
     wait_for(lambda: named() > before, timeout=10, what=f"a {error_type} record")
     assert not tracebacks(gateway)
+
+
+def test_records_of_the_last_requests_reach_the_sidecar_before_a_shutdown() -> None:
+    with OTLPReceiver() as otlp, FakeOpenAI(chunk_delay=0.001) as fake:
+        config = {
+            # A long flush interval: without the drain's wait these records would be lost.
+            "accounting": {"mode": "envoy", "flush_interval": "1s"},
+            "backends": {"oa": {"schema": "openai", "url": f"{fake.url}/v1"}},
+            "models": [{"name": "m", "backends": [{"backend": "oa"}]}],
+        }
+        # Metrics are exported only at exit: what arrives proves the flush.
+        with Gateway(config, env=otlp.env(interval_ms=600_000)) as gw:
+            client = OpenAI(base_url=f"{gw.url}/v1", api_key="c", max_retries=0)
+            for i in range(5):
+                client.chat.completions.create(model="m", messages=_messages(i))
+            proc = gw._proc
+            assert proc is not None
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            assert proc.returncode == 0
+        assert otlp.sum("ai_gateway.requests", **{"gen_ai.request.model": "m"}) == 5
