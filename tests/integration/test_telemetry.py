@@ -29,14 +29,21 @@ CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 CUT_STREAMS = 50
 
 
+# The whole module runs once per accounting mode: in "envoy" mode the streams that asked for
+# their usage are accounted from Envoy's access log, everything else as in "sidecar" mode.
+@pytest.fixture(scope="module", params=["sidecar", "envoy"])
+def accounting(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def otlp() -> Iterator[OTLPReceiver]:
+def otlp(accounting: str) -> Iterator[OTLPReceiver]:
     with OTLPReceiver() as receiver:
         yield receiver
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
+def fake(accounting: str) -> Iterator[FakeOpenAI]:
     with FakeOpenAI(chunk_delay=0.01) as server:
         yield server
 
@@ -55,10 +62,11 @@ def bedrock() -> Iterator[FakeBedrock]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure, bedrock: FakeBedrock
+    otlp: OTLPReceiver, fake: FakeOpenAI, azure: FakeAzure, bedrock: FakeBedrock, accounting: str
 ) -> Iterator[Gateway]:
     one = {"retry": {"attempts": 1}}
     config = {
+        "accounting": {"mode": accounting, "flush_interval": "50ms"},
         "telemetry": {"header_attributes": {"x-tenant-id": "tenant"}},
         "backends": {
             "oa": {"schema": "openai", "url": f"{fake.url}/v1"},
