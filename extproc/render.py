@@ -129,6 +129,15 @@ def _usage_rules() -> list[dict[str, Any]]:
     return [rule(path, key) for key, path in USAGE_FIELDS.items()] + [rule("model", RESPONSE_MODEL)]
 
 
+def _sse_rules() -> list[dict[str, Any]]:
+    # Every event is read and the last usage wins: OpenAI reports it once, in the event before
+    # [DONE], but some servers (vLLM's continuous usage stats) repeat a growing one in every
+    # event. The model, the same in each, is written once.
+    rules: list[dict[str, Any]] = [{"rule": rule} for rule in _usage_rules()]
+    rules[-1]["stop_processing_after_matches"] = 1
+    return rules
+
+
 def usage_filters() -> list[dict[str, Any]]:
     """Envoy's own readers of pass-through answers (``accounting.mode: envoy``): a buffered
     JSON answer and an SSE stream, never held or changed. Listed before the router stage, they
@@ -158,8 +167,7 @@ def usage_filters() -> list[dict[str, Any]]:
                         "name": "envoy.content_parsers.json",
                         "typed_config": {
                             _TYPE: "type.googleapis.com/envoy.extensions.content_parsers.json.v3.JsonContentParser",
-                            # Every event is read: the usage is in the last one but [DONE].
-                            "rules": [{"rule": r} for r in _usage_rules()],
+                            "rules": _sse_rules(),
                         },
                     },
                 },
