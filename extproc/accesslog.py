@@ -25,7 +25,7 @@ from extproc.cost import cost_usd
 from extproc.telemetry import Record, error_type
 from extproc.translate import BAD_UPSTREAM_RESPONSE
 from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE, UpstreamStage
-from extproc.usage import Usage
+from extproc.usage import Usage, from_openai
 
 log = logging.getLogger(__name__)
 
@@ -64,29 +64,32 @@ class Attempt:
     end_ns: int
 
 
-def _count(fields: Any, key: str) -> int:
-    """A token count as :func:`extproc.usage.token_count` reads it: positive integers only."""
-    if key not in fields:
-        return 0
-    value = fields[key]
-    if value.WhichOneof("kind") != "number_value":
-        return 0
-    number = value.number_value
-    return int(number) if number > 0 and number.is_integer() else 0
+def _value(value: Any) -> Any:
+    """A metadata value as JSON had it. Envoy stores every JSON number as a double, so an
+    integral one is taken for the integer it was written as."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() else number
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None
 
 
 def _usage(fields: Any) -> Usage | None:
+    """The usage Envoy's filters copied, read by the very function that reads the sidecar's:
+    the metadata is put back into the shape of OpenAI's ``usage`` object first."""
     if not any(key in fields for key in USAGE_FIELDS):
         return None
-    input_tokens = _count(fields, "input_tokens")
-    output_tokens = _count(fields, "output_tokens")
-    return Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=_count(fields, "total_tokens") or input_tokens + output_tokens,
-        cached_input_tokens=_count(fields, "cached_input_tokens"),
-        reasoning_tokens=_count(fields, "reasoning_tokens"),
-    )
+    usage: dict[str, Any] = {}
+    for key, path in USAGE_FIELDS.items():
+        if key in fields:
+            *parents, leaf = path.split(".")[1:]  # below "usage"
+            node = usage
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = _value(fields[key])
+    return from_openai(usage)
 
 
 def _string(fields: Any, key: str) -> str:

@@ -194,25 +194,6 @@ def test_a_stream_without_usage_asked_still_has_it_removed_by_the_sidecar(
     assert _tokens(otlp, "az", "output") - before_tokens == chat_reply(body).completion_tokens
 
 
-def test_the_span_keeps_the_ids_sent_to_the_provider(
-    client: OpenAI, otlp: OTLPReceiver, fake: FakeOpenAI
-) -> None:
-    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
-    parent = "10f067aa0ba902b7"
-    client.chat.completions.create(
-        model="free",
-        messages=_messages(1),
-        extra_headers={"traceparent": f"00-{trace_id}-{parent}-01"},
-    )
-    sent = fake.requests[-1].headers["traceparent"]
-    assert sent.split("-")[1] == trace_id
-    wait_for(lambda: any(s["trace_id"] == trace_id for s in otlp.spans), timeout=20, what="span")
-    (span,) = [s for s in otlp.spans if s["trace_id"] == trace_id]
-    assert span["parent_span_id"] == parent and span["span_id"] == sent.split("-")[2]
-    assert span["name"] == "chat free"
-    assert span["attributes"]["gen_ai.usage.input_tokens"] > 0
-
-
 @pytest.mark.parametrize(
     ("kind", "error_type"),
     [
