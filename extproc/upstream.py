@@ -98,7 +98,7 @@ class UpstreamStage:
         self._owned_headers = sorted(owned)
 
     def exchange(self, hand_off: bool = False) -> Exchange:
-        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.pass_through:
+        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.mode:
         envoy``); only the router stage can, whose dynamic metadata Envoy's access log sees."""
         return Exchange(self, hand_off and self._config.accounting.by_envoy)
 
