@@ -37,6 +37,11 @@ USAGE_FIELDS = {
     "cached_input_tokens": "usage.prompt_tokens_details.cached_tokens",
     "reasoning_tokens": "usage.completion_tokens_details.reasoning_tokens",
 }
+# Where each lies in OpenAI's ``usage`` object: the keys above it, and its own name.
+_USAGE_PLACES = {
+    key: (tuple(path.split(".")[1:-1]), path.rpartition(".")[2])
+    for key, path in USAGE_FIELDS.items()
+}
 RESPONSE_MODEL = "response_model"
 NOT_JSON = "not_json"  # set when a buffered answer's body is not JSON
 
@@ -82,9 +87,8 @@ def _usage(fields: Any) -> Usage | None:
     if not any(key in fields for key in USAGE_FIELDS):
         return None
     usage: dict[str, Any] = {}
-    for key, path in USAGE_FIELDS.items():
+    for key, (parents, leaf) in _USAGE_PLACES.items():
         if key in fields:
-            *parents, leaf = path.split(".")[1:]  # below "usage"
             node = usage
             for parent in parents:
                 node = node.setdefault(parent, {})

@@ -117,6 +117,10 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+_JSON_READER = "envoy.filters.http.json_to_metadata"
+_SSE_READER = "envoy.filters.http.sse_to_metadata"
+
+
 def _usage_rules() -> list[dict[str, Any]]:
     """Rules copying an OpenAI-shaped answer's usage and model into our namespace, under the
     names the sidecar's own records use. Values keep their JSON type (NUMBER would turn
@@ -152,14 +156,14 @@ def usage_filters() -> list[dict[str, Any]]:
     }
     return [
         {
-            "name": "envoy.filters.http.json_to_metadata",
+            "name": _JSON_READER,
             "typed_config": {
                 _TYPE: "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
                 "response_rules": {"rules": json_rules},
             },
         },
         {
-            "name": "envoy.filters.http.sse_to_metadata",
+            "name": _SSE_READER,
             "typed_config": {
                 _TYPE: "type.googleapis.com/envoy.extensions.filters.http.sse_to_metadata.v3.SseToMetadata",
                 "response_rules": {
@@ -176,9 +180,6 @@ def usage_filters() -> list[dict[str, Any]]:
     ]
 
 
-_USAGE_FILTERS = ("envoy.filters.http.json_to_metadata", "envoy.filters.http.sse_to_metadata")
-
-
 def _embeddings_before_routing() -> dict[str, Any]:
     """The route an embeddings request matches on arrival, before the router stage names its
     model: Envoy builds a request's filter chain from that first route, so the usage readers
@@ -190,7 +191,7 @@ def _embeddings_before_routing() -> dict[str, Any]:
         "match": {"path": "/v1/embeddings"},
         # Reached only if the router stage let a request through unrouted: Envoy's "no route".
         "direct_response": {"status": 404},
-        "typed_per_filter_config": dict.fromkeys(_USAGE_FILTERS, off),
+        "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
     }
 
 

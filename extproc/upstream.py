@@ -24,7 +24,7 @@ from typing import Any
 
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, Pricing
+from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
 from extproc.cost import cost_usd, pricing_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
@@ -105,10 +105,16 @@ class UpstreamStage:
     def backend(self, name: str) -> BackendRuntime | None:
         return self._backends.get(name)
 
-    def pricing(self, route_model: str, backend: str) -> Pricing | None:
+    def route(
+        self, route_model: str, backend: str
+    ) -> tuple[ModelRoute | None, ModelBackend | None]:
+        """The model route Envoy chose (or the wildcard one) and its entry for ``backend``."""
         config = self._config
         model = config.model(route_model) or config.model(WILDCARD_MODEL)
-        return pricing_for(model, model.backend_entry(backend) if model else None)
+        return model, model.backend_entry(backend) if model else None
+
+    def pricing(self, route_model: str, backend: str) -> Pricing | None:
+        return pricing_for(*self.route(route_model, backend))
 
     def account(self, rec: Record, buckets: str = "") -> None:
         self._telemetry.record(rec)
@@ -167,8 +173,7 @@ class Exchange:
         config = self._stage._config
         backend = self._stage._backends.get(backend_name)
         route_model = headers.get(MODEL_HEADER, "")
-        model = config.model(route_model) or config.model(WILDCARD_MODEL)
-        entry = model.backend_entry(backend_name) if model else None
+        model, entry = self._stage.route(route_model, backend_name)
         path = headers.get(PATH_HEADER, "")
         endpoint = POST_ENDPOINTS.get(path.partition("?")[0])
         if backend is None or entry is None or endpoint is None:
@@ -215,7 +220,7 @@ class Exchange:
             # The cost header of a buffered answer is added by the sidecar.
             and (ctx.stream or self._pricing is None)
         )
-        wants_response = translator.needs_response and not self._handed_off
+        wants_response = self._wants_response
         step = Step(
             set_headers={**backend.static_headers, ":authority": backend.authority},
             remove_headers=self._stage._owned_headers,
@@ -269,7 +274,13 @@ class Exchange:
             step.set_headers["content-length"] = self._length
         if self._handed_off:
             step.metadata = self._hand_off()
-        step.done = self._handed_off or not self._translator.needs_response
+        step.done = not self._wants_response
+
+    @property
+    def _wants_response(self) -> bool:
+        """Whether the answer comes back through this exchange (not handed off, and seen)."""
+        assert self._translator is not None
+        return self._translator.needs_response and not self._handed_off
 
     def _hand_off(self) -> dict[str, Any]:
         """What the record of this attempt needs besides Envoy's own figures, as dynamic
