@@ -24,26 +24,17 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from extproc.cost import cost_usd
 from extproc.telemetry import Record, error_type
 from extproc.translate import BAD_UPSTREAM_RESPONSE
-from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE, UpstreamStage
+from extproc.upstream import UpstreamStage
 from extproc.usage import Usage, from_openai
+from extproc.wire import NAMESPACE, USAGE_FIELDS, Key
 
 log = logging.getLogger(__name__)
 
-# Keys Envoy's filters write (render.usage_filters): OpenAI's usage fields under our names.
-USAGE_FIELDS = {
-    "input_tokens": "usage.prompt_tokens",
-    "output_tokens": "usage.completion_tokens",
-    "total_tokens": "usage.total_tokens",
-    "cached_input_tokens": "usage.prompt_tokens_details.cached_tokens",
-    "reasoning_tokens": "usage.completion_tokens_details.reasoning_tokens",
-}
 # Where each lies in OpenAI's ``usage`` object: the keys above it, and its own name.
 _USAGE_PLACES = {
     key: (tuple(path.split(".")[1:-1]), path.rpartition(".")[2])
     for key, path in USAGE_FIELDS.items()
 }
-RESPONSE_MODEL = "response_model"
-NOT_JSON = "not_json"  # set when a buffered answer's body is not JSON
 
 # Response flags for an exchange that ended before its answer did.
 _ENDED_EARLY = (
@@ -107,15 +98,15 @@ def _seconds(duration: Any) -> float:
 def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> Attempt | None:
     """The record of one handed-off attempt, from its access-log entry; None for any other."""
     common = entry.common_properties
-    namespace = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
-    if namespace is None or HANDED_OFF not in namespace.fields:
+    namespace = common.metadata.filter_metadata.get(NAMESPACE)
+    if namespace is None or Key.HANDED_OFF not in namespace.fields:
         return None
     fields = namespace.fields
-    backend = stage.backend(_string(fields, "backend"))
+    backend = stage.backend(_string(fields, Key.BACKEND))
     if backend is None:
         return None  # written by a sidecar with another config, during a reload
-    model = _string(fields, "model")
-    stream = "stream" in fields and fields["stream"].bool_value
+    model = _string(fields, Key.MODEL)
+    stream = Key.STREAM in fields and fields[Key.STREAM].bool_value
     status = entry.response.response_code.value
     flags = common.response_flags
     ended_early = any(getattr(flags, name) for name in _ENDED_EARLY)
@@ -125,7 +116,7 @@ def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> At
     # the connection after it. Envoy's SSE reader does not report `data: [DONE]`, so a stream
     # the provider closed cleanly but early looks like a complete stream without usage.
     cut = ended_early and usage is None
-    failure = BAD_UPSTREAM_RESPONSE if ok and not stream and NOT_JSON in fields else None
+    failure = BAD_UPSTREAM_RESPONSE if ok and not stream and Key.NOT_JSON in fields else None
     duration = _seconds(
         common.duration if common.HasField("duration") else common.time_to_last_downstream_tx_byte
     )
@@ -133,12 +124,12 @@ def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> At
     ttft = None
     if stream and ok and common.HasField("time_to_first_upstream_rx_byte"):
         ttft = _seconds(common.time_to_first_upstream_rx_byte)
-    extra = fields["extra"].struct_value.fields if "extra" in fields else {}
+    extra = fields[Key.EXTRA].struct_value.fields if Key.EXTRA in fields else {}
     rec = Record(
-        operation=_string(fields, "operation"),
+        operation=_string(fields, Key.OPERATION),
         provider=backend.provider,
         request_model=model,
-        response_model=_string(fields, RESPONSE_MODEL) or _string(fields, "upstream_model"),
+        response_model=_string(fields, Key.RESPONSE_MODEL) or _string(fields, Key.UPSTREAM_MODEL),
         backend=backend.name,
         status=status,
         duration=duration,
@@ -152,7 +143,7 @@ def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> At
         extra={key: str(value.string_value) for key, value in extra.items()},
     )
     start_ns = common.start_time.ToNanoseconds()
-    trace = _string(fields, "trace") or None
+    trace = _string(fields, Key.TRACE) or None
     return Attempt(rec, trace, start_ns, start_ns + int(duration * 1e9))
 
 

@@ -30,6 +30,7 @@ from pydantic import (
 from extproc.clients import ClientKey, client_errors
 from extproc.limits import LimitRule, rule_errors
 from extproc.limitstore import StoreSpec
+from extproc.wire import INTERNAL_PREFIX
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # A fixed epoch for ``/v1/models`` ``created``: stable across restarts and replicas.
@@ -128,6 +129,11 @@ class TLS(_Model):
     sni: str | None = None
 
 
+def _internal(header: str) -> bool:
+    """A pseudo-header or one of the gateway's own: never the config's to set or pass."""
+    return header.startswith(":") or header.lower().startswith(INTERNAL_PREFIX)
+
+
 def _read_secret_file(path: str) -> SecretStr:
     return SecretStr(Path(path).read_text().strip())
 
@@ -138,6 +144,9 @@ class _BackendBase(_Model):
     query: dict[str, str] = Field(default_factory=dict)
     timeout: Duration | None = None
     tls: TLS = TLS()
+    # Client headers this backend gets although the gateway never forwards them otherwise
+    # (router.NEVER_FORWARDED: e.g. openai-organization for a backend billed per project).
+    forward_headers: list[str] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -154,11 +163,21 @@ class _BackendBase(_Model):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        reserved = {"host", "content-length", "authorization", "api-key", "x-ai-eg-model"}
-        bad = sorted(h for h in headers if h.lower() in reserved or h.startswith(":"))
+        reserved = {"host", "content-length", "authorization", "api-key"}
+        bad = sorted(h for h in headers if h.lower() in reserved or _internal(h))
         if bad:
             raise ValueError(f"headers may not set {', '.join(bad)}")
         return {k.lower(): v for k, v in headers.items()}
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _check_forward_headers(cls, names: list[str]) -> list[str]:
+        # The client's gateway credential is never a provider's business.
+        reserved = {"authorization", "api-key", "x-api-key"}
+        bad = sorted(h for h in names if h.lower() in reserved or _internal(h))
+        if bad:
+            raise ValueError(f"forward_headers may not name {', '.join(bad)}")
+        return [h.lower() for h in names]
 
     def endpoint(self) -> tuple[str, str, int, str]:
         """(scheme, host, port, path prefix) of the upstream."""

@@ -16,15 +16,26 @@ from __future__ import annotations
 import ipaddress
 import re
 import zlib
+from enum import StrEnum
 from typing import Any
 
 import yaml
 
-from extproc.accesslog import NOT_JSON, RESPONSE_MODEL, USAGE_FIELDS
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
-from extproc.router import MODEL_HEADER
-from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
-from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE
+from extproc.wire import (
+    ATTEMPTS_HEADER,
+    BACKEND_HEADER,
+    DETAILS,
+    MODEL_HEADER,
+    NAMESPACE,
+    ROUTER_STAGE,
+    STAGE_METADATA,
+    STAT_PREFIX,
+    UPSTREAM_HOST_METADATA,
+    UPSTREAM_STAGE,
+    USAGE_FIELDS,
+    Key,
+)
 
 EXTPROC_CLUSTER = "ai_gateway_extproc"
 METRICS_CLUSTER = "ai_gateway_metrics"
@@ -34,7 +45,9 @@ _TYPE = "@type"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS_MATCH = "envoy.transport_socket_match"
-_INTERNAL_ERROR_DETAIL = "ai_gateway"
+# Where Envoy's own replies and log lines find the model: the router stage writes it for every
+# request it routed (the x-ai-eg-model header is gone by the time the request left).
+_MODEL = f"%DYNAMIC_METADATA({NAMESPACE}:{Key.MODEL})%"
 
 
 def _secs(seconds: float) -> str:
@@ -85,19 +98,17 @@ def _ext_proc(stage: str, message_timeout: float, **extra: Any) -> dict[str, Any
     }
 
 
-_MUTATION_OPTIONS: dict[str, Any] = {
-    # Both stages set :authority: SigV4 signs it, and Envoy's own host rewrite may not have
-    # happened yet when a filter sees the first request on a new connection.
-    "mutation_rules": {"allow_all_routing": True},
-    "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
-}
+# Both stages set :authority: SigV4 signs it, and Envoy's own host rewrite may not have happened
+# yet when a filter sees the first request on a new connection.
+_MUTATION_RULES: dict[str, Any] = {"allow_all_routing": True}
+_RECEIVING = {"receiving_namespaces": {"untyped": [NAMESPACE]}}
 
 
 def _router_filter(config: GatewayConfig) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": _ext_proc(
-            "router",
+            ROUTER_STAGE,
             config.sidecar.message_timeout,
             # Response phases serve the requests of single-backend models, which this stage
             # translates and accounts itself; the sidecar turns them on per request
@@ -112,7 +123,8 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
-            **_MUTATION_OPTIONS,
+            mutation_rules=_MUTATION_RULES,
+            metadata_options=_RECEIVING,
         ),
     }
 
@@ -127,10 +139,11 @@ def _usage_rules() -> list[dict[str, Any]]:
     ``"12"`` and ``true`` into counts): accesslog.py counts what the sidecar would count."""
 
     def rule(path: str, key: str) -> dict[str, Any]:
-        target = {"metadata_namespace": METADATA_NAMESPACE, "key": key, "type": "PROTOBUF_VALUE"}
+        target = {"metadata_namespace": NAMESPACE, "key": key, "type": "PROTOBUF_VALUE"}
         return {"selectors": [{"key": part} for part in path.split(".")], "on_present": target}
 
-    return [rule(path, key) for key, path in USAGE_FIELDS.items()] + [rule("model", RESPONSE_MODEL)]
+    rules = [rule(path, key) for key, path in USAGE_FIELDS.items()]
+    return [*rules, rule("model", Key.RESPONSE_MODEL)]
 
 
 def _sse_rules() -> list[dict[str, Any]]:
@@ -150,8 +163,8 @@ def usage_filters() -> list[dict[str, Any]]:
     json_rules = _usage_rules()
     # A body that is not JSON: the JSON parser's error, set on the one rule always present.
     json_rules[-1]["on_error"] = {
-        "metadata_namespace": METADATA_NAMESPACE,
-        "key": NOT_JSON,
+        "metadata_namespace": NAMESPACE,
+        "key": Key.NOT_JSON,
         "value": True,
     }
     return [
@@ -202,8 +215,8 @@ def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
         "filter": {
             "metadata_filter": {
                 "matcher": {
-                    "filter": METADATA_NAMESPACE,
-                    "path": [{"key": HANDED_OFF}],
+                    "filter": NAMESPACE,
+                    "path": [{"key": Key.HANDED_OFF}],
                     "value": {"bool_match": True},
                 }
             }
@@ -211,7 +224,7 @@ def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
         "typed_config": {
             _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {
-                "log_name": "ai_gateway",
+                "log_name": STAT_PREFIX,
                 "transport_api_version": "V3",
                 "grpc_service": {
                     "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
@@ -228,7 +241,7 @@ def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
         {
             "name": "envoy.filters.http.ext_proc",
             "typed_config": _ext_proc(
-                "upstream",
+                UPSTREAM_STAGE,
                 config.sidecar.message_timeout,
                 # The widest modes; the sidecar narrows them per request with mode_override.
                 processing_mode={
@@ -240,7 +253,12 @@ def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
                     "response_trailer_mode": "SKIP",
                 },
                 request_attributes=[UPSTREAM_HOST_METADATA],
-                **_MUTATION_OPTIONS,
+                mutation_rules=_MUTATION_RULES,
+                metadata_options={
+                    **_RECEIVING,
+                    # What the router stage decided (router.RouteState), for every attempt.
+                    "forwarding_namespaces": {"untyped": [NAMESPACE]},
+                },
             ),
         },
         {
@@ -262,7 +280,7 @@ def _local_reply_config() -> dict[str, Any]:
     def mapper(
         status_expr: str, type_: str, code: str, message: str, status: int | None = None
     ) -> dict[str, Any]:
-        expr = f"!(response.code_details.startsWith('{_INTERNAL_ERROR_DETAIL}')) && ({status_expr})"
+        expr = f"!(response.code_details.startsWith('{DETAILS}')) && ({status_expr})"
         out: dict[str, Any] = {
             "filter": {
                 "extension_filter": {
@@ -284,7 +302,7 @@ def _local_reply_config() -> dict[str, Any]:
             out["status_code"] = status
         return out
 
-    model = f"%REQ({MODEL_HEADER})%"
+    model = _MODEL
     return {
         "mappers": [
             mapper(
@@ -371,22 +389,21 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
             "auto_host_rewrite": True,
             "retry_policy": _retry_policy(model),
         },
+        # Routed on, then gone: no x-ai-eg-* header reaches a provider (the router stage
+        # removed the client's own; the decision travels in dynamic metadata).
+        "request_headers_to_remove": [MODEL_HEADER],
     }
-    if model.single_backend() is None:
-        # The client's credential is for the gateway, never for a provider. (With one backend
-        # the router stage replaces it with the provider's before the route applies.)
-        route["request_headers_to_remove"] = ["authorization", "api-key", "x-api-key"]
     if config.http.expose_backend:
         route["response_headers_to_add"] = [
             {
                 "header": {
-                    "key": "x-ai-eg-backend",
-                    "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                    "key": BACKEND_HEADER,
+                    "value": f"%UPSTREAM_METADATA({NAMESPACE}:{Key.BACKEND})%",
                 },
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             },
             {
-                "header": {"key": "x-ai-eg-attempts", "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
+                "header": {"key": ATTEMPTS_HEADER, "value": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             },
         ]
@@ -471,7 +488,7 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
                 "load_balancing_weight": entry.weight,
                 "metadata": {
                     "filter_metadata": {
-                        METADATA_NAMESPACE: {"backend": entry.backend},
+                        NAMESPACE: {Key.BACKEND: entry.backend},
                         _TLS_MATCH: {"backend": entry.backend},
                     }
                 },
@@ -693,8 +710,10 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
         routes.append(_embeddings_before_routing())
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ai_gateway",
+        "stat_prefix": STAT_PREFIX,
         "codec_type": "AUTO",
+        # One id a client can quote for any answer, errors included; the access log has it.
+        "always_set_request_id_in_response": True,
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
@@ -710,19 +729,20 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                     "log_format": {
                         "json_format": {
                             "time": "%START_TIME%",
+                            "request_id": "%REQ(X-REQUEST-ID)%",
                             "method": "%REQ(:METHOD)%",
                             "path": "%REQ(:PATH)%",
-                            "model": f"%REQ({MODEL_HEADER})%",
+                            "model": _MODEL,
                             "status": "%RESPONSE_CODE%",
                             "flags": "%RESPONSE_FLAGS%",
                             "details": "%RESPONSE_CODE_DETAILS%",
                             "upstream": "%UPSTREAM_HOST%",
-                            "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                            "backend": f"%UPSTREAM_METADATA({NAMESPACE}:{Key.BACKEND})%",
                             "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-                            "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
-                            "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
-                            "total_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:total_tokens)%",
-                            "cost_usd": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:cost_usd)%",
+                            "input_tokens": f"%DYNAMIC_METADATA({NAMESPACE}:{Key.INPUT_TOKENS})%",
+                            "output_tokens": f"%DYNAMIC_METADATA({NAMESPACE}:{Key.OUTPUT_TOKENS})%",
+                            "total_tokens": f"%DYNAMIC_METADATA({NAMESPACE}:{Key.TOTAL_TOKENS})%",
+                            "cost_usd": f"%DYNAMIC_METADATA({NAMESPACE}:{Key.COST_USD})%",
                             "duration_ms": "%DURATION%",
                             "bytes_in": "%BYTES_RECEIVED%",
                             "bytes_out": "%BYTES_SENT%",
@@ -813,4 +833,13 @@ def render_yaml(config: GatewayConfig, sidecar_host: str | None = None, source: 
     header = "# Generated by `ai-gateway render`; do not edit by hand.\n"
     if source:
         header += f"# Source: {source}\n"
-    return header + yaml.safe_dump(render(config, sidecar_host), sort_keys=False, width=120)
+    return header + yaml.dump(
+        render(config, sidecar_host), Dumper=_Dumper, sort_keys=False, width=120
+    )
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML that writes the shared names (wire.Key, a StrEnum) as the strings they are."""
+
+
+_Dumper.add_multi_representer(StrEnum, lambda dumper, key: dumper.represent_str(str(key)))

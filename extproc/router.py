@@ -10,37 +10,46 @@ Everything here is pure: headers and bytes in, a :class:`Decision` out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
+from extproc import encoding, wire
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.translate import Endpoint, json_object
-
-MODEL_HEADER = "x-ai-eg-model"
-# The body's own model as the router read it: lets the upstream stage decide at header time
-# whether the body has to be rewritten, without buffering it when it does not.
-BODY_MODEL_HEADER = "x-ai-eg-body-model"
-# The client's path. Upstream filters share one header map across retries, so an attempt that
-# rewrote :path for its provider would otherwise hide the original from the next attempt.
-PATH_HEADER = "x-ai-eg-path"
-# The client's body length, for the same reason: an attempt that rewrote the body set its own.
-LENGTH_HEADER = "x-ai-eg-content-length"
-# "usage" for a stream whose client asked for its usage chunk, "plain" for one that did not.
-STREAM_HEADER = "x-ai-eg-stream"
-# The rate-limit buckets to debit with the response's usage. Always set by the router, so a
-# client cannot name other tenants' buckets.
-RATELIMIT_HEADER = "x-ai-eg-ratelimit"
+from extproc.wire import MODEL_HEADER, Key
 
 POST_ENDPOINTS: dict[str, Endpoint] = {
-    "/v1/chat/completions": "chat",
-    "/v1/embeddings": "embeddings",
+    wire.CHAT_PATH: "chat",
+    wire.EMBEDDINGS_PATH: "embeddings",
 }
-_MODELS = "/v1/models"
+
+# Client headers that never reach a provider, whatever the route (README, "Security"): the
+# gateway's own x-ai-eg-* headers, credentials for the gateway or for another service, and the
+# headers that choose which account a provider bills. A backend's `forward_headers` lets
+# named ones through (hop-by-hop headers are Envoy's to drop, and it does).
+NEVER_FORWARDED = frozenset(
+    {
+        "authorization",
+        "api-key",
+        "x-api-key",
+        "proxy-authorization",
+        "cookie",
+        "x-goog-api-key",
+        "x-goog-user-project",
+        "ocp-apim-subscription-key",
+        "openai-organization",
+        "openai-project",
+    }
+)
+NEVER_FORWARDED_PREFIXES = (wire.INTERNAL_PREFIX, "x-amz-")
+_MODELS = wire.MODELS_PATH
 
 # Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
 _KNOWN_UNSUPPORTED = (
@@ -81,20 +90,63 @@ class ReadBody:
 
     endpoint: Endpoint
     header_model: str | None
-    path: str
+    path: str  # without the query: no endpoint served defines one (README, "Security")
     client: ClientKey | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    content_encoding: str = ""  # the body's coding, one the router can decode
+
+
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    """What the router decided that every attempt needs. A model with one backend is served
+    by the router stage's own stream, which keeps it; for several, Envoy carries it to the
+    upstream stage in dynamic metadata (:meth:`metadata`), since headers would reach providers.
+    """
+
+    model: str  # the route's model name (what Envoy routed on)
+    body_model: str | None  # the body's own "model"; None when absent
+    path: str  # the client's path, without the query
+    request_bytes: int  # the client's body length (decoded, if it came compressed)
+    stream: str = ""  # "usage": a stream whose client asked for usage; "plain": one that did not
+    ratelimit: str = ""  # the rate-limit buckets to debit, comma-joined
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            Key.MODEL: self.model,
+            Key.BODY_MODEL: self.body_model or "",
+            Key.PATH: self.path,
+            Key.REQUEST_BYTES: self.request_bytes,
+            Key.STREAM: self.stream,
+            Key.RATELIMIT: self.ratelimit,
+        }
+
+    @classmethod
+    def from_metadata(cls, fields: Mapping[str, Any]) -> RouteState:
+        """From :meth:`metadata` as Envoy forwarded it (JSON numbers are floats there)."""
+        length = fields.get(Key.REQUEST_BYTES)
+        return cls(
+            model=str(fields.get(Key.MODEL, "")),
+            body_model=str(fields.get(Key.BODY_MODEL) or "") or None,
+            path=str(fields.get(Key.PATH, "")),
+            request_bytes=int(length) if isinstance(length, int | float) else 0,
+            stream=str(fields.get(Key.STREAM, "")),
+            ratelimit=str(fields.get(Key.RATELIMIT, "")),
+        )
 
 
 @dataclass(slots=True)
 class Route:
-    """Route on ``x-ai-eg-model``: set these headers and clear Envoy's route cache.
+    """Route on ``x-ai-eg-model``: set ``headers``, remove ``remove``, clear Envoy's route cache.
 
     ``backend`` names the model's only backend, which the router stage then serves itself.
+    ``body`` replaces the client's body when it came compressed.
     """
 
     headers: dict[str, str]
+    state: RouteState
+    remove: list[str] = field(default_factory=list)
     backend: str | None = None
+    body: bytes | None = None
 
 
 Decision = Respond | ReadBody | Route
@@ -119,6 +171,7 @@ class Router:
             if m.name != WILDCARD_MODEL
         }
         self._model_list = self._list(None)
+        self._forwarded = _forwarded(config)
 
     def _list(self, client: ClientKey | None) -> bytes:
         names = allowed_models(client, self._listed)
@@ -141,12 +194,13 @@ class Router:
         if endpoint is not None:
             if method != "POST":
                 raise _method_not_allowed(method, path, "POST")
+            coding = headers.get("content-encoding", "")
+            refused = encoding.unsupported_request_coding(coding)
+            if refused is not None:
+                raise refused
+            coded = coding if encoding.codings(coding) else ""
             return ReadBody(
-                endpoint,
-                headers.get(MODEL_HEADER) or None,
-                headers.get(":path", ""),
-                client,
-                headers,
+                endpoint, headers.get(MODEL_HEADER) or None, path, client, headers, coded
             )
         if method != "GET":
             raise _method_not_allowed(method, path, "GET")
@@ -170,19 +224,22 @@ class Router:
             return error_response(err)
 
     async def _admit(self, request: ReadBody, route: Route) -> Decision:
-        model = route.headers[MODEL_HEADER]
+        model = route.state.model
         authorize(request.client, model)
-        route.headers[RATELIMIT_HEADER] = ""
         if self._limiter is None:
             return route
         client = request.client.name if request.client else None
         admission = await self._limiter.admit(client, model, request.headers)
         if admission.error is not None:
             return error_response(admission.error)
-        route.headers[RATELIMIT_HEADER] = ",".join(admission.debit_buckets)
+        route.state = dataclasses.replace(route.state, ratelimit=",".join(admission.debit_buckets))
         return route
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
+        decoded = None
+        if request.content_encoding:
+            limit = self._config.http.max_request_bytes
+            body = decoded = encoding.decode_request(body, request.content_encoding, limit)
         doc = json_object(body)
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
@@ -197,18 +254,39 @@ class Router:
         route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
         if route is None:
             raise _model_not_found(model, param="model")
-        headers = {
-            MODEL_HEADER: model,
-            BODY_MODEL_HEADER: body_model or "",
-            PATH_HEADER: request.path,
-            LENGTH_HEADER: str(len(body)),
-            STREAM_HEADER: "",
-        }
+        stream = ""
         if doc.get("stream") is True:
             options = doc.get("stream_options")
             asked = isinstance(options, dict) and options.get("include_usage") is True
-            headers[STREAM_HEADER] = "usage" if asked else "plain"
-        return Route(headers, route.single_backend())
+            stream = "usage" if asked else "plain"
+        state = RouteState(model, body_model or None, request.path, len(body), stream)
+        remove = self._never_forwarded(request.headers, route.name)
+        if decoded is not None:
+            remove.append("content-encoding")
+        return Route({MODEL_HEADER: model}, state, remove, route.single_backend(), decoded)
+
+    def _never_forwarded(self, headers: Iterable[str], route: str) -> list[str]:
+        """The client's headers no provider may get on this route."""
+        allowed = self._forwarded.get(route, frozenset())
+        return [
+            name
+            for name in headers
+            if (name in NEVER_FORWARDED or name.startswith(NEVER_FORWARDED_PREFIXES))
+            and name not in allowed
+            and name != MODEL_HEADER  # overwritten, then removed by the route itself
+        ]
+
+
+def _forwarded(config: GatewayConfig) -> dict[str, frozenset[str]]:
+    """Per model route, the headers every one of its backends asks to get from the client:
+    with several backends the router cannot know which attempt will carry the request."""
+    out = {}
+    for model in config.models:
+        sets: Sequence[frozenset[str]] = [
+            frozenset(config.backends[b.backend].forward_headers) for b in model.backends
+        ]
+        out[model.name] = frozenset.intersection(*sets)
+    return out
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -31,15 +31,22 @@ from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.limits import Limiter
 from extproc.limitstore import open_store
-from extproc.router import ReadBody, Respond, Route, Router, error_response
+from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
 from extproc.telemetry import Telemetry
-from extproc.upstream import ATTEMPT_HEADER, METADATA_NAMESPACE, Exchange, Step, UpstreamStage
+from extproc.upstream import Exchange, Step, UpstreamStage
+from extproc.wire import (
+    ATTEMPT_HEADER,
+    DETAILS,
+    ERROR_DETAILS,
+    EXT_PROC_FILTER,
+    NAMESPACE,
+    STAGE_METADATA,
+    UPSTREAM_HOST_METADATA,
+    UPSTREAM_STAGE,
+    Key,
+)
 
 log = logging.getLogger("extproc.server")
-
-STAGE_METADATA = "x-ai-eg-stage"
-UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
-_EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
@@ -85,7 +92,7 @@ def _fill_mutation(
 
 def _set_metadata(metadata: Any, values: Mapping[str, Any]) -> None:
     """``values`` into the gateway's namespace of a dynamic metadata Struct."""
-    namespace = metadata.fields[METADATA_NAMESPACE].struct_value
+    namespace = metadata.fields[NAMESPACE].struct_value
     fields = namespace.fields
     for key, value in values.items():
         # Struct.update does the same, in a generic recursive walk that took ~20 us here.
@@ -116,7 +123,7 @@ def immediate(
 
 def _error_reply(err: GatewayError) -> pb.ProcessingResponse:
     r = error_response(err)
-    return immediate(r.status, r.body, r.headers, "ai_gateway_error")
+    return immediate(r.status, r.body, r.headers, ERROR_DETAILS)
 
 
 def _internal_error() -> pb.ProcessingResponse:
@@ -157,19 +164,22 @@ async def _router_stream(
             yield _internal_error()
             return
         if isinstance(decision, Respond):
-            yield immediate(decision.status, decision.body, decision.headers, "ai_gateway")
+            yield immediate(decision.status, decision.body, decision.headers, DETAILS)
             return
         assert isinstance(decision, Route)
         if decision.backend is None:
-            # Several backends: Envoy picks one per attempt and the upstream stage serves it.
-            # Ending the stream here skips the response phases for this request.
-            common = pb.CommonResponse(
-                header_mutation=_mutation(decision.headers, ()), clear_route_cache=True
-            )
-            if kind == "request_headers":
-                yield pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
-            else:
-                yield pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+            # Several backends: Envoy picks one per attempt and the upstream stage serves it,
+            # from what the router decided, forwarded to it in dynamic metadata. Ending the
+            # stream here skips the response phases for this request.
+            reply = pb.ProcessingResponse()
+            _set_metadata(reply.dynamic_metadata, decision.state.metadata())
+            common = getattr(reply, kind).response
+            common.clear_route_cache = True
+            _fill_mutation(common.header_mutation, decision.headers, decision.remove)
+            if decision.body is not None:
+                common.body_mutation.body = decision.body
+                _fill_mutation(common.header_mutation, _length(decision.body), ())
+            yield reply
             return
         break
     else:
@@ -195,9 +205,11 @@ async def _single_backend_request(
     assert route.backend is not None
     # Envoy counts attempts only on upstream requests; a client's own count means nothing here.
     headers = {k: v for k, v in client_headers.items() if k != ATTEMPT_HEADER}
-    first = await exchange.request_headers({**headers, **route.headers}, route.backend)
+    first = await exchange.request_headers(headers, route.backend, route.state)
     if first.error is not None or first.respond is not None:
         return first
+    if route.body is not None:
+        body = route.body  # decoded
     if first.request_body == "buffered":
         second = await exchange.request_body(body)
         if second.error is not None or second.respond is not None:
@@ -206,10 +218,19 @@ async def _single_backend_request(
         first.body = second.body
         first.metadata = second.metadata
         first.done = second.done
+    if first.body is None and route.body is not None:
+        first.body = route.body  # the translator forwards the body as it is: decoded
     first.set_headers = {**route.headers, **first.set_headers}
+    first.remove_headers = [*route.remove, *first.remove_headers]
+    # The access log and Envoy's own error replies name the model.
+    first.metadata = {Key.MODEL: route.state.model, **(first.metadata or {})}
     # Request-side modes were decided by the router's own configuration.
     first.request_body = None
     return first
+
+
+def _length(body: bytes) -> dict[str, str]:
+    return {"content-length": str(len(body))}
 
 
 # --- upstream stage ---------------------------------------------------------------------------
@@ -224,16 +245,30 @@ def _backend_from_metadata(text: str) -> str:
         text_format.Parse(text, metadata)
     except text_format.ParseError:
         return ""
-    ns = metadata.filter_metadata.get(METADATA_NAMESPACE)
+    ns = metadata.filter_metadata.get(NAMESPACE)
     if ns is None or "backend" not in ns.fields:
         return ""
     return str(ns.fields["backend"].string_value)
 
 
 def _backend_of(req: pb.ProcessingRequest) -> str:
-    attrs = req.attributes.get(_EXT_PROC_FILTER)
+    attrs = req.attributes.get(EXT_PROC_FILTER)
     value = attrs.fields.get(UPSTREAM_HOST_METADATA) if attrs is not None else None
     return _backend_from_metadata(value.string_value) if value is not None else ""
+
+
+def _route_state(req: pb.ProcessingRequest) -> RouteState | None:
+    """The router's decision for this request, forwarded by Envoy in dynamic metadata."""
+    namespace = req.metadata_context.filter_metadata.get(NAMESPACE)
+    if namespace is None or Key.PATH not in namespace.fields:
+        return None
+    fields = namespace.fields
+    return RouteState.from_metadata(
+        {
+            key: getattr(value, value.WhichOneof("kind") or "null_value")
+            for key, value in fields.items()
+        }
+    )
 
 
 def _mode_override(step: Step) -> Any:
@@ -258,7 +293,7 @@ def _step_reply(kind: str, step: Step, clear_route_cache: bool = False) -> pb.Pr
         return _error_reply(step.error)
     answer = step.respond
     reply = (
-        immediate(answer.status, answer.body, answer.headers, "ai_gateway")
+        immediate(answer.status, answer.body, answer.headers, DETAILS)
         if answer is not None
         else pb.ProcessingResponse()
     )
@@ -302,7 +337,7 @@ async def _drive(
         kind = req.WhichOneof("request")
         if kind == "request_headers":
             step = await exchange.request_headers(
-                _headers(req.request_headers.headers), _backend_of(req)
+                _headers(req.request_headers.headers), _backend_of(req), _route_state(req)
             )
         elif kind == "request_body":
             step = await exchange.request_body(req.request_body.body)
@@ -349,7 +384,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         stage = dict(context.invocation_metadata() or ()).get(STAGE_METADATA)
         stream = (
             _upstream_stream(self._upstream, request_iterator)
-            if stage == "upstream"
+            if stage == UPSTREAM_STAGE
             else _router_stream(self._router, self._upstream, request_iterator)
         )
         try:

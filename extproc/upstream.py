@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc import encoding
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
@@ -29,19 +30,18 @@ from extproc.cost import cost_usd, pricing_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
-from extproc.router import (
-    BODY_MODEL_HEADER,
-    LENGTH_HEADER,
-    MODEL_HEADER,
-    PATH_HEADER,
-    POST_ENDPOINTS,
-    RATELIMIT_HEADER,
-    STREAM_HEADER,
-    Respond,
-)
+from extproc.router import POST_ENDPOINTS, Respond, RouteState
 from extproc.telemetry import Record, Span, Telemetry, error_type, span_name
-from extproc.translate import BodyMode, FanOut, RequestContext, Translator, UpstreamRequest
+from extproc.translate import (
+    BodyMode,
+    FanOut,
+    RequestContext,
+    Translator,
+    UpstreamRequest,
+    bad_upstream_response,
+)
 from extproc.translate.openai import PassThrough
+from extproc.wire import ATTEMPT_HEADER, COST_HEADER, Key
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
 # attempt left behind, so each attempt first removes what any attempt may have added.
@@ -56,10 +56,6 @@ _CREDENTIAL_HEADERS = (
     "tracestate",
 )
 
-METADATA_NAMESPACE = "io.envoy.ai_gateway"
-HANDED_OFF = "handed_off"  # metadata key: the attempt's record comes from Envoy's access log
-COST_HEADER = "x-ai-eg-cost-usd"
-ATTEMPT_HEADER = "x-envoy-attempt-count"
 RESPONSE_TOO_LARGE = "response_too_large"  # a buffered answer over http.max_request_bytes
 
 
@@ -76,7 +72,7 @@ class Step:
     response_body: BodyMode | None = None
     error: GatewayError | None = None
     respond: Respond | None = None  # the client's answer, made here (a fan-out's merge)
-    metadata: dict[str, Any] | None = None  # Envoy dynamic metadata, in METADATA_NAMESPACE
+    metadata: dict[str, Any] | None = None  # Envoy dynamic metadata, in wire.NAMESPACE
     done: bool = False  # nothing more is expected on this stream
 
 
@@ -147,7 +143,8 @@ class Exchange:
         self._translator: Translator | None = None
         self._auth: Auth | None = None
         self._host = ""
-        self._length = ""
+        self._length = 0
+        self._decoder: encoding.Decoder | None = None  # an answer compressed although unasked
         self._started = time.monotonic()
         self._first_chunk: float | None = None
         self._status = 0
@@ -163,20 +160,26 @@ class Exchange:
 
     # --- request ------------------------------------------------------------------------------
 
-    async def request_headers(self, headers: Mapping[str, str], backend_name: str) -> Step:
+    async def request_headers(
+        self, headers: Mapping[str, str], backend_name: str, state: RouteState | None
+    ) -> Step:
+        """``headers``: the client's; ``state``: what the router decided for the request
+        (None if Envoy forwarded none: a config rendered for another sidecar)."""
         try:
-            return await self._request_headers(headers, backend_name)
+            return await self._request_headers(headers, backend_name, state)
         except GatewayError as err:
             return self._fail(err)
 
-    async def _request_headers(self, headers: Mapping[str, str], backend_name: str) -> Step:
+    async def _request_headers(
+        self, headers: Mapping[str, str], backend_name: str, state: RouteState | None
+    ) -> Step:
         config = self._stage._config
         backend = self._stage._backends.get(backend_name)
-        route_model = headers.get(MODEL_HEADER, "")
+        route_model = state.model if state else ""
         model, entry = self._stage.route(route_model, backend_name)
-        path = headers.get(PATH_HEADER, "")
-        endpoint = POST_ENDPOINTS.get(path.partition("?")[0])
-        if backend is None or entry is None or endpoint is None:
+        path = state.path if state else ""
+        endpoint = POST_ENDPOINTS.get(path)
+        if state is None or backend is None or entry is None or endpoint is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
                 500,
@@ -184,15 +187,14 @@ class Exchange:
                 f" {route_model!r} on {path!r}; re-render the Envoy config.",
                 SERVER,
             )
-        stream = headers.get(STREAM_HEADER, "")
         ctx = RequestContext(
             endpoint=endpoint,
             route_model=route_model,
             upstream_model=entry.model or route_model,
-            body_model=headers.get(BODY_MODEL_HEADER) or None,
+            body_model=state.body_model,
             path=path,
-            stream=bool(stream),
-            include_usage=stream == "usage",
+            stream=bool(state.stream),
+            include_usage=state.stream == "usage",
         )
         self._ctx = ctx
         self._backend = backend
@@ -203,12 +205,12 @@ class Exchange:
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
-        self._buckets = headers.get(RATELIMIT_HEADER, "")
+        self._buckets = state.ratelimit
         translator = backend.translator(ctx)
         self._translator = translator
         self._auth = backend.auth
         self._host = backend.authority
-        self._length = headers.get(LENGTH_HEADER, "")
+        self._length = state.request_bytes
         self._handed_off = (
             self._may_hand_off
             # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
@@ -222,7 +224,12 @@ class Exchange:
         )
         wants_response = self._wants_response
         step = Step(
-            set_headers={**backend.static_headers, ":authority": backend.authority},
+            set_headers={
+                **backend.static_headers,
+                ":authority": backend.authority,
+                # What the sidecar and Envoy's readers can read (see extproc/encoding.py).
+                "accept-encoding": encoding.ACCEPT_ENCODING,
+            },
             remove_headers=self._stage._owned_headers,
             response_headers=wants_response,
             response_body=None if wants_response else "none",
@@ -271,7 +278,7 @@ class Exchange:
             step.body = request.body
             step.set_headers["content-length"] = str(len(request.body))
         elif self._length:
-            step.set_headers["content-length"] = self._length
+            step.set_headers["content-length"] = str(self._length)
         if self._handed_off:
             step.metadata = self._hand_off()
         step.done = not self._wants_response
@@ -290,18 +297,18 @@ class Exchange:
         self._recorded = True  # by the access log, not by abort()
         ctx = self._ctx
         meta: dict[str, Any] = {
-            HANDED_OFF: True,
-            "backend": self._backend.name,
-            "model": ctx.route_model,
-            "upstream_model": ctx.upstream_model,
-            "operation": ctx.endpoint,
-            "stream": ctx.stream,
+            Key.HANDED_OFF: True,
+            Key.BACKEND: self._backend.name,
+            Key.MODEL: ctx.route_model,
+            Key.UPSTREAM_MODEL: ctx.upstream_model,
+            Key.OPERATION: ctx.endpoint,
+            Key.STREAM: ctx.stream,
         }
         if self._extra:
-            meta["extra"] = dict(self._extra)
+            meta[Key.EXTRA] = dict(self._extra)
         ids = self._span.ids() if self._span is not None else None
         if ids is not None:
-            meta["trace"] = ids
+            meta[Key.TRACE] = ids
         return meta
 
     # --- response -----------------------------------------------------------------------------
@@ -319,6 +326,14 @@ class Exchange:
         if head.status is not None:
             step.set_headers[":status"] = str(head.status)
             self._status = head.status
+        coding = encoding.codings(headers.get("content-encoding"))
+        if coding and mode != "none":
+            # The gateway asked for identity; a provider that compressed anyway is read too.
+            if len(coding) > 1 or coding[0] not in encoding.SUPPORTED:
+                return self._fail(encoding.unreadable_answer(", ".join(coding)))
+            limit = self._stage._config.http.max_request_bytes
+            self._decoder = encoding.Decoder(coding[0], limit, whole=self._buffered)
+            step.remove_headers += ["content-encoding", "content-length"]
         if mode == "none":
             step.metadata = self._finish(cut=False)
             step.done = True
@@ -340,17 +355,30 @@ class Exchange:
                     code=RESPONSE_TOO_LARGE,
                 )
             )
+        raw = chunk
         try:
+            if self._decoder is not None:
+                chunk = self._decode(chunk, end_of_stream)
             out = self._translator.response_body(chunk, end_of_stream)
         except GatewayError as err:
             # A buffered 2xx answer the translator cannot pass on: its head is still held by
             # Envoy, so an immediate response replaces the whole answer.
             return self._fail(err)
-        step = Step(body=None if out is chunk else out, done=end_of_stream)
+        step = Step(body=None if out is raw else out, done=end_of_stream)
         if end_of_stream:
             step.metadata = self._finish(cut=False)
             self._cost_header(step.metadata, step.set_headers)
         return step
+
+    def _decode(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.feed(chunk, end_of_stream)
+        except (ValueError, OverflowError) as exc:
+            # Buffered, the 502 replaces the answer; streamed, it cuts the stream short.
+            raise bad_upstream_response(
+                f"The provider's compressed answer is unreadable: {exc}."
+            ) from None
 
     # --- accounting ---------------------------------------------------------------------------
 
@@ -358,7 +386,7 @@ class Exchange:
         """Add the cost header to a response whose headers have not left yet."""
         # Only a buffered (non-streaming) response still holds its headers at the end.
         if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
-            headers[COST_HEADER] = f"{metadata.get('cost_usd', 0.0):.6f}"
+            headers[COST_HEADER] = f"{metadata.get(Key.COST_USD, 0.0):.6f}"
 
     def abort(self) -> None:
         """The stream ended early: record what was seen.
@@ -416,18 +444,16 @@ class Exchange:
         if self._span is not None:
             self._span.end(rec)
         meta: dict[str, Any] = {
-            "backend": rec.backend,
-            "model": rec.request_model,
-            "response_model": rec.response_model,
-            "attempt": rec.attempt,
-            "cost_usd": rec.cost_usd,
+            Key.BACKEND: rec.backend,
+            Key.MODEL: rec.request_model,
+            Key.RESPONSE_MODEL: rec.response_model,
+            Key.ATTEMPT: rec.attempt,
+            Key.COST_USD: rec.cost_usd,
         }
         if usage is not None:
-            meta.update(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                total_tokens=usage.total_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-            )
+            meta[Key.INPUT_TOKENS] = usage.input_tokens
+            meta[Key.OUTPUT_TOKENS] = usage.output_tokens
+            meta[Key.TOTAL_TOKENS] = usage.total_tokens
+            meta[Key.CACHED_INPUT_TOKENS] = usage.cached_input_tokens
+            meta[Key.REASONING_TOKENS] = usage.reasoning_tokens
         return meta

@@ -14,8 +14,9 @@ from extproc.accesslog import AccessLogReceiver, attempt
 from extproc.config import Pricing, parse_config
 from extproc.cost import cost_usd
 from extproc.telemetry import Record, Telemetry
-from extproc.upstream import METADATA_NAMESPACE, UpstreamStage
+from extproc.upstream import UpstreamStage
 from extproc.usage import Usage
+from extproc.wire import NAMESPACE
 
 PRICE = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
 
@@ -50,7 +51,7 @@ def _entry(
             **fields,
         }
     )
-    common.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(meta)
+    common.metadata.filter_metadata[NAMESPACE].CopyFrom(meta)
     common.start_time.FromNanoseconds(1_700_000_000_000_000_000)
     common.duration.FromMilliseconds(250)
     common.time_to_first_upstream_rx_byte.FromMilliseconds(40)
@@ -134,7 +135,7 @@ def test_failures_are_named(
 
 def test_entries_of_requests_the_sidecar_served_are_ignored(stage: UpstreamStage) -> None:
     entry = _entry(USAGE)
-    del entry.common_properties.metadata.filter_metadata[METADATA_NAMESPACE].fields["handed_off"]
+    del entry.common_properties.metadata.filter_metadata[NAMESPACE].fields["handed_off"]
     assert attempt(entry, stage) is None
     unknown = _entry({**USAGE, "backend": "gone"})
     assert attempt(unknown, stage) is None

@@ -40,18 +40,7 @@ from extproc.eventstream import (
     Message,
     encode_message,
 )
-from extproc.router import (
-    BODY_MODEL_HEADER,
-    LENGTH_HEADER,
-    MODEL_HEADER,
-    PATH_HEADER,
-    RATELIMIT_HEADER,
-    STREAM_HEADER,
-    ReadBody,
-    Respond,
-    Route,
-    Router,
-)
+from extproc.router import ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext, UpstreamReply
 from extproc.translate.bedrock import CHAT_FIELDS, BedrockChat, BedrockEmbeddings
 from extproc.translate.openai import PassThrough, rewrite_body
@@ -64,6 +53,7 @@ from extproc.usage import (
     _without_usage_null,
     from_openai,
 )
+from extproc.wire import MODEL_HEADER
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 
 # Hypothesis runs inside the ordinary suite: a bounded number of examples, no deadline (the
@@ -311,14 +301,6 @@ ROUTER_CONFIG = parse_config(
     },
     {},
 )
-INTERNAL_HEADERS = (
-    MODEL_HEADER,
-    BODY_MODEL_HEADER,
-    PATH_HEADER,
-    LENGTH_HEADER,
-    STREAM_HEADER,
-    RATELIMIT_HEADER,
-)
 bodies = st.one_of(
     st.binary(max_size=256),
     json_values.map(orjson.dumps),
@@ -333,7 +315,7 @@ bodies = st.one_of(
     header_model=st.none() | st.text(max_size=8),
     body=bodies,
 )
-def test_router_answers_a_4xx_or_routes_with_every_internal_header(
+def test_router_answers_a_4xx_or_routes_with_its_whole_decision(
     method: str, path: str, header_model: str | None, body: bytes
 ) -> None:
     router = Router(ROUTER_CONFIG)
@@ -349,9 +331,9 @@ def test_router_answers_a_4xx_or_routes_with_every_internal_header(
             _openai_error(decision.body)
     else:
         assert isinstance(decision, Route)
-        assert set(INTERNAL_HEADERS) <= set(decision.headers)
-        assert decision.headers[PATH_HEADER] == path
-        assert decision.headers[LENGTH_HEADER] == str(len(body))
+        assert decision.headers[MODEL_HEADER] == decision.state.model
+        assert decision.state.path == path
+        assert decision.state.request_bytes == len(body)
 
 
 # --- request translators ------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
+from collections.abc import Callable
 
 import orjson
 import pytest
 
-from extproc.config import parse_config
-from extproc.router import ReadBody, Respond, Route, Router
+from extproc.config import ConfigError, parse_config
+from extproc.router import ReadBody, Respond, Route, Router, RouteState
 
 CONFIG = parse_config(
     {
@@ -62,14 +65,11 @@ def test_body_model_routes() -> None:
     body = b'{"model": "m1", "messages": []}'
     decision = _body(router, pending, body)
     assert isinstance(decision, Route)
-    assert decision.headers == {
-        "x-ai-eg-model": "m1",
-        "x-ai-eg-body-model": "m1",
-        "x-ai-eg-path": "/v1/chat/completions?x=1",
-        "x-ai-eg-content-length": str(len(body)),
-        "x-ai-eg-stream": "",
-        "x-ai-eg-ratelimit": "",
-    }
+    assert decision.headers == {"x-ai-eg-model": "m1"}
+    # The client's query reaches no provider: no endpoint served defines one.
+    assert decision.state == RouteState("m1", "m1", "/v1/chat/completions", len(body), "", "")
+    assert decision.state.metadata()["path"] == "/v1/chat/completions"
+    assert RouteState.from_metadata(decision.state.metadata()) == decision.state
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_stream_kind(extra: bytes, stream: str) -> None:
     pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
     assert isinstance(pending, ReadBody)
     decision = _body(router, pending, b'{"model": "m1"' + extra + b"}")
-    assert isinstance(decision, Route) and decision.headers["x-ai-eg-stream"] == stream
+    assert isinstance(decision, Route) and decision.state.stream == stream
 
 
 def test_header_model_wins_over_body() -> None:
@@ -96,7 +96,7 @@ def test_header_model_wins_over_body() -> None:
     assert isinstance(pending, ReadBody)
     decision = _body(router, pending, b'{"model": "m1", "input": "x"}')
     assert isinstance(decision, Route) and decision.headers["x-ai-eg-model"] == "m2"
-    assert decision.headers["x-ai-eg-body-model"] == "m1"
+    assert decision.state.body_model == "m1"
 
 
 @pytest.mark.parametrize(
@@ -144,3 +144,129 @@ def test_endpoint_errors(method: str, path: str, status: int, code: str) -> None
 def test_method_not_allowed_names_allowed_method() -> None:
     decision = Router(CONFIG).on_headers(_headers("DELETE", "/v1/embeddings"))
     assert isinstance(decision, Respond) and decision.headers["allow"] == "POST"
+
+
+# --- what the client sent that no provider gets --------------------------------------------------
+
+FORWARD_CONFIG = parse_config(
+    {
+        "backends": {
+            "b": {"schema": "openai", "url": "http://127.0.0.1:1/v1"},
+            "org": {
+                "schema": "openai",
+                "url": "http://127.0.0.1:2/v1",
+                "forward_headers": ["OpenAI-Organization"],
+            },
+        },
+        "models": [
+            {"name": "m1", "backends": [{"backend": "b"}]},
+            {"name": "own", "backends": [{"backend": "org"}]},
+            {"name": "both", "backends": [{"backend": "org"}, {"backend": "b", "priority": 1}]},
+        ],
+    },
+    {},
+)
+CLIENT_HEADERS = {
+    "authorization": "Bearer gateway-key",
+    "proxy-authorization": "Basic eA==",
+    "cookie": "session=1",
+    "x-goog-api-key": "g",
+    "x-amz-security-token": "t",
+    "x-amz-date": "20260101T000000Z",
+    "openai-organization": "org-victim",
+    "openai-project": "proj",
+    "x-ai-eg-ratelimit": "someone:else",
+    "x-ai-eg-cost-usd": "0",
+    "x-tenant-id": "kept",
+    "user-agent": "kept",
+}
+
+
+def _route(model: str, headers: dict[str, str] | None = None) -> Route:
+    router = Router(FORWARD_CONFIG)
+    extra = CLIENT_HEADERS if headers is None else headers
+    pending = router.on_headers({**_headers("POST", "/v1/chat/completions"), **extra})
+    assert isinstance(pending, ReadBody)
+    decision = _body(router, pending, b'{"model": "%s", "messages": []}' % model.encode())
+    assert isinstance(decision, Route)
+    return decision
+
+
+def test_credentials_and_internal_headers_of_the_client_are_removed() -> None:
+    removed = set(_route("m1", {**CLIENT_HEADERS, "x-ai-eg-model": ""}).remove)
+    assert removed == set(CLIENT_HEADERS) - {"x-tenant-id", "user-agent", "x-ai-eg-model"}
+
+
+def test_a_backend_may_ask_for_a_client_header() -> None:
+    assert "openai-organization" not in _route("own", {}).remove
+    assert "openai-organization" not in _route("own").remove
+    # With several backends, only what every one of them asked for.
+    assert "openai-organization" in _route("both").remove
+
+
+def test_the_config_never_forwards_the_gateway_credential() -> None:
+    for name in ("Authorization", "x-ai-eg-model"):
+        with pytest.raises(ConfigError, match="forward_headers may not name"):
+            parse_config({"backends": {"b": {"schema": "openai", "forward_headers": [name]}}}, {})
+    with pytest.raises(ConfigError, match="headers may not set"):
+        parse_config({"backends": {"b": {"schema": "openai", "headers": {"x-ai-eg-x": "1"}}}}, {})
+
+
+# --- compressed request bodies ---------------------------------------------------------------------
+
+DOC = b'{"model": "m1", "input": ["' + b"hello " * 2000 + b'"]}'
+
+
+def _compressed(body: bytes, coding: str) -> Route | Respond:
+    router = Router(CONFIG)
+    pending = router.on_headers(_headers("POST", "/v1/embeddings", **{"content-encoding": coding}))
+    if isinstance(pending, Respond):
+        return pending
+    assert isinstance(pending, ReadBody)
+    decision = _body(router, pending, body)
+    assert isinstance(decision, Route | Respond)
+    return decision
+
+
+@pytest.mark.parametrize(
+    ("coding", "pack"),
+    [
+        ("gzip", gzip.compress),
+        ("GZIP", gzip.compress),
+        ("deflate", zlib.compress),
+        ("identity", lambda b: b),
+    ],
+)
+def test_a_compressed_body_is_routed_decoded(coding: str, pack: Callable[[bytes], bytes]) -> None:
+    decision = _compressed(pack(DOC), coding)
+    assert isinstance(decision, Route)
+    assert decision.state.request_bytes == len(DOC) and decision.state.model == "m1"
+    if coding == "identity":
+        assert decision.body is None
+    else:
+        assert decision.body == DOC and "content-encoding" in decision.remove
+
+
+def test_a_zip_bomb_is_a_413_measured_after_decoding() -> None:
+    limit = CONFIG.http.max_request_bytes
+    bomb = gzip.compress(b'{"model": "m1", "input": "' + b"0" * limit + b'"}')
+    assert len(bomb) < limit // 100
+    status, err = _error(_compressed(bomb, "gzip"))
+    assert (status, err["code"]) == (413, "request_too_large")
+
+
+@pytest.mark.parametrize(("coding", "named"), [("br", "br"), ("zstd", "zstd"), ("gzip, br", "br")])
+def test_an_unknown_coding_is_a_415_naming_it(coding: str, named: str) -> None:
+    status, err = _error(_compressed(gzip.compress(DOC), coding))
+    assert (status, err["code"], err["param"]) == (
+        415,
+        "unsupported_content_encoding",
+        "content-encoding",
+    )
+    assert f"'{named}'" in str(err["message"])
+
+
+def test_a_body_that_is_not_what_its_coding_says_is_a_400() -> None:
+    for body in (DOC, gzip.compress(DOC)[:-20]):
+        status, err = _error(_compressed(body, "gzip"))
+        assert (status, err["param"]) == (400, "content-encoding")

@@ -9,7 +9,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
 from extproc.server import _mutation, _set_metadata
-from extproc.upstream import METADATA_NAMESPACE
+from extproc.wire import NAMESPACE
 
 
 def test_metadata_is_what_struct_update_makes() -> None:
@@ -25,7 +25,7 @@ def test_metadata_is_what_struct_update_makes() -> None:
     _set_metadata(built, {"model": "m"})
     _set_metadata(built, values)  # a second call adds to the namespace, as update does
     expected = struct_pb2.Struct()
-    expected.update({METADATA_NAMESPACE: {"model": "m", **values}})
+    expected.update({NAMESPACE: {"model": "m", **values}})
     assert built == expected
 
 

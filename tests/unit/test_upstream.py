@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from extproc.config import parse_config
 from extproc.eventstream import encode_message
-from extproc.router import BODY_MODEL_HEADER, MODEL_HEADER, PATH_HEADER, STREAM_HEADER
+from extproc.router import RouteState
 from extproc.telemetry import Record, Telemetry
 from extproc.upstream import Exchange, UpstreamStage
 from tests.fakes.faulty import FIRST_CHUNK, bedrock_frames, completion
@@ -66,14 +66,9 @@ def telemetry() -> Recorded:
 def exchange(telemetry: Recorded, model: str = "m", stream: bool = False) -> Exchange:
     stage = UpstreamStage(parse_config(CONFIG, {"KEY": "unused"}), telemetry)
     ex = stage.exchange()
-    headers = {
-        MODEL_HEADER: model,
-        BODY_MODEL_HEADER: model,
-        PATH_HEADER: "/v1/chat/completions",
-        STREAM_HEADER: "usage" if stream else "",
-    }
+    state = RouteState(model, model, "/v1/chat/completions", 0, "usage" if stream else "")
     backend = "oa" if model == "m" else "br"
-    step = asyncio.run(ex.request_headers(headers, backend))
+    step = asyncio.run(ex.request_headers({}, backend, state))
     assert step.error is None
     if step.request_body == "buffered":
         body = b'{"messages": [{"role": "user", "content": "hi"}], "stream": %s}' % (

@@ -1,0 +1,80 @@
+"""Names Envoy's rendered config and the sidecar must agree on: one place, standard library only.
+
+The renderer writes these into the bootstrap; the sidecar reads and writes them at run time.
+A name changed on one side only would break the gateway silently, so neither side spells them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# Dynamic metadata namespace of everything the gateway writes (and Envoy's readers fill in).
+NAMESPACE = "io.envoy.ai_gateway"
+
+# The route-matching header: set by the router stage, matched by the model routes, and removed
+# by those routes before any request leaves Envoy (no x-ai-eg-* header reaches a provider).
+MODEL_HEADER = "x-ai-eg-model"
+INTERNAL_PREFIX = "x-ai-eg-"
+COST_HEADER = "x-ai-eg-cost-usd"  # on a buffered answer of a priced model
+BACKEND_HEADER = "x-ai-eg-backend"  # http.expose_backend
+ATTEMPTS_HEADER = "x-ai-eg-attempts"  # http.expose_backend
+ATTEMPT_HEADER = "x-envoy-attempt-count"  # Envoy's own, per upstream attempt
+
+# The gRPC initial metadata naming the ext_proc stage of a stream, and its values.
+STAGE_METADATA = "x-ai-eg-stage"
+ROUTER_STAGE = "router"
+UPSTREAM_STAGE = "upstream"
+# The ext_proc request attribute that names the endpoint (hence the backend) Envoy picked.
+UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+
+# `details` of the sidecar's immediate responses: Envoy's local-reply rewrite leaves them alone.
+DETAILS = "ai_gateway"
+ERROR_DETAILS = "ai_gateway_error"
+STAT_PREFIX = "ai_gateway"
+
+
+class Key(StrEnum):
+    """Keys in :data:`NAMESPACE`."""
+
+    # The router stage's decision, for every attempt of a request with several backends (the
+    # upstream stage gets them through the filter's forwarding namespaces).
+    MODEL = "model"  # the model route's name (also the record's request model)
+    BODY_MODEL = "body_model"  # the body's own "model", "" when absent
+    PATH = "path"  # the client's path (attempts rewrite :path in a header map they share)
+    REQUEST_BYTES = "request_bytes"  # the client's body length, after any decompression
+    STREAM = "stream"  # "usage": a stream whose client asked for usage, "plain": one that did not
+    RATELIMIT = "ratelimit"  # the rate-limit buckets to debit, comma-joined
+    # An attempt's record, as written by the sidecar or by Envoy's readers.
+    BACKEND = "backend"
+    RESPONSE_MODEL = "response_model"
+    UPSTREAM_MODEL = "upstream_model"
+    ATTEMPT = "attempt"
+    COST_USD = "cost_usd"
+    INPUT_TOKENS = "input_tokens"
+    OUTPUT_TOKENS = "output_tokens"
+    TOTAL_TOKENS = "total_tokens"
+    CACHED_INPUT_TOKENS = "cached_input_tokens"
+    REASONING_TOKENS = "reasoning_tokens"
+    # accounting.mode envoy: the attempt's record comes from Envoy's access log.
+    HANDED_OFF = "handed_off"
+    OPERATION = "operation"
+    EXTRA = "extra"
+    TRACE = "trace"
+    NOT_JSON = "not_json"  # a buffered answer's body that Envoy's JSON reader could not parse
+
+
+# The OpenAI API paths the gateway serves, by operation.
+CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+MODELS_PATH = "/v1/models"
+
+# Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and
+# the key they write it under: the renderer writes the rules, the access-log reader reads them.
+USAGE_FIELDS = {
+    Key.INPUT_TOKENS: "usage.prompt_tokens",
+    Key.OUTPUT_TOKENS: "usage.completion_tokens",
+    Key.TOTAL_TOKENS: "usage.total_tokens",
+    Key.CACHED_INPUT_TOKENS: "usage.prompt_tokens_details.cached_tokens",
+    Key.REASONING_TOKENS: "usage.completion_tokens_details.reasoning_tokens",
+}
