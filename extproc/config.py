@@ -109,6 +109,10 @@ class HTTPLimits(_Model):
     # On SIGTERM: new connections are refused at once, open requests (streams included) get
     # this long to finish before Envoy stops.
     drain_time: Duration = 30.0
+    # Answers of at least this many bytes (JSON only, never a stream) are gzip-compressed for
+    # clients that accept it; 0 turns compression off. Providers are always asked for
+    # uncompressed answers, which the sidecar reads (see extproc/encoding.py).
+    compress_min_bytes: int = Field(default=4096, ge=0)
     # Debugging aid: responses name the backend that served them and the attempts it took
     # (x-ai-eg-backend, x-ai-eg-attempts). Off by default: it tells clients about the topology.
     expose_backend: bool = False

@@ -193,6 +193,34 @@ def usage_filters() -> list[dict[str, Any]]:
     ]
 
 
+def _compressor(min_bytes: int) -> dict[str, Any]:
+    """Gzip for the client on large JSON answers (embeddings, long completions). SSE is never
+    compressed: a compressor holds bytes until its block fills, which would delay events. It
+    also removes the client's accept-encoding, so the provider is asked for nothing but what
+    each attempt sets (identity)."""
+    return {
+        "name": "envoy.filters.http.compressor",
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+            "response_direction_config": {
+                "common_config": {
+                    "min_content_length": min_bytes,
+                    "content_type": ["application/json"],
+                },
+                "remove_accept_encoding_header": True,
+            },
+            "compressor_library": {
+                "name": "gzip",
+                "typed_config": {
+                    _TYPE: "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip",
+                    # Measured on embeddings x16 (bench): level 1 keeps most of the saving.
+                    "compression_level": "BEST_SPEED",
+                },
+            },
+        },
+    }
+
+
 def _embeddings_before_routing() -> dict[str, Any]:
     """The route an embeddings request matches on arrival, before the router stage names its
     model: Envoy builds a request's filter chain from that first route, so the usage readers
@@ -753,6 +781,11 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
             *([_records_to_sidecar(config)] if handing_off else []),
         ],
         "http_filters": [
+            *(
+                [_compressor(config.http.compress_min_bytes)]
+                if config.http.compress_min_bytes
+                else []
+            ),
             *(usage_filters() if handing_off else []),
             _router_filter(config),
             {

@@ -57,6 +57,7 @@ class Gateway:
         self._proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
+        self.accounting = str(cfg.get("accounting", {}).get("mode", "sidecar"))
 
     @property
     def url(self) -> str:

@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 
 from extproc.errors import error_body
-from tests.fakes.server import DEFAULT_CHUNK_DELAY, FakeServer, Reject, stream_chunks
+from tests.fakes.server import DEFAULT_CHUNK_DELAY, Compress, FakeServer, Reject, stream_chunks
 
 CREATED = 1735689600
 COMPLETION_ID = "chatcmpl-fake"
@@ -229,8 +229,14 @@ def completion_chunks(reply: Reply, include_usage: bool) -> list[Json]:
     return chunks
 
 
+# Servers behind proxies send comments to keep an idle stream open (OpenRouter, vLLM behind
+# nginx); clients and the gateway must skip them.
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
 def sse_events(chunks: Iterable[Json]) -> list[bytes]:
-    return [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+    events = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
+    return [KEEP_ALIVE, *events[:1], KEEP_ALIVE, *events[1:], b"data: [DONE]\n\n"]
 
 
 def embeddings(body: Json) -> Json:
@@ -283,8 +289,9 @@ class FakeOpenAI(FakeServer):
         api_key: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
+        compress: Compress = "asked",
     ) -> None:
-        super().__init__(ssl_context=ssl_context)
+        super().__init__(ssl_context=ssl_context, compress=compress)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay

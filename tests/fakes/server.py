@@ -10,20 +10,28 @@ loop in a daemon thread and listens on an ephemeral 127.0.0.1 port:
 A fake subclasses :class:`FakeServer` and adds its routes in :meth:`FakeServer.add_routes`; a
 handler may raise :class:`Reject` to answer an error. Every request is recorded (before any
 injected fault) in :attr:`FakeServer.requests`.
+
+Every fake is as rude as a real provider behind a CDN: it gzips its answers when the request's
+``accept-encoding`` allows it (``compress="always"``: even when it does not), streams included
+(each write flushed, as a CDN does for SSE); it writes bodies in pieces split at arbitrary
+points; and it refuses (400) any request that carries one of the gateway's own ``x-ai-eg-*``
+headers, which no provider may see.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import ssl
 import threading
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -34,6 +42,46 @@ T = TypeVar("T")
 
 # Long enough for a reader to see chunks arrive one by one, short enough not to slow tests.
 DEFAULT_CHUNK_DELAY = 0.005
+Compress = Literal["asked", "always", "never"]
+LEAKED_HEADER = "internal_header_leaked"  # the error code of a request with an x-ai-eg-* header
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``accept-encoding`` value admits gzip (RFC 9110: ``q=0`` refuses a coding;
+    ``*`` stands for any coding not named; ``identity`` alone admits nothing else)."""
+    named: dict[str, float] = {}
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if coding:
+            named[coding.strip()] = q
+    return named.get("gzip", named.get("x-gzip", named.get("*", 0.0))) > 0
+
+
+class _Gzip:
+    """gzip of one body written in pieces, each flushed so the reader gets it at once."""
+
+    def __init__(self) -> None:
+        self._z = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def piece(self, data: bytes) -> bytes:
+        return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+
+    def end(self) -> bytes:
+        return self._z.flush()
+
+
+def _pieces(data: bytes, rng: random.Random, most: int = 3) -> list[bytes]:
+    """``data`` cut at up to ``most - 1`` arbitrary points."""
+    if len(data) < 2:
+        return [data]
+    cuts = sorted(rng.sample(range(1, len(data)), min(most - 1, len(data) - 1)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +126,11 @@ class _Fault:
 class FakeServer:
     """An aiohttp application served from a private event loop; a context manager."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, compress: Compress = "asked"
+    ) -> None:
         self.requests: list[RecordedRequest] = []
+        self.compress: Compress = compress
         self._ssl_context = ssl_context
         self._port = 0
         self._faults: list[_Fault] = []
@@ -175,6 +226,7 @@ class FakeServer:
 
     async def _serve(self) -> None:
         app = web.Application(middlewares=[self._middleware()])
+        app[_FAKE] = self
         self.add_routes(app)
         # A short shutdown timeout: a test may leave a slow stream running when it exits.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -199,16 +251,55 @@ class FakeServer:
                     body=body,
                 )
             )
+            leaked = sorted(h for h in request.headers if h.lower().startswith("x-ai-eg-"))
+            if leaked:
+                message = f"the gateway's internal headers reached the provider: {leaked}"
+                return await self._rude(request, _leak(message))
             fault = self._take_fault(request.path)
             if fault is not None:
                 body = fault.body if fault.body is not None else self.fault_body(fault.status)
-                return Reject(fault.status, body, fault.headers).response()
+                return await self._rude(
+                    request, Reject(fault.status, body, fault.headers).response()
+                )
             try:
-                return await handler(request)
+                response = await handler(request)
             except Reject as reject:
-                return reject.response()
+                response = reject.response()
+            return await self._rude(request, response)
 
         return record_then_fault
+
+    def coding(self, request: web.Request) -> str | None:
+        """The content coding of this request's answer: gzip when asked (or always)."""
+        if self.compress == "never":
+            return None
+        if self.compress == "always" or _accepts_gzip(request.headers.get("accept-encoding", "")):
+            return "gzip"
+        return None
+
+    async def _rude(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """A whole answer sent the way real servers send it: compressed if asked, in pieces."""
+        if response.prepared or not isinstance(response, web.Response):
+            return response
+        body = response.body
+        if not isinstance(body, bytes):
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        if self.coding(request) is not None and body:
+            gz = _Gzip()
+            body = gz.piece(body) + gz.end()
+            headers["content-encoding"] = "gzip"
+        out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+        out.content_length = len(body)
+        await out.prepare(request)
+        try:
+            for piece in _pieces(body, random.Random(len(self.requests))):
+                await out.write(piece)
+                await asyncio.sleep(0)
+            await out.write_eof()
+        except ConnectionResetError:
+            pass
+        return out
 
     def _take_fault(self, path: str) -> _Fault | None:
         with self._faults_lock:
@@ -221,6 +312,15 @@ class FakeServer:
         return None
 
 
+_FAKE = web.AppKey("fake", FakeServer)
+
+
+def _leak(message: str) -> web.Response:
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": None, "code": LEAKED_HEADER}})  # fmt: skip
+    return web.Response(status=400, body=body, content_type="application/json")
+
+
 async def stream_chunks(
     request: web.Request,
     chunks: Iterable[bytes],
@@ -230,16 +330,24 @@ async def stream_chunks(
     status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Send each chunk as its own write (one HTTP chunk), sleeping ``delay`` between them."""
-    response = web.StreamResponse(
-        status=status, headers={"content-type": content_type, **(headers or {})}
-    )
+    """Send each chunk, ``delay`` seconds apart, cut in two writes at an arbitrary point, and
+    gzipped (each write flushed) when the fake compresses for this request."""
+    fake = request.app[_FAKE]
+    gzip = _Gzip() if fake.coding(request) else None
+    head = {"content-type": content_type, **(headers or {})}
+    if gzip is not None:
+        head["content-encoding"] = "gzip"
+    response = web.StreamResponse(status=status, headers=head)
     await response.prepare(request)
+    rng = random.Random(len(fake.requests))
     try:
         for i, chunk in enumerate(chunks):
             if i and delay:
                 await asyncio.sleep(delay)
-            await response.write(chunk)
+            for piece in _pieces(chunk, rng, most=2):
+                await response.write(gzip.piece(piece) if gzip is not None else piece)
+        if gzip is not None:
+            await response.write(gzip.end())
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: nothing left to send to
