@@ -67,15 +67,17 @@ def test_envoy_accounting_adds_the_usage_readers_and_the_record_log() -> None:
         return [f["name"] for f in hcm["http_filters"]], [a["name"] for a in hcm["access_log"]]
 
     filters, logs = names("envoy")
-    # Before the router stage: on the way back they see what the client gets.
+    # Before the router stage: on the way back they see what the client gets (the compressor,
+    # first, compresses only what they have read).
     assert filters == [
+        "envoy.filters.http.compressor",
         "envoy.filters.http.json_to_metadata",
         "envoy.filters.http.sse_to_metadata",
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.router",
     ]
     assert logs == ["envoy.access_loggers.stdout", "envoy.access_loggers.http_grpc"]
-    assert names("sidecar") == (filters[2:], logs[:1])
+    assert names("sidecar") == ([filters[0], *filters[3:]], logs[:1])
 
 
 def test_embeddings_requests_run_without_the_usage_readers() -> None:
@@ -127,7 +129,8 @@ def test_long_streams_are_not_cut_by_default_timeouts() -> None:
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         assert float(route["route"]["timeout"].rstrip("s")) >= 300
-    assert hcm["http_filters"][0]["typed_config"]["failure_mode_allow"] is False
+    (router,) = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc"]
+    assert router["typed_config"]["failure_mode_allow"] is False
 
 
 def test_compose_file_matches_the_compose_spec() -> None:
