@@ -7,6 +7,8 @@ end), with a telemetry that keeps the records.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from typing import Any
 
 import pytest
@@ -225,4 +227,39 @@ def test_an_unreadable_bedrock_answer_is_replaced_by_a_502(telemetry: Recorded) 
     step = ex.response_body(b"".join(bedrock_frames()), True)  # an event stream where JSON is due
     assert step.error is not None and step.error.status == 502
     assert step.error.type == "upstream_error" and step.error.code == "bad_upstream_response"
+    assert only(telemetry).error_type == "bad_upstream_response"
+
+
+def test_an_answer_compressed_unasked_is_read_and_sent_decoded(telemetry: Recorded) -> None:
+    ex = exchange(telemetry)
+    body = completion("Hello there")
+    head = ex.response_headers({**JSON, "content-encoding": "gzip"}, False)
+    assert {"content-encoding", "content-length"} <= set(head.remove_headers)
+    step = ex.response_body(gzip.compress(body), True)
+    assert step.error is None and step.body == body
+    rec = only(telemetry)
+    assert rec.error_type is None and rec.usage is not None and rec.usage.total_tokens > 0
+
+
+def test_a_compressed_stream_is_decoded_chunk_by_chunk(telemetry: Recorded) -> None:
+    ex = exchange(telemetry, stream=True)
+    ex.response_headers({**SSE, "content-encoding": "gzip"}, False)
+    z = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    out = b""
+    for piece in (FIRST_CHUNK, USAGE_CHUNK, DONE):
+        step = ex.response_body(z.compress(piece) + z.flush(zlib.Z_SYNC_FLUSH), False)
+        out += step.body or b""
+    out += ex.response_body(z.flush(), True).body or b""
+    assert out == FIRST_CHUNK + USAGE_CHUNK + DONE
+    rec = only(telemetry)
+    assert rec.error_type is None and rec.usage is not None
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip, br"])
+def test_an_answer_in_a_coding_the_gateway_cannot_read_is_a_502(
+    telemetry: Recorded, coding: str
+) -> None:
+    ex = exchange(telemetry)
+    step = ex.response_headers({**JSON, "content-encoding": coding}, False)
+    assert step.error is not None and step.error.status == 502 and "br" in step.error.message
     assert only(telemetry).error_type == "bad_upstream_response"
