@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck system-deps otel-proto-fix bench soak render clean
+.PHONY: run test lint typecheck system-deps node-deps otel-proto-fix bench soak render clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,14 @@ system-deps:
 	  echo "installing redis-server and wrk (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server wrk >/dev/null; }
 
-test: lint typecheck system-deps
+# The official OpenAI Node SDK, a second client of the integration tests (tests/node), from the
+# npm registry with the machine's Node.js; its test is skipped where npm is missing.
+node-deps:
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tests/node --silent --no-audit --no-fund; \
+	else echo "npm not found: the Node SDK test will be skipped"; fi
+
+test: lint typecheck system-deps node-deps
 	$(BIN)/pytest -q
 
 render: $(STAMP)

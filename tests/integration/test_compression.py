@@ -11,9 +11,12 @@ every answer matched against the access log line of its request id.
 from __future__ import annotations
 
 import gzip
+import shutil
+import subprocess
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -282,3 +285,29 @@ def test_envoy_accounting_records_an_answer_compressed_unasked_as_unreadable(
         ),
         what="the unreadable record",
     )
+
+
+NODE_CLIENT = Path(__file__).parent.parent / "node" / "client.mjs"
+
+
+def test_the_node_sdk_gets_answers_and_exact_usage(gateway: Gateway) -> None:
+    """The official Node SDK (its own fetch and accept-encoding), installed by `make test`
+    into tests/node (Makefile, node-deps)."""
+    if shutil.which("node") is None or not (NODE_CLIENT.parent / "node_modules").exists():
+        pytest.skip("node and tests/node/node_modules are installed by `make test`")
+    before = _recorded(gateway, "oa")
+    done = subprocess.run(
+        ["node", str(NODE_CLIENT), f"{gateway.url}/v1", "oa", "oa"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert got["chat"] == got["streamed"] == "Echo: hello from node"
+    assert got["vectors"] == 16
+    chat, stream, embed = got["chatUsage"], got["streamUsage"], got["embedUsage"]
+    assert stream == chat
+    total_in = chat["prompt_tokens"] * 2 + embed["prompt_tokens"]
+    _wait_recorded(gateway, "oa", before, (total_in, chat["completion_tokens"] * 2))
