@@ -630,6 +630,7 @@ def _admin_listener(config: GatewayConfig) -> dict[str, Any]:
         "address": {
             "socket_address": {"address": config.admin.host, "port_value": config.admin.port}
         },
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [
@@ -782,6 +783,9 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                             "port_value": config.listen.port,
                         }
                     },
+                    # Envoy's Linux default (on) lets a second gateway bind the same port and
+                    # take a share of the connections; off, it fails to start instead.
+                    "enable_reuse_port": False,
                     "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
                     "filter_chains": [
                         {
