@@ -20,11 +20,18 @@ from typing import Any
 
 import yaml
 
-from extproc.accesslog import NOT_JSON, RESPONSE_MODEL, USAGE_FIELDS
+from extproc.accesslog import (
+    ATTEMPT_FAILURES,
+    ATTEMPT_HEADERS,
+    BACKEND_TAG,
+    NOT_JSON,
+    RESPONSE_MODEL,
+    USAGE_FIELDS,
+)
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.router import MODEL_HEADER
 from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
-from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE
+from extproc.upstream import ATTEMPT_HEADER, HANDED_OFF, METADATA_NAMESPACE
 
 EXTPROC_CLUSTER = "ai_gateway_extproc"
 METRICS_CLUSTER = "ai_gateway_metrics"
@@ -221,6 +228,83 @@ def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+ATTEMPT_LOG = "ai_gateway_attempts"
+
+
+def _attempt_line(error: str, flags: list[str]) -> dict[str, Any]:
+    """One stdout line per attempt that failed this way: its backend, Envoy's own reason."""
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "filter": {"response_flag_filter": {"flags": flags}},
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {
+                "json_format": {
+                    "time": "%START_TIME%",
+                    "attempt_failed": error,
+                    "model": f"%REQ({MODEL_HEADER})%",
+                    "backend": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:backend)%",
+                    "upstream": "%UPSTREAM_HOST%",
+                    "attempt": f"%REQ({ATTEMPT_HEADER})%",
+                    "flags": "%RESPONSE_FLAGS%",
+                    "reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+                    "duration_ms": "%DURATION%",
+                }
+            },
+        },
+    }
+
+
+def _unanswered_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
+    """The attempts that got no answer (status 0), to the sidecar: one the sidecar never saw
+    (a refused connection fails before the upstream stage's first message) exists only here,
+    and Envoy knows why each ended. A healthy request sends nothing."""
+    headers = ATTEMPT_HEADERS + sorted(config.telemetry.header_attributes)
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": 0, "runtime_key": "ai_gateway.unanswered_status"},
+                }
+            }
+        },
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": ATTEMPT_LOG,
+                "transport_api_version": "V3",
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
+                },
+                "buffer_flush_interval": _secs(config.accounting.flush_interval),
+                "buffer_size_bytes": 16384,
+                "custom_tags": [
+                    {
+                        "tag": BACKEND_TAG,
+                        "metadata": {
+                            "kind": {"host": {}},
+                            "metadata_key": {
+                                "key": METADATA_NAMESPACE,
+                                "path": [{"key": "backend"}],
+                            },
+                        },
+                    }
+                ],
+            },
+            "additional_request_headers_to_log": headers,
+        },
+    }
+
+
+def _upstream_logs(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The router's per-attempt logs: every failed attempt in the access log, and the
+    unanswered ones to the sidecar, for the metrics and spans."""
+    lines = [_attempt_line(error, flags) for error, (flags, _) in ATTEMPT_FAILURES.items()]
+    return [*lines, _unanswered_to_sidecar(config)]
 
 
 def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -741,6 +825,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                 "typed_config": {
                     _TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                     "suppress_envoy_headers": True,
+                    "upstream_log": _upstream_logs(config),
                 },
             },
         ],

@@ -292,8 +292,9 @@ async def _upstream_stream(
             yield reply
     finally:
         # Ending here without a last chunk means the request was cut (the client left, an
-        # upstream reset or a timeout): it is still accounted, with what was seen.
-        exchange.abort()
+        # upstream reset or a timeout): it is still accounted, with what was seen; if nothing
+        # came back, from Envoy's per-attempt log, which says why.
+        exchange.abort(unanswered_logged=True)
 
 
 async def _drive(

@@ -1,5 +1,5 @@
-"""Operations that do not surprise: one gateway per port, and nothing left running after a
-gateway is killed hard."""
+"""Operations that do not surprise: one gateway per port, nothing left running after a gateway
+is killed hard, and every attempt recorded, even one the sidecar never saw."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from tests.fakes.faulty import FaultyUpstream
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway, free_port
+from tests.integration.probes import metric, wait_for
 
 
 def _config(fake: FakeOpenAI, model: str) -> dict[str, Any]:
@@ -137,3 +139,79 @@ def test_a_hard_killed_gateway_leaves_no_envoy_and_its_state_is_recognised(
         again.send_signal(signal.SIGTERM)
         assert again.wait(30) == 0
     assert not (state / "run.pid").exists()
+
+
+# --- every attempt recorded -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def failing() -> Iterator[Gateway]:
+    """A model per way an attempt can fail before any answer, each backed by a healthy one."""
+    with (
+        FakeOpenAI() as good,
+        FaultyUpstream("stall") as stall,
+        FaultyUpstream("garbage") as garbage,
+    ):
+        backends = {
+            "good": {"schema": "openai", "url": f"{good.url}/v1"},
+            "dead": {"schema": "openai", "url": f"http://127.0.0.1:{free_port()}/v1"},
+            "stall": {"schema": "openai", "url": f"{stall.url}/v1"},
+            "garbage": {"schema": "openai", "url": f"{garbage.url}/v1"},
+        }
+
+        def tiers(first: str, **extra: Any) -> dict[str, Any]:
+            return {"backends": [{"backend": first}, {"backend": "good", "priority": 1}], **extra}
+
+        config = {
+            "http": {"expose_backend": True},
+            "backends": backends,
+            "models": [
+                {"name": "refused", **tiers("dead")},
+                {"name": "stalled", **tiers("stall", retry={"per_try_timeout": "300ms"})},
+                {"name": "garbled", **tiers("garbage")},
+            ],
+        }
+        with Gateway(config) as gw:
+            yield gw
+
+
+@pytest.mark.parametrize(
+    ("model", "backend", "error"),
+    [
+        ("refused", "dead", "connect_failure"),  # never reaches the sidecar
+        ("stalled", "stall", "timeout"),  # seen by the sidecar, ended by Envoy
+        ("garbled", "garbage", "reset"),  # not HTTP: a protocol error
+    ],
+)
+def test_an_attempt_that_got_no_answer_is_recorded_with_its_backend_and_error(
+    failing: Gateway, model: str, backend: str, error: str
+) -> None:
+    client = OpenAI(base_url=failing.url + "/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().choices[0].message.content == "Echo: hi"
+    assert (raw.headers["x-ai-eg-backend"], raw.headers["x-ai-eg-attempts"]) == ("good", "2")
+
+    def recorded(**labels: str) -> float:
+        return metric(
+            failing,
+            "ai_gateway_requests_total",
+            gen_ai_request_model=model,
+            ai_gateway_backend=backend,
+            **labels,
+        )
+
+    wait_for(lambda: recorded(error_type=error) == 1, timeout=10, what=f"a {error} record")
+    time.sleep(1.0)  # a second record, if any, would come from the other log by now
+    assert recorded() == 1  # once: not also by the upstream stage
+    assert metric(failing, "ai_gateway_requests_total", gen_ai_request_model=model) == 2
+
+    lines = [e for e in failing.access_log() if e.get("attempt_failed") and e["model"] == model]
+    assert len(lines) == 1, lines
+    assert (lines[0]["attempt_failed"], lines[0]["backend"], lines[0]["attempt"]) == (
+        error,
+        backend,
+        "1",
+    )
+    assert lines[0]["flags"] != "-"
