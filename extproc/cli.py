@@ -115,6 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.state_dir:
         statedir.sweep_temp(keep=state)
     try:
+        # Before anything heavy is imported or started: Envoy would say so too, but only in
+        # its log, after the workers started.
+        check_free(
+            [
+                (config.listen.host, config.listen.port, "the gateway's"),
+                (config.admin.host, config.admin.port, "the admin"),
+            ]
+        )
         return _run(args, config, state)
     finally:
         statedir.release(state)
@@ -174,13 +182,6 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
     admin = config.admin.model_copy(update={"envoy_socket": str(state / "envoy-admin.sock")})
     config = config.model_copy(update={"sidecar": sidecar, "admin": admin})
-    # Envoy would say so too, but only in its log, after the workers started.
-    check_free(
-        [
-            (config.listen.host, config.listen.port, "the gateway's"),
-            (config.admin.host, config.admin.port, "the admin"),
-        ]
-    )
     _start_metrics(config, state / "prometheus")
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))

@@ -74,7 +74,8 @@ def _command(entry: Path) -> str:
         argv = (entry / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    return " ".join(a.decode(errors="replace") for a in argv if a)[:200] or "?"
+    command = " ".join(a.decode(errors="replace") for a in argv if a)
+    return " ".join(command.split())[:200] or "?"  # one line, however it was started
 
 
 def describe(host: str, port: int, what: str) -> str:
