@@ -82,6 +82,27 @@ def test_envoy_refuses_to_share_the_gateway_port(fake: FakeOpenAI) -> None:
         assert "Address already in use" in proc.stderr
 
 
+@pytest.mark.parametrize("taken", ["metrics", "worker"])
+def test_serve_on_a_used_port_fails_fast_naming_it(tmp_path: Path, taken: str) -> None:
+    port, metrics_port = free_port(), free_port()
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(
+        yaml.safe_dump({"sidecar": {"workers": 2, "port": port, "metrics_port": metrics_port}})
+    )
+    held_port = metrics_port if taken == "metrics" else port + 1
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", held_port))
+        held.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "extproc", "serve", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert f"127.0.0.1:{held_port} is already in use by pid {os.getpid()}" in proc.stderr
+
+
 def _start(config: Path, state: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "extproc", "run", "-c", str(config), "--state-dir", str(state)],
