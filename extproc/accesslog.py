@@ -8,6 +8,13 @@ finished request here, in batches, over a stream this service keeps open.
 
 The record is built from those figures the way :class:`~extproc.upstream.Exchange` builds it
 from what it saw, and is accounted the same way (metrics, span).
+
+The router's per-attempt log brings the upstream-stage attempts that got no answer (status 0)
+the same way (:func:`unanswered`): a refused connection fails before the upstream stage's first
+message leaves Envoy, so the sidecar never sees that attempt, and of those it did see it cannot
+tell why they ended, while Envoy's response flags say (connect failure, timeout, reset). Such
+an attempt is recorded from here only: the upstream stage leaves it out of its own records
+(:meth:`~extproc.upstream.Exchange.abort`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ from extproc.telemetry import Record, error_type
 from extproc.translate import BAD_UPSTREAM_RESPONSE
 from extproc.upstream import UpstreamStage
 from extproc.usage import Usage, from_openai
-from extproc.wire import NAMESPACE, USAGE_FIELDS, Key
+from extproc.wire import (
+    ATTEMPT_FAILURES,
+    ATTEMPT_HEADER,
+    BACKEND_TAG,
+    NAMESPACE,
+    OPERATIONS,
+    USAGE_FIELDS,
+    Key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +73,7 @@ class Attempt:
     trace: str | None  # span ids (telemetry.Span.ids) when the attempt's span is recording
     start_ns: int
     end_ns: int
+    headers: dict[str, str] | None = None  # an unanswered attempt's: its trace context
 
 
 def _value(value: Any) -> Any:
@@ -147,8 +163,54 @@ def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> At
     return Attempt(rec, trace, start_ns, start_ns + int(duration * 1e9))
 
 
+def unanswered(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> Attempt | None:
+    """The record of an upstream-stage attempt that got no answer, from the router's
+    per-attempt log entry: why it ended is Envoy's word (its response flags). None for any
+    other entry, and for a single-backend model's, which the router stage records itself."""
+    common = entry.common_properties
+    tags = common.custom_tags
+    backend = stage.backend(tags.get(BACKEND_TAG, ""))
+    headers = dict(entry.request.request_headers)
+    model = tags.get(Key.MODEL, "")
+    route, choice = stage.route(model, backend.name if backend else "")
+    endpoint = tags.get(Key.OPERATION, "")
+    if backend is None or route is None or choice is None or endpoint not in OPERATIONS.values():
+        return None
+    if route.single_backend() is not None:
+        return None
+    flags = common.response_flags
+    failure = next(
+        (
+            error
+            for error, (_, names) in ATTEMPT_FAILURES.items()
+            if any(getattr(flags, name) for name in names)
+        ),
+        None,
+    )
+    cut = failure is None  # no upstream failure: the client left, or Envoy did not say
+    attempt_count = headers.get(ATTEMPT_HEADER, "")
+    duration = _seconds(common.duration) if common.HasField("duration") else 0.0
+    rec = Record(
+        operation=endpoint,
+        provider=backend.provider,
+        request_model=model,
+        response_model=choice.model or model,
+        backend=backend.name,
+        status=0,
+        duration=duration,
+        streaming=False,  # unknown to Envoy's per-attempt log; no byte of the answer came
+        cut=cut,
+        error_type=error_type(0, cut, failure),
+        attempt=int(attempt_count) if attempt_count.isdigit() else 1,
+        extra={attr: headers.get(name, "") for name, attr in stage.header_attributes.items()},
+    )
+    start_ns = common.start_time.ToNanoseconds()
+    return Attempt(rec, None, start_ns, start_ns + int(duration * 1e9), headers)
+
+
 class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    """Envoy's access-log service: each entry of a handed-off attempt becomes its record."""
+    """Envoy's access-log service: each entry of a handed-off attempt, or of an attempt that
+    got no answer, becomes its record."""
 
     def __init__(self, stage: UpstreamStage) -> None:
         self._stage = stage
@@ -157,12 +219,16 @@ class AccessLogReceiver(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[
         stage = self._stage
         for entry in message.http_logs.log_entry:
             try:
-                found = attempt(entry, stage)
+                # Only the unanswered attempts' log tags its entries with the backend.
+                tagged = BACKEND_TAG in entry.common_properties.custom_tags
+                found = unanswered(entry, stage) if tagged else attempt(entry, stage)
                 if found is None:
                     continue
                 stage.account(found.record)
                 if found.trace is not None:
                     stage.end_span_later(found.trace, found.start_ns, found.end_ns, found.record)
+                elif found.headers is not None:
+                    stage.span_from_envoy(found.headers, found.start_ns, found.end_ns, found.record)
             except Exception:  # one bad entry must not cost the others their records
                 log.exception("access log: could not account an entry")
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from extproc.config import (
+    WILDCARD_MODEL,
     AWSBedrockBackend,
     AzureOpenAIBackend,
     ConfigError,
@@ -23,6 +24,7 @@ from extproc.config import (
     default_config,
     load_config,
 )
+from extproc.ports import PortInUse, check_free
 from extproc.supervisor import Drain, Supervisor
 
 log = logging.getLogger("extproc")
@@ -62,6 +64,8 @@ def _supervise_workers(
 ) -> Supervisor:
     # A worker given SIGTERM keeps serving its open streams for the drain time, then flushes
     # its telemetry: that is how long it may take before it is killed.
+    # A worker that cannot listen would only be restarted over and over.
+    check_free(_tcp(a, "a sidecar worker's") for a in addresses if not a.startswith("unix:"))
     sup = Supervisor(drain, grace=config.http.drain_time + _FLUSH_TIME)
     for i, address in enumerate(addresses):
         sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
@@ -74,7 +78,14 @@ def _start_metrics(config: GatewayConfig, directory: Path, host: str | None = No
     prepare_directory(directory)
     sidecar = config.sidecar
     address = sidecar.metrics_address() if host is None else f"{host}:{sidecar.metrics_port}"
+    if not address.startswith("unix:"):
+        check_free([_tcp(address, "the sidecar's metrics")])
     serve_metrics(address, directory)
+
+
+def _tcp(address: str, what: str) -> tuple[str, int, str]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port), what
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -91,12 +102,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from extproc import statedir
+
     config = _load(args.config)
-    state = Path(args.state_dir or tempfile.mkdtemp(prefix="ai-gateway-"))
+    state = Path(args.state_dir or tempfile.mkdtemp(prefix=statedir.TEMP_PREFIX))
     state.mkdir(parents=True, exist_ok=True)
     try:
+        statedir.claim(state)
+    except statedir.StateInUse as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    if not args.state_dir:
+        statedir.sweep_temp(keep=state)
+    try:
+        # Before anything heavy is imported or started: Envoy would say so too, but only in
+        # its log, after the workers started.
+        check_free(
+            [
+                (config.listen.host, config.listen.port, "the gateway's"),
+                (config.admin.host, config.admin.port, "the admin"),
+            ]
+        )
         return _run(args, config, state)
     finally:
+        statedir.release(state)
         if not args.state_dir:
             shutil.rmtree(state, ignore_errors=True)
 
@@ -132,7 +161,21 @@ def envoy_environment(config: GatewayConfig, env: dict[str, str]) -> dict[str, s
     return {k: v for k, v in env.items() if k not in _CREDENTIAL_VARIABLES and v not in secrets_}
 
 
+def upstreams(config: GatewayConfig) -> str:
+    """What the start banner says the gateway sends requests to (no credential, no userinfo)."""
+    lines = []
+    for name, backend in config.backends.items():
+        scheme, _, _, path = backend.endpoint()
+        models = [m.name for m in config.models if m.backend_entry(name) is not None]
+        named = ["any model name" if m == WILDCARD_MODEL else m for m in models]
+        served = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        target = f"{scheme}://{backend.authority()}{path}"
+        lines.append(f"  {name}: {target}  ({served or 'no model routes to it'})")
+    return "Upstreams:\n" + "\n".join(lines)
+
+
 def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
+    from extproc import statedir
     from extproc.render import render_yaml, sidecar_addresses
     from extproc.supervisor import EnvoyDrain, envoy_binary, wait_ready
 
@@ -166,18 +209,34 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
         "--drain-time-s",
         str(max(1, math.ceil(config.http.drain_time))),
     ]
-    sup.add("envoy", envoy_argv, restart=False, env=envoy_environment(config, dict(os.environ)))
+    envoy = sup.add(
+        "envoy",
+        envoy_argv,
+        restart=False,
+        env=envoy_environment(config, dict(os.environ)),
+        keep_stderr=True,
+    )
     sup.start_all()
+    statedir.write(state, {"envoy": envoy.proc.pid if envoy.proc else 0})
     admin_url = f"http://{config.admin.host}:{config.admin.port}"
-    if not wait_ready(admin_url, addresses, cancelled=lambda: sup.stopping):
+
+    def gave_up() -> bool:
+        return sup.stopping or (envoy.proc is not None and envoy.proc.poll() is not None)
+
+    if not wait_ready(admin_url, addresses, cancelled=gave_up):
         sup.stop()
         if sup.stopping:
             return 0  # asked to stop while starting
-        log.error("the gateway did not become ready; see the messages above")
+        if envoy.proc is not None and envoy.proc.poll() is not None:
+            log.error("the gateway could not start: %s", envoy.exit_reason())
+        else:
+            log.error("the gateway did not become ready; see the messages above")
         return 1
     url = f"http://{config.listen.host}:{config.listen.port}/v1"
     print(f"AI gateway ready: {url}  (admin {admin_url}, state {state})", flush=True)
-    if not any(m for m in config.models):
+    if config.backends:
+        print(upstreams(config), flush=True)
+    else:
         print(NO_PROVIDER_HINT, file=sys.stderr, flush=True)
     return sup.run()
 
@@ -289,3 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return 2
+    except PortInUse as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1

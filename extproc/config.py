@@ -348,6 +348,9 @@ class ModelRoute(_Model):
     pricing: Pricing | None = None
     retry: Retry = Retry()
     outlier: Outlier = Outlier()
+    # Catch-all route only: how often each worker reads the OpenAI-compatible backends' own
+    # GET /v1/models for the gateway's list (extproc.catalog); 0 reads once, at start.
+    refresh_models: Duration = 300.0
 
     @model_validator(mode="after")
     def _unique_backends(self) -> ModelRoute:

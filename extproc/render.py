@@ -23,11 +23,18 @@ import yaml
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.wire import (
+    ATTEMPT_FAILURES,
+    ATTEMPT_HEADER,
+    ATTEMPT_HEADERS,
+    ATTEMPT_LOG,
+    ATTEMPT_TAGS,
     ATTEMPTS_HEADER,
     BACKEND_HEADER,
+    BACKEND_TAG,
     DETAILS,
     MODEL_HEADER,
     NAMESPACE,
+    OPERATIONS,
     ROUTER_STAGE,
     STAGE_METADATA,
     STAT_PREFIX,
@@ -267,6 +274,79 @@ def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+def _attempt_line(error: str, flags: list[str]) -> dict[str, Any]:
+    """One stdout line per attempt that failed this way: its backend, Envoy's own reason."""
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "filter": {"response_flag_filter": {"flags": flags}},
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {
+                "json_format": {
+                    "time": "%START_TIME%",
+                    "attempt_failed": error,
+                    "model": f"%METADATA(ROUTE:{NAMESPACE}:{Key.MODEL})%",
+                    "backend": f"%UPSTREAM_METADATA({NAMESPACE}:{Key.BACKEND})%",
+                    "upstream": "%UPSTREAM_HOST%",
+                    "attempt": f"%REQ({ATTEMPT_HEADER})%",
+                    "flags": "%RESPONSE_FLAGS%",
+                    "reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+                    "duration_ms": "%DURATION%",
+                }
+            },
+        },
+    }
+
+
+def _unanswered_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
+    """The attempts that got no answer (status 0), to the sidecar: one the sidecar never saw
+    (a refused connection fails before the upstream stage's first message) exists only here,
+    and Envoy knows why each ended. A healthy request sends nothing."""
+    headers = ATTEMPT_HEADERS + sorted(config.telemetry.header_attributes)
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": 0, "runtime_key": "ai_gateway.unanswered_status"},
+                }
+            }
+        },
+        "typed_config": {
+            _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": ATTEMPT_LOG,
+                "transport_api_version": "V3",
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
+                },
+                "buffer_flush_interval": _secs(config.accounting.flush_interval),
+                "buffer_size_bytes": 16384,
+                "custom_tags": [
+                    _tag(BACKEND_TAG, "host", Key.BACKEND),
+                    *(_tag(key, "route", key) for key in ATTEMPT_TAGS),
+                ],
+            },
+            "additional_request_headers_to_log": headers,
+        },
+    }
+
+
+def _tag(tag: str, kind: str, key: str) -> dict[str, Any]:
+    """A custom tag of a gRPC access-log entry: ``key`` of our namespace in the ``kind``
+    metadata (``host``: the endpoint's; ``request``: the request's dynamic metadata)."""
+    where = {"key": NAMESPACE, "path": [{"key": key}]}
+    return {"tag": tag, "metadata": {"kind": {kind: {}}, "metadata_key": where}}
+
+
+def _upstream_logs(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The router's per-attempt logs: every failed attempt in the access log, and the
+    unanswered ones to the sidecar, for the metrics and spans."""
+    lines = [_attempt_line(error, flags) for error, (flags, _) in ATTEMPT_FAILURES.items()]
+    return [*lines, _unanswered_to_sidecar(config)]
+
+
 def _upstream_filters(config: GatewayConfig) -> list[dict[str, Any]]:
     return [
         {
@@ -396,6 +476,22 @@ def _local_reply_config() -> dict[str, Any]:
             ),
         ]
     }
+
+
+def _routes(model: ModelRoute, config: GatewayConfig) -> list[dict[str, Any]]:
+    """A model's route. With several backends, one per endpoint, whose metadata names the
+    model and operation for the per-attempt log (wire.ATTEMPT_TAGS): the router stage sends
+    no other path there."""
+    route = _route(model, config)
+    if model.single_backend() is not None:
+        return [route]
+    out = []
+    for path, operation in OPERATIONS.items():
+        tags = {Key.MODEL: model.name, Key.OPERATION: operation}
+        match = {**route["match"], "path": path}
+        del match["prefix"]
+        out.append({**route, "match": match, "metadata": {"filter_metadata": {NAMESPACE: tags}}})
+    return out
 
 
 def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
@@ -678,6 +774,7 @@ def _admin_listener(config: GatewayConfig) -> dict[str, Any]:
         "address": {
             "socket_address": {"address": config.admin.host, "port_value": config.admin.port}
         },
+        "enable_reuse_port": False,
         "filter_chains": [
             {
                 "filters": [
@@ -734,8 +831,8 @@ def sidecar_addresses(config: GatewayConfig, host: str | None = None) -> list[st
 
 def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, Any]:
     """The Envoy bootstrap, as a dict ready for YAML."""
-    routes = [_route(m, config) for m in config.models if m.name != WILDCARD_MODEL]
-    routes += [_route(m, config) for m in config.models if m.name == WILDCARD_MODEL]
+    ordered = sorted(config.models, key=lambda m: m.name == WILDCARD_MODEL)
+    routes = [route for m in ordered for route in _routes(m, config)]
     handing_off = config.accounting.by_envoy
     if handing_off:
         routes.append(_embeddings_before_routing())
@@ -796,6 +893,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                 "typed_config": {
                     _TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
                     "suppress_envoy_headers": True,
+                    "upstream_log": _upstream_logs(config),
                 },
             },
         ],
@@ -838,6 +936,9 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                             "port_value": config.listen.port,
                         }
                     },
+                    # Envoy's Linux default (on) lets a second gateway bind the same port and
+                    # take a share of the connections; off, it fails to start instead.
+                    "enable_reuse_port": False,
                     "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
                     "filter_chains": [
                         {

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from extproc import encoding, wire
+from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
@@ -25,10 +26,7 @@ from extproc.limits import Limiter
 from extproc.translate import Endpoint, json_object
 from extproc.wire import MODEL_HEADER, Key
 
-POST_ENDPOINTS: dict[str, Endpoint] = {
-    wire.CHAT_PATH: "chat",
-    wire.EMBEDDINGS_PATH: "embeddings",
-}
+POST_ENDPOINTS = cast(dict[str, Endpoint], wire.OPERATIONS)
 
 # Client headers that never reach a provider, whatever the route (README, "Security"): the
 # gateway's own x-ai-eg-* headers, credentials for the gateway or for another service, and the
@@ -160,22 +158,20 @@ def error_response(err: GatewayError) -> Respond:
 class Router:
     """One instance serves every stream of a worker; the limiter holds the only state."""
 
-    def __init__(self, config: GatewayConfig, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, limiter: Limiter | None = None, catalog: Catalog | None = None
+    ) -> None:
         self._config = config
         self._clients = Clients(config.clients)
         self._limiter = limiter
-        self._listed = [m.name for m in config.models if m.name != WILDCARD_MODEL]
-        self._model_items = {
-            m.name: {"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
-            for m in config.models
-            if m.name != WILDCARD_MODEL
-        }
-        self._model_list = self._list(None)
+        self._catalog = catalog or Catalog(config)
+        self._model_list = (-1, b"")  # (catalog version, the list for a keyless client)
         self._forwarded = _forwarded(config)
 
     def _list(self, client: ClientKey | None) -> bytes:
-        names = allowed_models(client, self._listed)
-        return orjson.dumps({"object": "list", "data": [self._model_items[n] for n in names]})
+        items = self._catalog.items
+        names = allowed_models(client, items)
+        return orjson.dumps({"object": "list", "data": [items[n] for n in names]})
 
     def on_headers(self, headers: Mapping[str, str]) -> Decision:
         method = headers.get(":method", "")
@@ -209,9 +205,12 @@ class Router:
     def _models(self, model_id: str, client: ClientKey | None) -> Respond:
         json = {"content-type": "application/json"}
         if not model_id:
-            body = self._model_list if client is None else self._list(client)
-            return Respond(200, body, json)
-        item = self._model_items.get(model_id)
+            if client is not None:
+                return Respond(200, self._list(client), json)
+            if self._model_list[0] != self._catalog.version:
+                self._model_list = (self._catalog.version, self._list(None))
+            return Respond(200, self._model_list[1], json)
+        item = self._catalog.items.get(model_id)
         if item is None or (client is not None and not client.allows(model_id)):
             raise _model_not_found(model_id, param=None)
         return Respond(200, orjson.dumps(item), json)
@@ -253,6 +252,8 @@ class Router:
             )
         route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
         if route is None:
+            if not self._config.models:
+                raise _no_provider()
             raise _model_not_found(model, param="model")
         stream = ""
         if doc.get("stream") is True:
@@ -312,6 +313,18 @@ def _unsupported(method: str, path: str) -> GatewayError:
         " GET /v1/models.",
         NOT_FOUND,
         code="unsupported_endpoint",
+    )
+
+
+def _no_provider() -> GatewayError:
+    # The zero-config start with nothing in the environment: the model is not the problem.
+    return GatewayError(
+        404,
+        "No provider is configured; set OPENAI_API_KEY or pass -c (a config file) and restart"
+        " the gateway.",
+        INVALID_REQUEST,
+        param="model",
+        code="no_provider_configured",
     )
 
 

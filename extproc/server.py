@@ -27,6 +27,7 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2, text_format
 
 from extproc.accesslog import AccessLogReceiver
+from extproc.catalog import Catalog
 from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.limits import Limiter
@@ -326,8 +327,9 @@ async def _upstream_stream(
             yield reply
     finally:
         # Ending here without a last chunk means the request was cut (the client left, an
-        # upstream reset or a timeout): it is still accounted, with what was seen.
-        exchange.abort()
+        # upstream reset or a timeout): it is still accounted, with what was seen; if nothing
+        # came back, from Envoy's per-attempt log, which says why.
+        exchange.abort(unanswered_logged=True)
 
 
 async def _drive(
@@ -367,11 +369,17 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             if self._store is not None
             else None
         )
-        self._router = Router(config, self._limiter)
+        catalog = Catalog(config)
+        self._router = Router(config, self._limiter, catalog)
         self._upstream = UpstreamStage(config, telemetry, self._limiter)
         self.access_log = AccessLogReceiver(self._upstream)
+        # Built by serve(), on the worker's loop: the catch-all backends' model lists are read
+        # from now on, beside the streams.
+        self._catalog_task = asyncio.get_running_loop().create_task(catalog.run())
 
     async def close(self) -> None:
+        self._catalog_task.cancel()
+        await asyncio.gather(self._catalog_task, return_exceptions=True)
         await self._upstream.close()  # pending debits first: they need the store
         if self._store is not None:
             await self._store.aclose()

@@ -22,14 +22,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import IO, Protocol
 
 log = logging.getLogger("extproc.supervisor")
 
@@ -48,16 +50,28 @@ def envoy_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the supervisor dies without stopping it."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+def _die_with(parent: int) -> Callable[[], None]:
+    """Linux: the child gets SIGTERM when the supervisor dies without stopping it (kill -9).
+
+    Runs in the child between fork and exec. The signal follows the death of the thread that
+    forked, so children are only ever started from the supervisor's main thread; a supervisor
+    that died before the prctl took effect is caught by the parent pid check.
+    """
+
+    def prepare() -> None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return prepare
 
 
 _PR_SET_PDEATHSIG = 1
+_STDERR_TAIL = 20  # lines of a child's stderr kept to say why it stopped
 
 
 @dataclass
@@ -70,6 +84,10 @@ class Child:
     failures: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    # Keep the last lines of its stderr (still passed on to ours) to say why it exited.
+    keep_stderr: bool = False
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=_STDERR_TAIL))
+    _reader: threading.Thread | None = None
 
     def start(self) -> None:
         # Own session: a Ctrl-C in the terminal reaches only the supervisor, which then stops
@@ -77,11 +95,34 @@ class Child:
         self.proc = subprocess.Popen(
             self.argv,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with(os.getpid()),
             env=None if self.env is None else dict(self.env),
+            stderr=subprocess.PIPE if self.keep_stderr else None,
         )
+        if self.proc.stderr is not None:
+            self._reader = threading.Thread(
+                target=self._pass_stderr, args=(self.proc.stderr,), daemon=True
+            )
+            self._reader.start()
         self.started_at = time.monotonic()
         log.debug("started %s (pid %d)", self.name, self.proc.pid)
+
+    def _pass_stderr(self, pipe: IO[bytes]) -> None:
+        for raw in pipe:
+            line = raw.decode(errors="replace")
+            self.stderr_tail.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def exit_reason(self) -> str:
+        """Its exit status and the last error lines of its stderr (Envoy's: why it stopped)."""
+        rc = self.proc.poll() if self.proc is not None else None
+        if self._reader is not None:
+            self._reader.join(1.0)  # the pipe's last lines, written as the child exited
+        lines = list(self.stderr_tail)
+        errors = [line for line in lines if "[critical]" in line or "[error]" in line]
+        reason = "\n  ".join(errors or lines[-5:])
+        return f"{self.name} exited with status {rc}" + (f":\n  {reason}" if reason else "")
 
 
 class Drain(Protocol):
@@ -108,9 +149,14 @@ class Supervisor:
         return self._signals > 0
 
     def add(
-        self, name: str, argv: Sequence[str], restart: bool, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        restart: bool,
+        env: Mapping[str, str] | None = None,
+        keep_stderr: bool = False,
     ) -> Child:
-        child = Child(name, list(argv), restart, env)
+        child = Child(name, list(argv), restart, env, keep_stderr=keep_stderr)
         self.children.append(child)
         return child
 
@@ -173,7 +219,7 @@ class Supervisor:
                     child.failures = 0
                 continue
             if not child.restart:
-                log.error("%s exited with status %s; stopping", child.name, rc)
+                log.error("%s; stopping", child.exit_reason())
                 return rc or 1
             child.failures += 1
             # The first restart is immediate: Envoy fails the requests routed to a dead worker.

@@ -392,6 +392,19 @@ class Telemetry:
             self._ids.preset = None
         Span(span, None).end(rec, end_ns)
 
+    def span_from_envoy(
+        self, headers: Mapping[str, str], start_ns: int, end_ns: int, rec: Record
+    ) -> None:
+        """The span of an attempt known from Envoy's log only, continuing the trace context
+        its request headers held (the client's, or the previous attempt's)."""
+        span = self._tracer.start_span(
+            span_name(rec.operation, rec.request_model),
+            context=self._propagator.extract(headers),
+            kind=trace.SpanKind.CLIENT,
+            start_time=start_ns,
+        )
+        Span(span, None).end(rec, end_ns)
+
     def record(self, rec: Record) -> None:
         try:
             self._otel.record(rec)

@@ -119,6 +119,15 @@ class UpstreamStage:
     def end_span_later(self, ids: str, start_ns: int, end_ns: int, rec: Record) -> None:
         self._telemetry.end_span_later(ids, start_ns, end_ns, rec)
 
+    def span_from_envoy(
+        self, headers: Mapping[str, str], start_ns: int, end_ns: int, rec: Record
+    ) -> None:
+        self._telemetry.span_from_envoy(headers, start_ns, end_ns, rec)
+
+    @property
+    def header_attributes(self) -> Mapping[str, str]:
+        return self._config.telemetry.header_attributes
+
     def debit(self, buckets: str, tokens: int, cost: float) -> None:
         """Charge the request's rate-limit buckets with its usage, without holding the reply."""
         if self._limiter is None or not buckets or not (tokens or cost):
@@ -388,12 +397,18 @@ class Exchange:
         if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
             headers[COST_HEADER] = f"{metadata.get(Key.COST_USD, 0.0):.6f}"
 
-    def abort(self) -> None:
+    def abort(self, unanswered_logged: bool = False) -> None:
         """The stream ended early: record what was seen.
 
         Envoy closes the ext_proc stream the same way whether the client left, the provider
         reset the connection or a timeout fired, so the cause is unknown here.
+        ``unanswered_logged`` (the upstream stage): an attempt that got no answer at all is
+        left to Envoy's per-attempt log, which says why (see :func:`extproc.accesslog.unanswered`);
+        its span, never ended here, is made from that log too.
         """
+        if unanswered_logged and self._status == 0:
+            self._recorded = True
+            return
         self._finish(cut=True)
 
     def _fail(self, err: GatewayError) -> Step:

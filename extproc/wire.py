@@ -64,10 +64,12 @@ class Key(StrEnum):
     NOT_JSON = "not_json"  # a buffered answer's body that Envoy's JSON reader could not parse
 
 
-# The OpenAI API paths the gateway serves, by operation.
+# The OpenAI API paths the gateway serves, and the operation (gen_ai.operation.name) of each
+# POST endpoint.
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
+OPERATIONS = {CHAT_PATH: "chat", EMBEDDINGS_PATH: "embeddings"}
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and
 # the key they write it under: the renderer writes the rules, the access-log reader reads them.
@@ -78,3 +80,24 @@ USAGE_FIELDS = {
     Key.CACHED_INPUT_TOKENS: "usage.prompt_tokens_details.cached_tokens",
     Key.REASONING_TOKENS: "usage.completion_tokens_details.reasoning_tokens",
 }
+
+
+# The router's per-attempt log of attempts that got no answer (status 0), sent to the sidecar.
+ATTEMPT_LOG = "ai_gateway_attempts"
+# An attempt that failed on the way, per the error.type recorded for it: Envoy's response
+# flags, by their short names (the access log's filters) and the gRPC entries' field names.
+ATTEMPT_FAILURES = {
+    "connect_failure": (["UF"], ("upstream_connection_failure",)),
+    "timeout": (["UT"], ("upstream_request_timeout",)),
+    "reset": (
+        ["UR", "UC", "UPE"],
+        ("upstream_remote_reset", "upstream_connection_termination", "upstream_protocol_error"),
+    ),
+}
+# Custom tags of that log's entries: the attempted endpoint's backend (its host metadata), and
+# the model and operation of the route (its metadata). The log sees the attempt's own stream
+# info, not the request's dynamic metadata where the router's decision is.
+BACKEND_TAG = "backend"
+ATTEMPT_TAGS = (Key.MODEL, Key.OPERATION)
+# Request headers those entries carry, besides those of telemetry.header_attributes.
+ATTEMPT_HEADERS = [ATTEMPT_HEADER, "traceparent"]

@@ -19,7 +19,8 @@ Answers, all derived from the request so tests can predict them:
   last ``choices: []`` chunk with the usage, like OpenAI;
 - embeddings: :func:`vector` of each input (``dimensions`` floats, 8 by default), as JSON
   floats or base64 little-endian float32 (``encoding_format``);
-- usage: one token per whitespace-separated word.
+- usage: one token per whitespace-separated word;
+- ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ COMPLETION_ID = "chatcmpl-fake"
 TOOL_CALL_ID = "call_fake_0"
 EMBEDDING_DIMS = 8
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+DEFAULT_MODELS = ("gpt-4o-mini", "text-embedding-3-small")
 
 Json = dict[str, Any]
 
@@ -290,15 +292,18 @@ class FakeOpenAI(FakeServer):
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         compress: Compress = "asked",
+        models: Iterable[str] = DEFAULT_MODELS,
     ) -> None:
         super().__init__(ssl_context=ssl_context, compress=compress)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay
+        self.models = list(models)  # what GET /v1/models lists; tests may change it
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_post(f"{self.prefix}/embeddings", self._embeddings)
+        app.router.add_get(f"{self.prefix}/models", self._models)
 
     def fault_body(self, status: int) -> bytes:
         if status == 429:
@@ -357,6 +362,14 @@ class FakeOpenAI(FakeServer):
         return await stream_chunks(
             request, events, content_type=SSE_CONTENT_TYPE, delay=self.chunk_delay
         )
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.authorize(request)
+        data = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "fake-org"}
+            for m in self.models
+        ]
+        return json_response({"object": "list", "data": data})
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         return json_response(embeddings(await self._body(request)))

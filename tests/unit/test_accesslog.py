@@ -10,7 +10,7 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import struct_pb2
 from prometheus_client import CollectorRegistry
 
-from extproc.accesslog import AccessLogReceiver, attempt
+from extproc.accesslog import AccessLogReceiver, attempt, unanswered
 from extproc.config import Pricing, parse_config
 from extproc.cost import cost_usd
 from extproc.telemetry import Record, Telemetry
@@ -154,3 +154,80 @@ def test_one_bad_entry_does_not_cost_the_others_their_records(stage: UpstreamSta
     message.http_logs.log_entry.extend([_entry({**USAGE, "model": "bad"}), _entry(USAGE)])
     AccessLogReceiver(stage).take(message)
     assert [r.request_model for r in recorded] == ["m"]
+
+
+# --- attempts that got no answer (the router's per-attempt log) --------------------------------
+
+
+def _two_tier_stage() -> UpstreamStage:
+    config = parse_config(
+        {
+            "backends": {
+                "a": {"schema": "openai", "url": "http://127.0.0.1:9/v1"},
+                "b": {"schema": "openai", "url": "http://127.0.0.1:10/v1"},
+            },
+            "models": [
+                {"name": "m", "backends": [{"backend": "a", "model": "up"}, {"backend": "b"}]},
+                {"name": "single", "backends": [{"backend": "a"}]},
+            ],
+            "telemetry": {"header_attributes": {"x-tenant": "tenant"}},
+        },
+        {},
+    )
+    return UpstreamStage(config, Telemetry(registry=CollectorRegistry(), extra_labels=["tenant"]))
+
+
+def _unanswered_entry(model: str = "m", **flags: bool) -> accesslog_pb2.HTTPAccessLogEntry:
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    common = entry.common_properties
+    # The tags render._unanswered_to_sidecar asks Envoy for: the router's decision.
+    common.custom_tags.update({"backend": "a", "model": model, "operation": "chat"})
+    common.start_time.FromNanoseconds(1_700_000_000_000_000_000)
+    common.duration.FromMilliseconds(3)
+    for name, value in flags.items():
+        setattr(common.response_flags, name, value)
+    entry.request.request_headers.update(
+        {
+            "x-envoy-attempt-count": "1",
+            "x-tenant": "acme",
+        }
+    )
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("flags", "error", "cut"),
+    [
+        ({"upstream_connection_failure": True}, "connect_failure", False),
+        ({"upstream_request_timeout": True}, "timeout", False),
+        ({"upstream_remote_reset": True}, "reset", False),
+        ({"upstream_connection_termination": True}, "reset", False),
+        ({"downstream_remote_reset": True}, "no_response", True),  # the client left
+    ],
+)
+def test_an_unanswered_attempt_is_named_by_envoys_flags(
+    flags: dict[str, bool], error: str, cut: bool
+) -> None:
+    found = unanswered(_unanswered_entry(**flags), _two_tier_stage())
+    assert found is not None
+    rec = found.record
+    assert (rec.backend, rec.request_model, rec.response_model) == ("a", "m", "up")
+    assert (rec.status, rec.error_type, rec.cut, rec.attempt) == (0, error, cut, 1)
+    assert (rec.operation, rec.streaming, rec.extra) == ("chat", False, {"tenant": "acme"})
+    assert rec.usage is None and rec.cost_usd == 0.0
+    assert found.end_ns - found.start_ns == 3_000_000
+
+
+def test_a_single_backend_models_attempt_is_left_to_the_router_stage() -> None:
+    entry = _unanswered_entry(model="single", upstream_connection_failure=True)
+    assert unanswered(entry, _two_tier_stage()) is None
+
+
+def test_the_receiver_accounts_unanswered_attempts() -> None:
+    stage = _two_tier_stage()
+    message = als_pb2.StreamAccessLogsMessage()
+    message.http_logs.log_entry.append(_unanswered_entry(upstream_connection_failure=True))
+    got: list[Record] = []
+    stage.account = lambda rec, buckets="": got.append(rec)  # type: ignore[method-assign]
+    AccessLogReceiver(stage).take(message)
+    assert [r.error_type for r in got] == ["connect_failure"]

@@ -163,3 +163,9 @@ def test_check_reports_config_errors_with_key_path(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "models[0].backends[0].backend: unknown backend 'opnai'" in result.stderr
+
+
+def test_no_listener_shares_its_port() -> None:
+    """Envoy's Linux default (SO_REUSEPORT) would let a second gateway bind beside this one."""
+    listeners = render(parse_config({}))["static_resources"]["listeners"]
+    assert [listener["enable_reuse_port"] for listener in listeners] == [False, False]
