@@ -22,7 +22,7 @@ import yaml
 
 from extproc.accesslog import NOT_JSON, RESPONSE_MODEL, USAGE_FIELDS
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
-from extproc.router import MODEL_HEADER
+from extproc.router import MODEL_HEADER, encode_model
 from extproc.server import STAGE_METADATA, UPSTREAM_HOST_METADATA
 from extproc.upstream import HANDED_OFF, METADATA_NAMESPACE
 
@@ -331,6 +331,16 @@ def _local_reply_config() -> dict[str, Any]:
                 "upstream_unavailable",
                 f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
             ),
+            # Envoy's HTTP/1 codec answers 501 to a transfer coding it does not implement
+            # ("chunked, identity", "xchunked"): the client's mistake, not the gateway's.
+            mapper(
+                "response.code == 501 && response.code_details.startsWith('http1.')",
+                "invalid_request_error",
+                "unsupported_transfer_encoding",
+                "The request's Transfer-Encoding is not supported (%RESPONSE_CODE_DETAILS%);"
+                " send 'chunked' alone, or a Content-Length.",
+                status=400,
+            ),
             mapper(
                 "response.code >= 500",
                 "server_error",
@@ -359,7 +369,7 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
     header = (
         {"name": MODEL_HEADER, "present_match": True}
         if model.name == WILDCARD_MODEL
-        else {"name": MODEL_HEADER, "string_match": {"exact": model.name}}
+        else {"name": MODEL_HEADER, "string_match": {"exact": encode_model(model.name)}}
     )
     route: dict[str, Any] = {
         "name": model.name,

@@ -10,8 +10,10 @@ Everything here is pure: headers and bytes in, a :class:`Decision` out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -35,6 +37,26 @@ STREAM_HEADER = "x-ai-eg-stream"
 # The rate-limit buckets to debit with the response's usage. Always set by the router, so a
 # client cannot name other tenants' buckets.
 RATELIMIT_HEADER = "x-ai-eg-ratelimit"
+
+# The longest model name accepted (real ones, Bedrock ARNs included, are far shorter): a name
+# travels in headers and labels, which must stay small.
+MAX_MODEL_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Printable ASCII but "%" stays as it is (a configured name reads the same in the header, the
+# route and Envoy's access log); anything else, non-ASCII included, is percent-encoded UTF-8:
+# header values are bytes, and the gRPC layer writes them as latin-1.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def encode_model(name: str) -> str:
+    """A model name as the internal headers carry it, and as routes match it."""
+    return quote(name, safe=_HEADER_SAFE)
+
+
+def decode_model(value: str) -> str:
+    """The model name an internal header carries (see :func:`encode_model`)."""
+    return unquote(value)
+
 
 POST_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": "chat",
@@ -95,6 +117,7 @@ class Route:
 
     headers: dict[str, str]
     backend: str | None = None
+    model: str = ""  # the model routed on (the headers carry it encoded)
 
 
 Decision = Respond | ReadBody | Route
@@ -170,7 +193,7 @@ class Router:
             return error_response(err)
 
     async def _admit(self, request: ReadBody, route: Route) -> Decision:
-        model = route.headers[MODEL_HEADER]
+        model = route.model
         authorize(request.client, model)
         route.headers[RATELIMIT_HEADER] = ""
         if self._limiter is None:
@@ -187,19 +210,23 @@ class Router:
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
-        model = request.header_model or body_model
+        header_model = _header_text(request.header_model)
+        model = header_model or body_model
         if not model:
             raise bad_request(
                 "You must provide a model parameter.",
                 param="model",
                 code="missing_required_parameter",
             )
+        _check_model(model)
+        if body_model and header_model:
+            _check_model(body_model)
         route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
         if route is None:
             raise _model_not_found(model, param="model")
         headers = {
-            MODEL_HEADER: model,
-            BODY_MODEL_HEADER: body_model or "",
+            MODEL_HEADER: encode_model(model),
+            BODY_MODEL_HEADER: encode_model(body_model or ""),
             PATH_HEADER: request.path,
             LENGTH_HEADER: str(len(body)),
             STREAM_HEADER: "",
@@ -208,7 +235,28 @@ class Router:
             options = doc.get("stream_options")
             asked = isinstance(options, dict) and options.get("include_usage") is True
             headers[STREAM_HEADER] = "usage" if asked else "plain"
-        return Route(headers, route.single_backend())
+        return Route(headers, route.single_backend(), model)
+
+
+def _header_text(value: str | None) -> str | None:
+    """A client's header value as text: the bytes (here as latin-1) read as UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise _invalid_model("is not valid UTF-8") from None
+
+
+def _check_model(name: str) -> None:
+    if len(name) > MAX_MODEL_LENGTH:
+        raise _invalid_model(f"is longer than {MAX_MODEL_LENGTH} characters")
+    if _CONTROL.search(name):
+        raise _invalid_model("contains control characters")
+
+
+def _invalid_model(why: str) -> GatewayError:
+    return bad_request(f"Invalid 'model': the name {why}.", param="model", code="invalid_model")
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -31,6 +31,7 @@ from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.limits import Limiter
 from extproc.limitstore import open_store
+from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, error_response
 from extproc.telemetry import Telemetry
 from extproc.upstream import ATTEMPT_HEADER, METADATA_NAMESPACE, Exchange, Step, UpstreamStage
@@ -371,7 +372,7 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
         ("grpc.http2.max_pings_without_data", 0),
     ]
     server = grpc.aio.server(options=options)
-    telemetry = Telemetry(extra_labels=sorted(set(config.telemetry.header_attributes.values())))
+    telemetry = Telemetry(config, directory=multiproc_directory())
     processor = ExternalProcessor(config, telemetry)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(processor.access_log, server)

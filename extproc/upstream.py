@@ -38,8 +38,9 @@ from extproc.router import (
     RATELIMIT_HEADER,
     STREAM_HEADER,
     Respond,
+    decode_model,
 )
-from extproc.telemetry import Record, Span, Telemetry, error_type, span_name
+from extproc.telemetry import Record, Span, Telemetry, error_type
 from extproc.translate import BodyMode, FanOut, RequestContext, Translator, UpstreamRequest
 from extproc.translate.openai import PassThrough
 
@@ -172,7 +173,7 @@ class Exchange:
     async def _request_headers(self, headers: Mapping[str, str], backend_name: str) -> Step:
         config = self._stage._config
         backend = self._stage._backends.get(backend_name)
-        route_model = headers.get(MODEL_HEADER, "")
+        route_model = decode_model(headers.get(MODEL_HEADER, ""))
         model, entry = self._stage.route(route_model, backend_name)
         path = headers.get(PATH_HEADER, "")
         endpoint = POST_ENDPOINTS.get(path.partition("?")[0])
@@ -189,7 +190,7 @@ class Exchange:
             endpoint=endpoint,
             route_model=route_model,
             upstream_model=entry.model or route_model,
-            body_model=headers.get(BODY_MODEL_HEADER) or None,
+            body_model=decode_model(headers.get(BODY_MODEL_HEADER, "")) or None,
             path=path,
             stream=bool(stream),
             include_usage=stream == "usage",
@@ -199,7 +200,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(span_name(endpoint, route_model), headers)
+        self._span = self._stage._telemetry.start_span(endpoint, headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -412,9 +413,6 @@ class Exchange:
             attempt=self._attempt,
             extra=self._extra,
         )
-        self._stage.account(rec, self._buckets)
-        if self._span is not None:
-            self._span.end(rec)
         meta: dict[str, Any] = {
             "backend": rec.backend,
             "model": rec.request_model,
@@ -430,4 +428,8 @@ class Exchange:
                 cached_input_tokens=usage.cached_input_tokens,
                 reasoning_tokens=usage.reasoning_tokens,
             )
+        # After the metadata: telemetry bounds the record's labels (a model may become "other").
+        self._stage.account(rec, self._buckets)
+        if self._span is not None:
+            self._span.end(rec)
         return meta

@@ -30,7 +30,7 @@ def stage() -> UpstreamStage:
         },
         {},
     )  # fmt: skip
-    return UpstreamStage(config, Telemetry(registry=CollectorRegistry()))
+    return UpstreamStage(config, Telemetry(config, registry=CollectorRegistry()))
 
 
 def _entry(
