@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -285,3 +286,32 @@ def test_an_unsupported_transfer_coding_is_a_client_400(gw: Gateway, coding: byt
     assert response.status == 400, (response.status, response.body[:300])
     error = openai_error(response.body)
     assert error["type"] == "invalid_request_error"
+
+
+# --- medium: a spent budget stays spent across a worker restart (memory store) ---------------
+
+
+def test_a_spent_token_budget_survives_a_killed_worker(fake: FakeOpenAI) -> None:
+    config = {
+        "backends": {"oa": {"schema": "openai", "url": f"{fake.url}/v1"}},
+        "models": [{"name": "m", "backends": [{"backend": "oa"}]}],
+        "limits": [{"tokens": 10, "per": "day"}],
+        "ratelimit_store": "memory",
+    }
+    with Gateway(config, workers=1) as gw:
+        client = OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+        for _ in range(20):
+            try:
+                _chat(client, "m")
+            except openai.RateLimitError:
+                break
+        else:
+            pytest.fail("the budget was never spent")
+        time.sleep(1.0)  # more than the memory store's save interval (limitstore.py)
+        pid = workers(gw)["worker-0"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: workers(gw).get("worker-0") not in (None, pid), what="the restart")
+        wait_for(lambda: _listening(gw, "worker-0"), what="the new worker's socket")
+        with pytest.raises(openai.RateLimitError) as caught:
+            _chat(client, "m")
+        assert caught.value.code == "rate_limit_exceeded"
