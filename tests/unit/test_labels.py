@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 
 from extproc.config import GatewayConfig, TelemetryConfig
 from extproc.labels import CAPPED, NOT_ALLOWED, OTHER, TRUNCATED, LabelBounds, ValueSet
-from extproc.telemetry import Record, Telemetry
+from extproc.telemetry import Record, Span, Telemetry
 
 
 def bounds(
@@ -104,3 +107,25 @@ def test_label_sets_are_capped_where_bounded_values_would_multiply() -> None:
     assert b.bound("chat", "oa", seen[3][:2], seen[3][2]) == seen[3]
     assert b.bound("chat", "oa", ("a", "a"), {"tenant": "t2", "team": "red"}) == seen[1]
     assert drops == [("label_set", CAPPED)]
+
+
+def test_span_names_and_attributes_take_the_same_bounds() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "telemetry": {"header_attributes": {"x-tenant-id": "tenant"}, "max_models": 0},
+            "backends": {"oa": {"schema": "openai", "url": "http://127.0.0.1:9/v1"}},
+            "models": [{"name": "*", "backends": [{"backend": "oa"}]}],
+        }
+    )
+    telemetry = Telemetry(config, registry=CollectorRegistry())
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = Span(provider.get_tracer("t").start_span("chat"), None, telemetry._bound)
+    name = "n" * 200
+    span.end(Record("chat", "openai", name, name, "oa", 200, 0.1, extra={"tenant": "t" * 500}))
+    (finished,) = exporter.get_finished_spans()
+    assert finished.name == "chat other"
+    assert finished.attributes is not None
+    assert finished.attributes["gen_ai.request.model"] == "other"
+    assert finished.attributes["tenant"] == "t" * 100
