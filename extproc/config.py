@@ -376,6 +376,16 @@ class TelemetryConfig(_Model):
     # Request header -> metric/span attribute, e.g. {x-tenant-id: tenant}. Every distinct value
     # is a new time series: only name headers with a bounded set of values.
     header_attributes: dict[str, str] = Field(default_factory=dict)
+    # Header -> the only values its attribute takes; any other value is "other".
+    header_values: dict[str, list[str]] = Field(default_factory=dict)
+    # Label bounds (see extproc/labels.py): a client controls these strings, and every distinct
+    # value is a time series kept until the gateway stops.
+    # Header values and model names not in the config are cut there.
+    max_value_length: int = Field(default=100, ge=1, le=1024)
+    max_header_values: int = Field(default=100, ge=1, le=10_000)  # per attribute, then "other"
+    max_models: int = Field(default=100, ge=0, le=10_000)  # names not in the config, then "other"
+    # Distinct label sets with a client-controlled value: the bound on the product of the above.
+    max_label_sets: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("header_attributes")
     @classmethod
@@ -386,6 +396,18 @@ class TelemetryConfig(_Model):
                     f"attribute name {attr!r}: use lower-case letters, digits, _ and ."
                 )
         return {k.lower(): v for k, v in value.items()}
+
+    @field_validator("header_values")
+    @classmethod
+    def _lower(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {k.lower(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _known_headers(self) -> TelemetryConfig:
+        unknown = sorted(set(self.header_values) - set(self.header_attributes))
+        if unknown:
+            raise ValueError(f"header_values for headers not in header_attributes: {unknown}")
+        return self
 
 
 class Accounting(_Model):

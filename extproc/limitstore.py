@@ -8,11 +8,18 @@ are counted in micro-USD, so repeated debits never drift the way float sums do.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, NamedTuple, Protocol
 
+import orjson
 from pydantic import AfterValidator
+
+log = logging.getLogger(__name__)
 
 MEMORY = "memory"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -61,14 +68,65 @@ class MemoryStore:
     The gateway runs one sidecar process per core and each has its own MemoryStore, so a limit
     is enforced per process; use Redis to share counters between processes and replicas.
     ``acquire`` never awaits, so on one event loop it is atomic without a lock.
+
+    With a ``snapshot`` file the counters outlive the process: they are written there (to a
+    temporary file, then renamed: a reader never sees half a file) at most ``SAVE_EVERY``
+    seconds after a change, and read back when the worker that replaces it starts. A worker
+    killed outright loses at most the last ``SAVE_EVERY`` seconds of counting.
     """
 
     _SWEEP_EVERY = 60.0
+    SAVE_EVERY = 0.5
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        snapshot: Path | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self._counters: dict[str, tuple[int, float]] = {}
         self._next_sweep = clock() + self._SWEEP_EVERY
+        self._snapshot = snapshot
+        self._save_pending = False
+        if snapshot is not None:
+            self._load(snapshot)
+
+    def _load(self, path: Path) -> None:
+        try:
+            saved = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("rate-limit counters not restored from %s: %s", path, exc)
+            return
+        # Saved with wall-clock expiries: the monotonic clock of another process means nothing.
+        offset = self._clock() - self._wall_clock()
+        now = self._clock()
+        for key, (value, expires) in saved.items():
+            if expires + offset > now:
+                self._counters[key] = (int(value), expires + offset)
+
+    def save(self) -> None:
+        """Write the live counters to the snapshot file now."""
+        self._save_pending = False
+        if self._snapshot is None:
+            return
+        offset = self._wall_clock() - self._clock()
+        now = self._clock()
+        live = {k: (v, e + offset) for k, (v, e) in self._counters.items() if e > now}
+        tmp = self._snapshot.with_name(self._snapshot.name + ".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps(live))
+            os.replace(tmp, self._snapshot)
+        except OSError as exc:
+            log.warning("rate-limit counters not saved to %s: %s", self._snapshot, exc)
+
+    def _changed(self) -> None:
+        if self._snapshot is not None and not self._save_pending:
+            self._save_pending = True
+            asyncio.get_running_loop().call_later(self.SAVE_EVERY, self.save)
 
     async def acquire(
         self, counters: Sequence[Counter], limits: Sequence[int]
@@ -85,6 +143,8 @@ class MemoryStore:
             self._add(c, self._value(c.key, now), now)
 
     async def aclose(self) -> None:
+        if self._save_pending:
+            self.save()
         self._counters.clear()
 
     def __len__(self) -> int:
@@ -107,6 +167,7 @@ class MemoryStore:
         if counter.amount:
             value += counter.amount
             self._counters[counter.key] = (value, now + counter.ttl)
+            self._changed()
         return value
 
 
@@ -120,9 +181,10 @@ StoreSpec = Annotated[str, AfterValidator(_check_spec)]
 """The ``ratelimit_store`` config value: ``memory`` or a Redis URL."""
 
 
-def open_store(spec: str) -> LimitStore:
+def open_store(spec: str, snapshot: Path | None = None) -> LimitStore:
+    """``snapshot``: where a memory store keeps its counters across a restart of its process."""
     if _check_spec(spec) == MEMORY:
-        return MemoryStore()
+        return MemoryStore(snapshot=snapshot)
     # Imported here: the Redis client (and what it pulls in) costs every process ~19 MB of
     # memory, which only a gateway configured with Redis should pay.
     from extproc.redisstore import RedisStore

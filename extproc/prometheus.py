@@ -28,6 +28,12 @@ def prepare_directory(path: Path) -> None:
     os.environ[MULTIPROC_ENV] = str(path)
 
 
+def multiproc_directory() -> Path | None:
+    """This worker's Prometheus directory (set by the supervisor), if any."""
+    path = os.environ.get(MULTIPROC_ENV)
+    return Path(path) if path else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
 

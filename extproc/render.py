@@ -42,6 +42,7 @@ from extproc.wire import (
     UPSTREAM_STAGE,
     USAGE_FIELDS,
     Key,
+    encode_model,
 )
 
 EXTPROC_CLUSTER = "ai_gateway_extproc"
@@ -460,6 +461,16 @@ def _local_reply_config() -> dict[str, Any]:
                 "upstream_unavailable",
                 f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
             ),
+            # Envoy's HTTP/1 codec answers 501 to a transfer coding it does not implement
+            # ("chunked, identity", "xchunked"): the client's mistake, not the gateway's.
+            mapper(
+                "response.code == 501 && response.code_details.startsWith('http1.')",
+                "invalid_request_error",
+                "unsupported_transfer_encoding",
+                "The request's Transfer-Encoding is not supported (%RESPONSE_CODE_DETAILS%);"
+                " send 'chunked' alone, or a Content-Length.",
+                status=400,
+            ),
             mapper(
                 "response.code >= 500",
                 "server_error",
@@ -504,7 +515,7 @@ def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
     header = (
         {"name": MODEL_HEADER, "present_match": True}
         if model.name == WILDCARD_MODEL
-        else {"name": MODEL_HEADER, "string_match": {"exact": model.name}}
+        else {"name": MODEL_HEADER, "string_match": {"exact": encode_model(model.name)}}
     )
     route: dict[str, Any] = {
         "name": model.name,

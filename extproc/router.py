@@ -11,6 +11,7 @@ Everything here is pure: headers and bytes in, a :class:`Decision` out.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,7 +25,7 @@ from extproc.config import WILDCARD_MODEL, GatewayConfig
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.translate import Endpoint, json_object
-from extproc.wire import MODEL_HEADER, Key
+from extproc.wire import MODEL_HEADER, Key, encode_model
 
 POST_ENDPOINTS = cast(dict[str, Endpoint], wire.OPERATIONS)
 
@@ -48,6 +49,10 @@ NEVER_FORWARDED = frozenset(
 )
 NEVER_FORWARDED_PREFIXES = (wire.INTERNAL_PREFIX, "x-amz-")
 _MODELS = wire.MODELS_PATH
+# The longest model name accepted (real ones, Bedrock ARNs included, are far shorter): a name
+# travels in headers and labels, which must stay small.
+MAX_MODEL_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
 _KNOWN_UNSUPPORTED = (
@@ -243,13 +248,17 @@ class Router:
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
-        model = request.header_model or body_model
+        header_model = _header_text(request.header_model)
+        model = header_model or body_model
         if not model:
             raise bad_request(
                 "You must provide a model parameter.",
                 param="model",
                 code="missing_required_parameter",
             )
+        _check_model(model)
+        if body_model and header_model:
+            _check_model(body_model)
         route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
         if route is None:
             if not self._config.models:
@@ -264,7 +273,9 @@ class Router:
         remove = self._never_forwarded(request.headers, route.name)
         if decoded is not None:
             remove.append("content-encoding")
-        return Route({MODEL_HEADER: model}, state, remove, route.single_backend(), decoded)
+        return Route(
+            {MODEL_HEADER: encode_model(model)}, state, remove, route.single_backend(), decoded
+        )
 
     def _never_forwarded(self, headers: Iterable[str], route: str) -> list[str]:
         """The client's headers no provider may get on this route."""
@@ -288,6 +299,27 @@ def _forwarded(config: GatewayConfig) -> dict[str, frozenset[str]]:
         ]
         out[model.name] = frozenset.intersection(*sets)
     return out
+
+
+def _header_text(value: str | None) -> str | None:
+    """A client's header value as text: the bytes (here as latin-1) read as UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise _invalid_model("is not valid UTF-8") from None
+
+
+def _check_model(name: str) -> None:
+    if len(name) > MAX_MODEL_LENGTH:
+        raise _invalid_model(f"is longer than {MAX_MODEL_LENGTH} characters")
+    if _CONTROL.search(name):
+        raise _invalid_model("contains control characters")
+
+
+def _invalid_model(why: str) -> GatewayError:
+    return bad_request(f"Invalid 'model': the name {why}.", param="model", code="invalid_model")
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -13,8 +13,10 @@ import functools
 import gc
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +34,7 @@ from extproc.config import GatewayConfig
 from extproc.errors import SERVER, GatewayError
 from extproc.limits import Limiter
 from extproc.limitstore import open_store
+from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
 from extproc.telemetry import Telemetry
 from extproc.upstream import Exchange, Step, UpstreamStage
@@ -362,8 +365,10 @@ async def _drive(
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, config: GatewayConfig, telemetry: Telemetry) -> None:
-        self._store = open_store(config.ratelimit_store) if config.limits else None
+    def __init__(
+        self, config: GatewayConfig, telemetry: Telemetry, limits_snapshot: Path | None = None
+    ) -> None:
+        self._store = open_store(config.ratelimit_store, limits_snapshot) if config.limits else None
         self._limiter = (
             Limiter(config.limits, self._store, fail_open=config.ratelimit_fail_open)
             if self._store is not None
@@ -414,8 +419,13 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
         ("grpc.http2.max_pings_without_data", 0),
     ]
     server = grpc.aio.server(options=options)
-    telemetry = Telemetry(extra_labels=sorted(set(config.telemetry.header_attributes.values())))
-    processor = ExternalProcessor(config, telemetry)
+    state = multiproc_directory()
+    telemetry = Telemetry(config, directory=state)
+    # The directory lives as long as the supervisor: a worker it restarts after a crash finds
+    # the memory store's counters of the worker it replaces (one file per worker address).
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", address)
+    snapshot = state / f"limits-{slug}.json" if state is not None else None
+    processor = ExternalProcessor(config, telemetry, snapshot)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(processor.access_log, server)
     if address.startswith("unix:"):

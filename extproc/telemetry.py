@@ -15,7 +15,8 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -31,7 +32,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client import Histogram as PromHistogram
 
+from extproc.labels import LabelBounds
 from extproc.usage import Usage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from extproc.config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +169,11 @@ class _Prometheus:
             "ai_gateway_requests", "Upstream attempts, by outcome.",
             [*labels, "ai_gateway_cut"], registry=registry,
         )  # fmt: skip
+        self.dropped = Counter(
+            "ai_gateway_telemetry_labels_dropped",
+            "Label values replaced by 'other' or cut, because a bound was reached.",
+            ["attribute", "reason"], registry=registry,
+        )  # fmt: skip
         # (metric, label values) -> its child: labels() validates and converts its arguments
         # on every call, which cost more than the observation itself. The metrics keep one
         # child per label set anyway, so this holds nothing they do not.
@@ -211,6 +223,11 @@ class _OTelMetrics:
         )
         self.requests = meter.create_counter(
             "ai_gateway.requests", unit="{request}", description="Upstream attempts."
+        )
+        self.dropped = meter.create_counter(
+            "ai_gateway.telemetry.labels_dropped",
+            unit="{value}",
+            description="Label values replaced or cut because a bound was reached.",
         )
 
     def record(self, rec: Record) -> None:
@@ -284,11 +301,14 @@ class _PresetIds(RandomIdGenerator):
 class Span:
     """The span of one attempt, and the ``traceparent`` to send to the provider."""
 
-    __slots__ = ("_span", "traceparent")
+    __slots__ = ("_bound", "_span", "traceparent")
 
-    def __init__(self, span: trace.Span, traceparent: str | None) -> None:
+    def __init__(
+        self, span: trace.Span, traceparent: str | None, bound: Callable[[Record], None]
+    ) -> None:
         self._span = span
         self.traceparent = traceparent
+        self._bound = bound
 
     def ids(self) -> str | None:
         """``trace id:span id:parent span id`` (hex; no parent: empty), for a span that another
@@ -303,6 +323,8 @@ class Span:
     def end(self, rec: Record, end_time: int | None = None) -> None:
         if not self._span.is_recording():
             return
+        self._bound(rec)
+        self._span.update_name(span_name(rec.operation, rec.request_model))
         self._span.set_attributes(rec.attributes())
         self._span.set_attributes(
             {"http.response.status_code": rec.status, "ai_gateway.attempt": rec.attempt}
@@ -323,10 +345,12 @@ class Telemetry:
 
     def __init__(
         self,
-        extra_labels: Sequence[str] = (),
+        config: GatewayConfig,
         registry: CollectorRegistry | None = None,
         service_name: str = "ai-gateway",
+        directory: Path | None = None,
     ) -> None:
+        """``directory``: where the workers of one gateway share the label bounds' sets."""
         resource = Resource.create(
             {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
         )
@@ -355,19 +379,36 @@ class Telemetry:
         else:
             self._tracer = trace.NoOpTracer()
         self._propagator = TraceContextTextMapPropagator()
+        extra_labels = sorted(set(config.telemetry.header_attributes.values()))
         self._prometheus = _Prometheus(extra_labels, registry or REGISTRY)
+        configured = {m.name for m in config.models}
+        configured.update(b.model for m in config.models for b in m.backends if b.model)
+        self._bounds = LabelBounds(config.telemetry, configured, self._dropped, directory)
 
-    def start_span(self, name: str, headers: Mapping[str, str]) -> Span:
-        """A client span continuing the request's W3C trace context, if any."""
+    def _dropped(self, attribute: str, reason: str) -> None:
+        self._prometheus.dropped.labels(attribute, reason).inc()
+        self._otel.dropped.add(1, {"attribute": attribute, "reason": reason})
+
+    def _bound(self, rec: Record) -> None:
+        """Bound the record's client-controlled labels, in place (a second call changes
+        nothing: a bounded value passes its bound)."""
+        models = (rec.request_model, rec.response_model)
+        rec.request_model, rec.response_model, rec.extra = self._bounds.bound(
+            rec.operation, rec.backend, models, rec.extra
+        )
+
+    def start_span(self, operation: str, headers: Mapping[str, str]) -> Span:
+        """A client span continuing the request's W3C trace context, if any; named for its
+        model when it ends (:meth:`Span.end`), once the model's label is bounded."""
         parent = self._propagator.extract(headers)
-        span = self._tracer.start_span(name, context=parent, kind=trace.SpanKind.CLIENT)
+        span = self._tracer.start_span(operation, context=parent, kind=trace.SpanKind.CLIENT)
         if not span.is_recording():
-            return Span(span, None)
+            return Span(span, None, self._bound)
         carrier: dict[str, Any] = {}
         self._propagator.inject(
             carrier, context=trace.set_span_in_context(span, otel_context.Context())
         )
-        return Span(span, carrier.get("traceparent"))
+        return Span(span, carrier.get("traceparent"), self._bound)
 
     def end_span_later(self, ids: str, start_ns: int, end_ns: int, rec: Record) -> None:
         """The span of an attempt whose answer Envoy read (see :mod:`extproc.accesslog`),
@@ -380,6 +421,7 @@ class Telemetry:
                 trace_id, int(parent_hex, 16), is_remote=True, trace_flags=trace.TraceFlags(1)
             )
             parent = trace.set_span_in_context(trace.NonRecordingSpan(remote), parent)
+        self._bound(rec)
         self._ids.preset = (trace_id, span_id)
         try:
             span = self._tracer.start_span(
@@ -390,7 +432,7 @@ class Telemetry:
             )
         finally:
             self._ids.preset = None
-        Span(span, None).end(rec, end_ns)
+        Span(span, None, self._bound).end(rec, end_ns)
 
     def span_from_envoy(
         self, headers: Mapping[str, str], start_ns: int, end_ns: int, rec: Record
@@ -403,10 +445,11 @@ class Telemetry:
             kind=trace.SpanKind.CLIENT,
             start_time=start_ns,
         )
-        Span(span, None).end(rec, end_ns)
+        Span(span, None, self._bound).end(rec, end_ns)
 
     def record(self, rec: Record) -> None:
         try:
+            self._bound(rec)
             self._otel.record(rec)
             self._prometheus.record(rec)
         except Exception:  # accounting must never break a request

@@ -31,7 +31,7 @@ from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
 from extproc.router import POST_ENDPOINTS, Respond, RouteState
-from extproc.telemetry import Record, Span, Telemetry, error_type, span_name
+from extproc.telemetry import Record, Span, Telemetry, error_type
 from extproc.translate import (
     BodyMode,
     FanOut,
@@ -210,7 +210,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(span_name(endpoint, route_model), headers)
+        self._span = self._stage._telemetry.start_span(endpoint, headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -455,9 +455,6 @@ class Exchange:
             attempt=self._attempt,
             extra=self._extra,
         )
-        self._stage.account(rec, self._buckets)
-        if self._span is not None:
-            self._span.end(rec)
         meta: dict[str, Any] = {
             Key.BACKEND: rec.backend,
             Key.MODEL: rec.request_model,
@@ -471,4 +468,8 @@ class Exchange:
             meta[Key.TOTAL_TOKENS] = usage.total_tokens
             meta[Key.CACHED_INPUT_TOKENS] = usage.cached_input_tokens
             meta[Key.REASONING_TOKENS] = usage.reasoning_tokens
+        # After the metadata: telemetry bounds the record's labels (a model may become "other").
+        self._stage.account(rec, self._buckets)
+        if self._span is not None:
+            self._span.end(rec)
         return meta

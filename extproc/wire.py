@@ -7,6 +7,7 @@ A name changed on one side only would break the gateway silently, so neither sid
 from __future__ import annotations
 
 from enum import StrEnum
+from urllib.parse import quote, unquote
 
 # Dynamic metadata namespace of everything the gateway writes (and Envoy's readers fill in).
 NAMESPACE = "io.envoy.ai_gateway"
@@ -15,6 +16,22 @@ NAMESPACE = "io.envoy.ai_gateway"
 # by those routes before any request leaves Envoy (no x-ai-eg-* header reaches a provider).
 MODEL_HEADER = "x-ai-eg-model"
 INTERNAL_PREFIX = "x-ai-eg-"
+# The model name in MODEL_HEADER: printable ASCII but "%" stays as it is (a configured name
+# reads the same in the header, the route and Envoy's access log); anything else, non-ASCII
+# included, is percent-encoded UTF-8: header values are bytes, written as latin-1.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def encode_model(name: str) -> str:
+    """A model name as MODEL_HEADER carries it, and as routes match it."""
+    return quote(name, safe=_HEADER_SAFE)
+
+
+def decode_model(value: str) -> str:
+    """The model name MODEL_HEADER carries (see :func:`encode_model`)."""
+    return unquote(value)
+
+
 COST_HEADER = "x-ai-eg-cost-usd"  # on a buffered answer of a priced model
 BACKEND_HEADER = "x-ai-eg-backend"  # http.expose_backend
 ATTEMPTS_HEADER = "x-ai-eg-attempts"  # http.expose_backend

@@ -1,7 +1,9 @@
 """The router stage (extproc/router.py) and the OpenAI body rewrite (translate/openai.py).
 
 Any method, path, headers and body. Invariants: the router answers a 4xx in OpenAI's shape or
-routes with its whole decision; it never raises. ``rewrite_body`` raises nothing but a
+routes with its whole decision, each header writable as a header value (latin-1) and the
+model header decoding back to the routed model; it never raises. A routed model is either
+refused as a path segment with a 400 or becomes one segment that is no dot segment. ``rewrite_body`` raises nothing but a
 4xx :class:`GatewayError`, and what it returns is a JSON object with the model asked for.
 """
 
@@ -19,8 +21,9 @@ with atheris.instrument_imports():
     from extproc.config import parse_config
     from extproc.errors import GatewayError
     from extproc.router import ReadBody, Respond, Route, Router
+    from extproc.translate import path_segment
     from extproc.translate.openai import rewrite_body
-    from extproc.wire import MODEL_HEADER
+    from extproc.wire import MODEL_HEADER, decode_model
 
 KEY = "sk-fuzz-gateway-key"
 CONFIG = parse_config(
@@ -48,7 +51,10 @@ PATHS = [
     "/v1/chat/completions?stream=true",
     "/v1/models/m?x=1",
 ]
-MODELS = ["m", "gpt-4o", "unknown", "", "m\u00e9"]
+MODELS = [
+    "m", "gpt-4o", "unknown", "", "m\u00e9", "模型", ".", "..", "../converse", "a/./b", "%2e%2e",
+    "a\r\nb", "m" * 257,
+]  # fmt: skip
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -73,6 +79,17 @@ def _check_respond(decision: Respond) -> None:
             raise AssertionError(f"error not in OpenAI's shape: {error}")
 
 
+def _check_segment(model: str) -> None:
+    try:
+        segment = path_segment(model)
+    except GatewayError as err:
+        if err.status != 400:
+            raise
+        return
+    if "/" in segment or segment in (".", ".."):
+        raise AssertionError(f"model {model!r} is not one safe path segment: {segment!r}")
+
+
 def check(data: bytes) -> None:
     # Five selector bytes (method, path, model header, key, body mode); the rest is the body
     # as is, or the seed of a generated JSON document (which then also draws the path).
@@ -82,8 +99,9 @@ def check(data: bytes) -> None:
     method = METHODS[head[0] % len(METHODS)]
     path = PATHS[head[1] % len(PATHS)]
     headers = {":method": method, ":path": path}
-    if head[2] % 6 < len(MODELS):
-        headers[MODEL_HEADER] = MODELS[head[2] % 6]
+    if head[2] % (len(MODELS) + 1) < len(MODELS):
+        # As the gRPC layer hands a header over: its bytes (UTF-8 from a client) as latin-1.
+        headers[MODEL_HEADER] = MODELS[head[2] % (len(MODELS) + 1)].encode().decode("latin-1")
     auth = head[3] % 4
     if auth == 1:
         headers["authorization"] = f"Bearer {KEY}"
@@ -98,7 +116,12 @@ def check(data: bytes) -> None:
     else:
         if head[4] & 4:
             headers[":path"] = fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 48))
-        body = json_object(fdp)
+        if head[4] & 8:
+            # Any model name in the body: non-ASCII, control characters, dot segments.
+            name = fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 300))
+            body = orjson.dumps({"model": name, "messages": []})
+        else:
+            body = json_object(fdp)
 
     decision = ROUTER.on_headers(headers)
     if isinstance(decision, ReadBody):
@@ -106,10 +129,13 @@ def check(data: bytes) -> None:
     if isinstance(decision, Respond):
         _check_respond(decision)
     elif isinstance(decision, Route):
-        if decision.headers.get(MODEL_HEADER) != decision.state.model:
-            raise AssertionError("route without its model header")
+        if decode_model(decision.headers.get(MODEL_HEADER, "")) != decision.state.model:
+            raise AssertionError("the model header does not decode to the routed model")
         if "?" in decision.state.path or decision.state.request_bytes != len(body):
             raise AssertionError(f"route decided on the wrong request: {decision.state}")
+        for value in decision.headers.values():
+            value.encode("latin-1")  # what the gRPC layer writes: a crash if it cannot
+        _check_segment(decision.state.model)
     else:
         raise AssertionError(f"unexpected decision {decision!r}")
 

@@ -76,6 +76,24 @@ TITAN = {"embedding": [0.1, 0.2], "inputTextTokenCount": 2}
 COHERE = {"embeddings": {"float": [[0.1, 0.2]]}}
 
 
+# Model names the router must route encoded, refuse with a 400, or keep out of a path.
+ODD_MODELS = [
+    "模型",
+    "ünï 模型 🚀",
+    ".",
+    "..",
+    "../converse",
+    "x/../y",
+    "a\r\nb",
+    "nul\x00",
+    "m" * 300,
+]
+
+
+def _model(body: bytes, name: str) -> bytes:
+    return orjson.dumps({**orjson.loads(body), "model": name})
+
+
 def _stream() -> bytes:
     reply = chat_reply({"model": "m", "messages": [{"role": "user", "content": "a b c"}]})
     return b"".join(sse_events(completion_chunks(reply, include_usage=True)))
@@ -92,6 +110,8 @@ def seeds() -> dict[str, list[bytes]]:
             b"\x01\x00\x06\x00\x01" + chat,
             b"\x01\x01\x00\x01\x03" + embed,
             b"\x01\x00\x00\x00\x01" + fmt,
+            *(b"\x01\x00\x0d\x00\x01" + _model(chat, name) for name in ODD_MODELS),
+            *(b"\x01\x00" + bytes([i]) + b"\x00\x01" + chat for i in range(5, 13)),
         ],
         "request": [
             b"\x05\x01\x01" + chat,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import quote
 
 import orjson
 
@@ -45,6 +46,23 @@ def json_object(body: bytes | None) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise bad_request("Request body must be a JSON object.")
     return doc
+
+
+def path_segment(model: str) -> str:
+    """A model name as one segment of a provider's path, ``/`` included, percent-encoded.
+
+    A name that is or holds a dot segment (``.``, ``..``, ``a/../b``) is refused: encoding
+    leaves dots alone, and a server or proxy that decodes ``%2F`` before normalising the path
+    would take it for a step up the provider's API.
+    """
+    if any(part in (".", "..") for part in model.split("/")):
+        raise bad_request(
+            "Invalid 'model': a name with a '.' or '..' path segment cannot be sent to this"
+            " provider.",
+            param="model",
+            code="invalid_model",
+        )
+    return quote(model, safe="")
 
 
 def dump_json(doc: Any) -> bytes:

@@ -15,10 +15,10 @@ Responses pass through unchanged: Azure's extra fields (``prompt_filter_results`
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from extproc.config import AzureOpenAIBackend
-from extproc.translate import Endpoint, RequestContext, Translator
+from extproc.translate import Endpoint, RequestContext, Translator, path_segment
 from extproc.translate.openai import PassThrough, join_path
 
 # From the endpoint the router classified, not the client's path: Azure has only these.
@@ -38,7 +38,7 @@ def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
     if backend.surface == "v1":
         return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
     query = {"api-version": backend.api_version, **backend.query}
-    deployment = quote(ctx.upstream_model, safe="")
+    deployment = path_segment(ctx.upstream_model)
     # The deployment in the path selects the model; Azure ignores the body's "model".
     path = _path(f"{prefix}/openai/deployments/{deployment}", ctx, query)
     return PassThrough(ctx, path, rewrite_model=False)

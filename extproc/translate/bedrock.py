@@ -45,7 +45,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 import orjson
 
@@ -75,6 +74,7 @@ from extproc.translate import (
     bad_upstream_response,
     dump_json,
     json_object,
+    path_segment,
 )
 from extproc.usage import Usage, token_count
 
@@ -795,7 +795,7 @@ class _Exchange(ABC):
         self._head = {name.lower(): value for name, value in headers.items()}
 
     def _path(self, operation: str) -> str:
-        return f"{self._prefix}/model/{quote(self._ctx.upstream_model, safe='')}/{operation}"
+        return f"{self._prefix}/model/{path_segment(self._ctx.upstream_model)}/{operation}"
 
     @property
     def _ok(self) -> bool:

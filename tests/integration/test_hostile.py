@@ -353,10 +353,10 @@ def test_many_headers_under_the_limits_are_served(gw: Gateway) -> None:
     assert post(gw, OK_BODY, headers=headers).status == 200
 
 
-def test_invalid_utf8_model_header_is_a_404_in_valid_json(gw: Gateway) -> None:
+def test_invalid_utf8_model_header_is_a_400_in_valid_json(gw: Gateway) -> None:
     response = post(gw, OK_BODY, headers=[(b"x-ai-eg-model", b"\xff\xfe\x80")])
-    error = assert_client_error(response, 404)
-    assert error["code"] == "model_not_found"
+    error = assert_client_error(response, 400)
+    assert error["code"] == "invalid_model"
 
 
 # path -> the status, and for 200 the path the provider must have been sent.

@@ -31,7 +31,7 @@ def stage() -> UpstreamStage:
         },
         {},
     )  # fmt: skip
-    return UpstreamStage(config, Telemetry(registry=CollectorRegistry()))
+    return UpstreamStage(config, Telemetry(config, registry=CollectorRegistry()))
 
 
 def _entry(
@@ -174,7 +174,7 @@ def _two_tier_stage() -> UpstreamStage:
         },
         {},
     )
-    return UpstreamStage(config, Telemetry(registry=CollectorRegistry(), extra_labels=["tenant"]))
+    return UpstreamStage(config, Telemetry(config, registry=CollectorRegistry()))
 
 
 def _unanswered_entry(model: str = "m", **flags: bool) -> accesslog_pb2.HTTPAccessLogEntry:

@@ -97,7 +97,8 @@ def test_missing_or_unknown_key_is_an_openai_401_that_never_echoes_the_key(
     assert body["code"] == "invalid_api_key"
     assert ("didn't provide an API key" in body["message"]) is missing
     assert KEY_A not in err.body().decode() and KEY_A.upper() not in err.body().decode()
-    assert caplog.records == []
+    # Nothing of ours logs (a library closing an earlier test's connection may, at DEBUG).
+    assert [r for r in caplog.records if r.name.startswith("extproc")] == []
 
 
 def test_without_clients_every_request_is_anonymous() -> None:

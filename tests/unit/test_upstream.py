@@ -52,7 +52,7 @@ USAGE_CHUNK = (
 
 class Recorded(Telemetry):
     def __init__(self) -> None:
-        super().__init__(registry=CollectorRegistry())
+        super().__init__(parse_config(CONFIG, {"KEY": "unused"}), registry=CollectorRegistry())
         self.records: list[Record] = []
 
     def record(self, rec: Record) -> None:
