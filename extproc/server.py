@@ -206,6 +206,8 @@ async def _single_backend_request(
         first.body = second.body
         first.metadata = second.metadata
         first.done = second.done
+    else:
+        exchange.client_body(body)
     first.set_headers = {**route.headers, **first.set_headers}
     # Request-side modes were decided by the router's own configuration.
     first.request_body = None

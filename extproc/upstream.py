@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc import tokens
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
@@ -42,6 +43,7 @@ from extproc.router import (
 from extproc.telemetry import Record, Span, Telemetry, error_type, span_name
 from extproc.translate import BodyMode, FanOut, RequestContext, Translator, UpstreamRequest
 from extproc.translate.openai import PassThrough
+from extproc.usage import Usage, estimated
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
 # attempt left behind, so each attempt first removes what any attempt may have added.
@@ -160,6 +162,7 @@ class Exchange:
         self._recorded = False
         self._extra: dict[str, str] = {}
         self._buckets = ""
+        self._body: bytes | None = None  # the client's body, when this stage has it
 
     # --- request ------------------------------------------------------------------------------
 
@@ -261,8 +264,15 @@ class Exchange:
         self._cost_header(metadata, answer.headers)
         return Step(respond=answer, metadata=metadata, done=True)
 
+    def client_body(self, body: bytes) -> None:
+        """The client's body when the attempt needs not read it (the router stage has it),
+        kept for an estimate of the prompt should the answer come without usage."""
+        self._body = body
+
     async def _finish_request(self, step: Step, body: bytes | None) -> None:
         assert self._translator is not None and self._auth is not None
+        if body is not None:
+            self._body = body
         request = self._translator.request(body)
         await self._auth.apply(request, self._host)
         step.set_headers.update(request.headers)
@@ -384,8 +394,9 @@ class Exchange:
         # client that leaves after either (the SDK closes the connection right after the last
         # event) cut nothing.
         cut = cut and usage is None and not (translator is not None and translator.complete)
-        if usage is None and cut and translator is not None:
-            usage = translator.estimate_usage()
+        if usage is None and translator is not None and 200 <= self._status < 300:
+            # The provider billed it all the same: counted here, marked as estimated.
+            usage = self._estimate(translator)
         if failure is None and translator is not None:
             # A 2xx answer the translator turned into an error (event) for the client.
             failure = translator.failure
@@ -424,6 +435,7 @@ class Exchange:
         }
         if usage is not None:
             meta.update(
+                usage_source=usage.source,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 total_tokens=usage.total_tokens,
@@ -431,3 +443,14 @@ class Exchange:
                 reasoning_tokens=usage.reasoning_tokens,
             )
         return meta
+
+    def _estimate(self, translator: Translator) -> Usage:
+        """Usage counted by the gateway: the prompt from the client's body (or, when this stage
+        never saw it, from its length), the output from what the provider had sent."""
+        assert self._ctx is not None
+        model = translator.response_model or self._ctx.upstream_model
+        if self._body is not None:
+            prompt = tokens.prompt_tokens(self._body, model)
+        else:
+            prompt = tokens.body_tokens(int(self._length)) if self._length.isdigit() else 0
+        return estimated(prompt, translator.output_tokens(model))
