@@ -20,6 +20,11 @@ Answers, all derived from the request so tests can predict them:
 - embeddings: :func:`vector` of each input (``dimensions`` floats, 8 by default), as JSON
   floats or base64 little-endian float32 (``encoding_format``);
 - usage: one token per whitespace-separated word.
+
+Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
+usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all, and
+``linger`` keeps a stream's response open that many seconds after ``data: [DONE]`` (so the
+client closes first, as the official SDK does with llama-cpp-python).
 """
 
 from __future__ import annotations
@@ -283,11 +288,17 @@ class FakeOpenAI(FakeServer):
         api_key: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
+        ignore_include_usage: bool = False,
+        omit_usage: bool = False,
+        linger: float = 0.0,
     ) -> None:
         super().__init__(ssl_context=ssl_context)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay
+        self.ignore_include_usage = ignore_include_usage or omit_usage
+        self.omit_usage = omit_usage
+        self.linger = linger
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
@@ -344,12 +355,24 @@ class FakeOpenAI(FakeServer):
         body = await self._body(request)
         reply = chat_reply(body)
         if not body.get("stream"):
-            return json_response(self.completion(reply))
+            doc = self.completion(reply)
+            if self.omit_usage:
+                del doc["usage"]
+            return json_response(doc)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = sse_events(self.completion_chunks(reply, include_usage))
+        events = sse_events(
+            self.completion_chunks(reply, include_usage and not self.ignore_include_usage)
+        )
         return await stream_chunks(
-            request, events, content_type=SSE_CONTENT_TYPE, delay=self.chunk_delay
+            request,
+            events,
+            content_type=SSE_CONTENT_TYPE,
+            delay=self.chunk_delay,
+            linger=self.linger,
         )
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return json_response(embeddings(await self._body(request)))
+        doc = embeddings(await self._body(request))
+        if self.omit_usage:
+            del doc["usage"]
+        return json_response(doc)

@@ -229,8 +229,10 @@ async def stream_chunks(
     delay: float = DEFAULT_CHUNK_DELAY,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    linger: float = 0.0,
 ) -> web.StreamResponse:
-    """Send each chunk as its own write (one HTTP chunk), sleeping ``delay`` between them."""
+    """Send each chunk as its own write (one HTTP chunk), sleeping ``delay`` between them;
+    ``linger`` seconds pass after the last one before the response ends."""
     response = web.StreamResponse(
         status=status, headers={"content-type": content_type, **(headers or {})}
     )
@@ -240,6 +242,8 @@ async def stream_chunks(
             if i and delay:
                 await asyncio.sleep(delay)
             await response.write(chunk)
+        if linger:
+            await asyncio.sleep(linger)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: nothing left to send to

@@ -139,7 +139,7 @@ def test_an_answer_without_usage_is_estimated_from_its_sizes(
 ) -> None:
     """Envoy reads no text: a 2xx answer without usage is counted from the bytes it moved."""
     entry = _entry({}, stream=stream, downstream_connection_termination=stream)
-    entry.request.request_body_bytes = 400
+    entry.request.request_body_bytes = 460
     entry.response.response_body_bytes = 4000
     found = attempt(entry, stage)
     assert found is not None

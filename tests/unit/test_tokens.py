@@ -94,6 +94,7 @@ def test_prompt_counts_messages_tools_and_tool_calls() -> None:
         + tokens.count("get_weather", MODEL)
         + tokens.count('{"city":"Paris"}', MODEL)
         + tokens.count(orjson.dumps([tool]).decode(), MODEL)
+        + tokens.TOOLS_PREAMBLE
         + 2 * 3
         + 3
     )
@@ -112,8 +113,9 @@ def test_prompt_counts_embeddings_inputs() -> None:
 
 
 def test_sizes_only_give_rough_counts() -> None:
-    assert tokens.body_tokens(400) == 100
-    assert tokens.answer_tokens(2000, stream=True) == 10
+    assert tokens.body_tokens(460) == 100
+    assert tokens.body_tokens(20) == 0
+    assert tokens.answer_tokens(2800, stream=True) == 10
     assert tokens.answer_tokens(100, stream=False) == 0
 
 
