@@ -278,3 +278,15 @@ def test_an_answer_without_usage_is_estimated_and_spends_the_budget(
     assert BUDGET <= charged < BUDGET + 2 * (PROMPT + ANSWER + 10)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_embeddings_without_usage_are_estimated(gateway: Gateway, otlp: OTLPReceiver) -> None:
+    trace_id, parent = _traceparent()
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key=KEYS["meter"], max_retries=0)
+    reply = client.embeddings.create(
+        model=LLAMA, input=[TEXT, "Hello, world!"], extra_headers={"traceparent": parent}
+    )
+    assert len(reply.data) == 2
+    record = _record(otlp, trace_id)
+    assert record["ai_gateway.usage_source"] == "estimated"
+    assert record["gen_ai.usage.input_tokens"] == PROMPT + 4

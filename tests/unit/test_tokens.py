@@ -20,7 +20,8 @@ from extproc.router import (
 )
 from extproc.telemetry import Record, Telemetry
 from extproc.upstream import Exchange, UpstreamStage
-from extproc.usage import Usage
+from extproc.usage import Usage, from_openai, json_document
+from tests.fakes.replay import Cassette, cassettes
 
 MODEL = "gpt-4o-mini"
 CONFIG = {
@@ -280,3 +281,39 @@ def test_an_error_answer_is_not_estimated(telemetry: Recorded) -> None:
     ex.response_headers({**JSON, ":status": "400"}, False)
     ex.response_body(b'{"error": {"message": "bad"}}', True)
     assert only(telemetry).usage is None
+
+
+# --- the documented error, on the recorded OpenAI traffic (README, "Estimated usage") ---------
+
+
+def _recorded() -> list[tuple[Cassette, Usage, str]]:
+    found = []
+    for recording in cassettes():
+        if recording.status != 200 or recording.endpoint is None or recording.streaming:
+            continue
+        doc = json_document(recording.response_body)
+        usage = from_openai((doc or {}).get("usage"))
+        if usage is not None:
+            found.append((recording, usage, str(recording.request_json().get("model", ""))))
+    return found
+
+
+def test_embeddings_inputs_of_the_corpus_are_counted_exactly() -> None:
+    recorded = [r for r in _recorded() if r[0].endpoint == "embeddings"]
+    assert len(recorded) >= 5
+    for recording, usage, model in recorded:
+        assert tokens.prompt_tokens(recording.request_body, model) == usage.input_tokens
+
+
+def test_text_prompts_of_the_corpus_are_within_two_tokens() -> None:
+    # Images, audio and a search model's own additions are not counted (README).
+    skipped = ("multimodal", "image", "audio", "web-search", "agents")
+    recorded = [
+        r
+        for r in _recorded()
+        if r[0].endpoint == "chat" and not any(word in r[0].name for word in skipped)
+    ]
+    assert len(recorded) >= 6
+    for recording, usage, model in recorded:
+        estimate = tokens.prompt_tokens(recording.request_body, model)
+        assert abs(estimate - usage.input_tokens) <= 3, recording.name
