@@ -212,7 +212,12 @@ class SSEObserver:
         if isinstance(choices, list):
             for choice in choices:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
-                if isinstance(delta, dict):
+                if not isinstance(delta, dict):
+                    continue
+                content = delta.get("content")
+                if len(delta) == 1 and isinstance(content, str):
+                    self.said.append(content)  # the usual delta, without the general walk
+                else:
                     self.said.extend(tokens.message_texts(delta))
         if self._strip:
             return _without_usage_null(event)
