@@ -21,9 +21,12 @@ from extproc.router import (
 from extproc.telemetry import Record, Telemetry
 from extproc.upstream import Exchange, UpstreamStage
 from extproc.usage import Usage, from_openai, json_document
+from tests.fakes.faulty import bedrock_frames
 from tests.fakes.replay import Cassette, cassettes
 
 MODEL = "gpt-4o-mini"
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+EVENT_STREAM = "application/vnd.amazon.eventstream"
 CONFIG = {
     "backends": {"oa": {"schema": "openai", "url": "http://127.0.0.1:1/v1"}},
     "models": [{"name": MODEL, "backends": [{"backend": "oa"}]}],
@@ -316,4 +319,56 @@ def test_text_prompts_of_the_corpus_are_within_two_tokens() -> None:
     assert len(recorded) >= 6
     for recording, usage, model in recorded:
         estimate = tokens.prompt_tokens(recording.request_body, model)
-        assert abs(estimate - usage.input_tokens) <= 3, recording.name
+        assert abs(estimate - usage.input_tokens) <= 2, recording.name
+
+
+BEDROCK_CONFIG = {
+    "backends": {
+        "br": {
+            "schema": "aws_bedrock",
+            "url": "http://127.0.0.1:1",
+            "region": "us-east-1",
+            "access_key_id": "${KEY}",
+            "secret_access_key": "${KEY}",
+        }
+    },
+    "models": [{"name": "claude", "backends": [{"backend": "br", "model": CLAUDE}]}],
+}
+
+
+@pytest.mark.parametrize("frames", [2, 3, 5], ids=["mid", "all-deltas", "stopped"])
+def test_a_bedrock_stream_without_its_metadata_is_estimated(
+    telemetry: Recorded, frames: int
+) -> None:
+    stage = UpstreamStage(parse_config(BEDROCK_CONFIG, {"KEY": "k"}), telemetry)
+    ex = stage.exchange()
+    headers = {MODEL_HEADER: "claude", PATH_HEADER: "/v1/chat/completions", STREAM_HEADER: "usage"}
+    assert asyncio.run(ex.request_headers(headers, "br")).request_body == "buffered"
+    body = orjson.dumps(
+        {"model": "claude", "stream": True, "messages": [{"role": "user", "content": "x" * 70}]}
+    )
+    assert asyncio.run(ex.request_body(body)).error is None
+    ex.response_headers({":status": "200", "content-type": EVENT_STREAM}, False)
+    ex.response_body(b"".join(bedrock_frames()[:frames]), False)
+    ex.abort()
+    rec = only(telemetry)
+    said = {2: "Hel", 3: "Hello", 5: "Hello"}[frames]
+    # 70 characters and the role at 3.5 a token, and the message overheads.
+    prompt = 20 + 2 + tokens.TOKENS_PER_MESSAGE + tokens.TOKENS_PER_REPLY
+    output = tokens.count(said, CLAUDE)
+    assert rec.usage == Usage(prompt, output, prompt + output, estimated=True)
+    assert rec.cut and rec.error_type == "interrupted"
+
+
+def test_bedrock_metadata_wins_over_the_estimate(telemetry: Recorded) -> None:
+    stage = UpstreamStage(parse_config(BEDROCK_CONFIG, {"KEY": "k"}), telemetry)
+    ex = stage.exchange()
+    headers = {MODEL_HEADER: "claude", PATH_HEADER: "/v1/chat/completions", STREAM_HEADER: "usage"}
+    asyncio.run(ex.request_headers(headers, "br"))
+    body = b'{"model": "claude", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    assert asyncio.run(ex.request_body(body)).error is None
+    ex.response_headers({":status": "200", "content-type": EVENT_STREAM}, False)
+    ex.response_body(b"".join(bedrock_frames()), False)
+    ex.abort()  # the client left after the metadata event, before the stream's end
+    rec = only(telemetry)
+    assert rec.usage == Usage(3, 2, 5) and not rec.cut and rec.error_type is None
