@@ -276,6 +276,12 @@ def test_an_answer_without_usage_is_estimated_and_spends_the_budget(
         charged += record["gen_ai.usage.input_tokens"] + record["gen_ai.usage.output_tokens"]
         time.sleep(0.2)
     assert BUDGET <= charged < BUDGET + 2 * (PROMPT + ANSWER + 10)
+    # Envoy's own access-log line has the estimate too (the answer ended through the sidecar).
+    lines = [e for e in gateway.access_log() if e["model"] == LLAMA and e["status"] == 200]
+    assert any(
+        e["usage_source"] == "estimated" and e["total_tokens"] == PROMPT + 7 + ANSWER + 1
+        for e in lines
+    )
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "hi"}])
 
