@@ -53,9 +53,10 @@ render: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
-# 10 minutes of 200 clients mixing streams, errors and disconnects (bench/soak.py --help).
+# 10 minutes of 200 clients mixing streams, errors and disconnects (bench/soak.py --help);
+# DISCONNECTS=30 makes 30 % of the requests streams their client leaves.
 soak: $(STAMP)
-	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.soak $(if $(DISCONNECTS),--disconnects $(DISCONNECTS),)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

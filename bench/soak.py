@@ -2,7 +2,8 @@
 
 200 concurrent clients (``--clients``) for 10 minutes (``--duration``) mix chat completions,
 streams (read to the end), embeddings, provider errors (a 400 from the provider) and clients
-that leave a stream after its first chunk. The provider is the test suite's fake OpenAI, in its
+that leave a stream after a few chunks (10 % of the requests; ``--disconnects 30`` for 30 %,
+``make soak DISCONNECTS=30``). The provider is the test suite's fake OpenAI, in its
 own process. Every ``--sample`` seconds the script records, per process, RSS and open file
 descriptors, and Envoy's live ext_proc streams and open requests.
 
@@ -18,6 +19,8 @@ Pass criteria, checked at the end and printed as a Markdown report (also written
 - zero lost usage records: every request that reached a provider has exactly one record in the
   sidecar's metrics, and the tokens recorded for the successful ones equal the usage the
   clients received;
+- every answered request (a 200, disconnects included) has tokens in its record: the
+  provider's, or for a client that left before the usage chunk the gateway's estimate;
 - no gateway error (5xx) and no hung request.
 
 The script stops by itself: after ``--duration`` the clients finish the request in hand and
@@ -122,6 +125,7 @@ def fake_provider() -> Any:
 class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     recorded_expected: int = 0  # requests that reached the provider: one record each
+    answered: int = 0  # of those, answered 200: each record has tokens
     tokens: int = 0  # usage the clients received on successful requests
     slowest: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -144,6 +148,13 @@ def _stream_usage(data: bytes) -> int:
     raise ValueError("no usage chunk")
 
 
+def mix(disconnects: float) -> dict[str, float]:
+    """:data:`MIX` with ``disconnects`` percent of the requests leaving their stream."""
+    others = {k: w for k, w in MIX.items() if k != "disconnect"}
+    scale = (100 - disconnects) / sum(others.values())
+    return {**{k: w * scale for k, w in others.items()}, "disconnect": disconnects}
+
+
 async def _one(client: httpx2.AsyncClient, kind: str, rng: random.Random, tally: Tally) -> None:
     # A client that leaves does so long before its (300-word) stream could end.
     words = _words(rng, 300 if kind == "disconnect" else rng.randint(1, 30))
@@ -160,14 +171,19 @@ async def _one(client: httpx2.AsyncClient, kind: str, rng: random.Random, tally:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
     async with client.stream("POST", path, json=body) as response:
         if kind == "disconnect":
+            leave = rng.randint(1, 20)
             async for _ in response.aiter_raw():
-                break  # the client leaves after the first chunk
+                leave -= 1
+                if not leave:
+                    break  # the client leaves after a few chunks
             tally.outcomes["disconnect"] += 1
             tally.recorded_expected += 1
+            tally.answered += response.status_code == 200
             return
         data = await response.aread()
     status = response.status_code
     tally.recorded_expected += 1
+    tally.answered += status == 200
     if kind == "error":
         if status != 400:
             tally.problem(f"error case answered {status}: {data[:200]!r}")
@@ -187,10 +203,15 @@ async def _one(client: httpx2.AsyncClient, kind: str, rng: random.Random, tally:
 
 
 async def _client(
-    url: str, seed: int, stop_at: float, tally: Tally, stopping: threading.Event
+    url: str,
+    seed: int,
+    stop_at: float,
+    tally: Tally,
+    stopping: threading.Event,
+    weights_by_kind: dict[str, float],
 ) -> None:
     rng = random.Random(seed)
-    kinds, weights = list(MIX), list(MIX.values())
+    kinds, weights = list(weights_by_kind), list(weights_by_kind.values())
     async with httpx2.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT) as client:
         while time.monotonic() < stop_at and not stopping.is_set():
             kind = rng.choices(kinds, weights)[0]
@@ -207,12 +228,20 @@ async def _client(
 
 
 def run_clients(
-    url: str, clients: int, seconds: float, tally: Tally, stopping: threading.Event
+    url: str,
+    clients: int,
+    seconds: float,
+    tally: Tally,
+    stopping: threading.Event,
+    weights_by_kind: dict[str, float],
 ) -> None:
     async def main() -> None:
         stop_at = time.monotonic() + seconds
         await asyncio.gather(
-            *(_client(url, seed, stop_at, tally, stopping) for seed in range(clients))
+            *(
+                _client(url, seed, stop_at, tally, stopping, weights_by_kind)
+                for seed in range(clients)
+            )
         )
 
     asyncio.run(main())
@@ -270,6 +299,8 @@ def report(
     tally: Tally,
     recorded: float,
     recorded_tokens: float,
+    with_tokens: float,
+    estimated: float,
 ) -> tuple[str, bool]:
     rss_sidecar = _growth(warm.sidecar_rss, end.sidecar_rss)
     rss_envoy = _growth(warm.envoy_rss, end.envoy_rss)
@@ -289,13 +320,14 @@ def report(
         and quiet.open_requests == 0,
         "zero lost usage records": lost == 0,
         "recorded tokens = tokens the clients received": int(recorded_tokens) == tally.tokens,
+        "every answered request has tokens in its record": int(with_tokens) == tally.answered,
         "no gateway 5xx, no hung request": gateway_errors == 0
         and tally.outcomes["hung"] == 0
         and tally.outcomes["transport-error"] == 0,
     }
     total = sum(tally.outcomes.values())
     lines = [
-        f"# Soak: {args.clients} clients, {args.duration:g} s",
+        f"# Soak: {args.clients} clients, {args.duration:g} s, {args.disconnects:g} % leaving",
         "",
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; warm-up {args.warmup:g} s;"
         f" {total} requests ({total / args.duration:.0f}/s), slowest {tally.slowest:.2f} s.",
@@ -320,7 +352,8 @@ def report(
         "",
         f"Usage records: {tally.recorded_expected} requests reached the provider, {recorded:.0f}"
         f" recorded ({lost} lost); tokens received by clients {tally.tokens}, recorded"
-        f" {recorded_tokens:.0f}.",
+        f" {recorded_tokens:.0f}. {tally.answered} answered, {with_tokens:.0f} records with"
+        f" tokens, {estimated:.0f} of them estimated by the gateway.",
         "",
         "Requests by outcome: "
         + ", ".join(f"{k} {n}" for k, n in sorted(tally.outcomes.items()))
@@ -363,7 +396,8 @@ def soak(args: argparse.Namespace) -> int:
         with QuietGateway(config, workers=args.workers) as gw:
             log(f"gateway on {gw.url}; {args.clients} clients for {args.duration:g} s")
             thread = threading.Thread(
-                target=run_clients, args=(gw.url, args.clients, args.duration, tally, stopping)
+                target=run_clients,
+                args=(gw.url, args.clients, args.duration, tally, stopping, mix(args.disconnects)),
             )
             started = time.monotonic()
             thread.start()
@@ -396,13 +430,30 @@ def soak(args: argparse.Namespace) -> int:
             time.sleep(3)  # every connection closed, every record made
             quiet = sample(gw, started, tally)
             recorded = metric(gw, "ai_gateway_requests_total")
+            # One input-token observation per record with usage, whoever counted it.
+            with_tokens = metric(gw, "gen_ai_client_token_usage_count", gen_ai_token_type="input")
+            estimated = metric(
+                gw,
+                "gen_ai_client_token_usage_count",
+                gen_ai_token_type="input",
+                ai_gateway_usage_source="estimated",
+            )
             recorded_tokens = metric(
                 gw, "gen_ai_client_token_usage_sum", error_type="", gen_ai_token_type="input"
             ) + metric(
                 gw, "gen_ai_client_token_usage_sum", error_type="", gen_ai_token_type="output"
             )
     text, ok = report(
-        args, samples, warm or samples[0], end, quiet, tally, recorded, recorded_tokens
+        args,
+        samples,
+        warm or samples[0],
+        end,
+        quiet,
+        tally,
+        recorded,
+        recorded_tokens,
+        with_tokens,
+        estimated,
     )
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -418,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, help="seconds before the RSS reference (duration/5)")
     p.add_argument("--sample", type=float, default=10.0, help="seconds between samples (10)")
     p.add_argument("--workers", type=int, default=2, help="sidecar workers (2)")
+    p.add_argument(
+        "--disconnects", type=float, default=10.0, help="percent of clients leaving a stream (10)"
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help=f"report file ({RESULTS.name})")
     p.add_argument("--fake", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -28,11 +28,12 @@ import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
+from extproc import tokens
 from extproc.cost import cost_usd
 from extproc.telemetry import Record, error_type
 from extproc.translate import BAD_UPSTREAM_RESPONSE
 from extproc.upstream import UpstreamStage
-from extproc.usage import Usage, from_openai
+from extproc.usage import Usage, estimated, from_openai
 from extproc.wire import (
     ATTEMPT_FAILURES,
     ATTEMPT_HEADER,
@@ -132,6 +133,12 @@ def attempt(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) -> At
     # the connection after it. Envoy's SSE reader does not report `data: [DONE]`, so a stream
     # the provider closed cleanly but early looks like a complete stream without usage.
     cut = ended_early and usage is None
+    if usage is None and ok:
+        # Envoy saw the answer's bytes only: the estimate is rougher than the sidecar's.
+        usage = estimated(
+            tokens.body_tokens(entry.request.request_body_bytes),
+            tokens.answer_tokens(entry.response.response_body_bytes, stream),
+        )
     failure = BAD_UPSTREAM_RESPONSE if ok and not stream and Key.NOT_JSON in fields else None
     duration = _seconds(
         common.duration if common.HasField("duration") else common.time_to_last_downstream_tx_byte

@@ -222,6 +222,8 @@ async def _single_backend_request(
         first.body = second.body
         first.metadata = second.metadata
         first.done = second.done
+    else:
+        exchange.client_body(body)
     if first.body is None and route.body is not None:
         first.body = route.body  # the translator forwards the body as it is: decoded
     first.set_headers = {**route.headers, **first.set_headers}

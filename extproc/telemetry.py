@@ -80,6 +80,11 @@ TTFT_BUCKETS = (
 )
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
+# Who counted a record's tokens: "provider" or "estimated" (extproc.tokens, for an answer
+# that ended without the provider's usage).
+USAGE_SOURCE_ATTRIBUTE = "ai_gateway.usage_source"
+USAGE_SOURCE_LABEL = "ai_gateway_usage_source"
+
 _BASE_LABELS = (
     "gen_ai_operation_name",
     "gen_ai_provider_name",
@@ -123,6 +128,11 @@ class Record:
             attrs["error.type"] = self.error_type
         return attrs
 
+    @property
+    def usage_source(self) -> str:
+        """Who counted the tokens: ``provider``, ``estimated`` (the gateway), or ``""``."""
+        return self.usage.source if self.usage is not None else ""
+
     def token_counts(self) -> dict[str, int]:
         u = self.usage
         if u is None:
@@ -147,8 +157,10 @@ class _Prometheus:
         labels = [*_BASE_LABELS, *extra_labels]
         self.extra = list(extra_labels)
         self.tokens = PromHistogram(
-            "gen_ai_client_token_usage", "Tokens used, by gen_ai_token_type.",
-            [*labels, "gen_ai_token_type"], buckets=TOKEN_BUCKETS, registry=registry,
+            "gen_ai_client_token_usage",
+            "Tokens used, by gen_ai_token_type and who counted them (ai_gateway_usage_source).",
+            [*labels, "gen_ai_token_type", USAGE_SOURCE_LABEL], buckets=TOKEN_BUCKETS,
+            registry=registry,
         )  # fmt: skip
         self.duration = PromHistogram(
             "gen_ai_server_request_duration_seconds", "Time to the last response byte.",
@@ -191,8 +203,9 @@ class _Prometheus:
             rec.operation, rec.provider, rec.request_model, rec.response_model, rec.backend,
             rec.error_type or "", *(rec.extra.get(k, "") for k in self.extra),
         )  # fmt: skip
+        source = rec.usage_source
         for kind, count in rec.token_counts().items():
-            self._child(self.tokens, *values, kind).observe(count)
+            self._child(self.tokens, *values, kind, source).observe(count)
         self._child(self.duration, *values).observe(rec.duration)
         if rec.ttft is not None:
             self._child(self.ttft, *values).observe(rec.ttft)
@@ -232,8 +245,9 @@ class _OTelMetrics:
 
     def record(self, rec: Record) -> None:
         attrs = rec.attributes()
+        source = {USAGE_SOURCE_ATTRIBUTE: rec.usage_source}
         for kind, count in rec.token_counts().items():
-            self.tokens.record(count, {**attrs, "gen_ai.token.type": kind})
+            self.tokens.record(count, {**attrs, **source, "gen_ai.token.type": kind})
         self.duration.record(rec.duration, attrs)
         if rec.ttft is not None:
             self.ttft.record(rec.ttft, attrs)
@@ -331,6 +345,8 @@ class Span:
         )
         for kind, count in rec.token_counts().items():
             self._span.set_attribute(f"gen_ai.usage.{kind}_tokens", count)
+        if rec.usage is not None:
+            self._span.set_attribute(USAGE_SOURCE_ATTRIBUTE, rec.usage_source)
         if rec.cost_usd:
             self._span.set_attribute("ai_gateway.cost_usd", rec.cost_usd)
         if rec.cut:

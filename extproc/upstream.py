@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc import encoding
+from extproc import encoding, tokens
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
@@ -41,6 +41,7 @@ from extproc.translate import (
     bad_upstream_response,
 )
 from extproc.translate.openai import PassThrough
+from extproc.usage import Usage, estimated
 from extproc.wire import ATTEMPT_HEADER, COST_HEADER, Key
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
@@ -166,6 +167,7 @@ class Exchange:
         self._recorded = False
         self._extra: dict[str, str] = {}
         self._buckets = ""
+        self._body: bytes | None = None  # the client's body, when this stage has it
 
     # --- request ------------------------------------------------------------------------------
 
@@ -277,8 +279,15 @@ class Exchange:
         self._cost_header(metadata, answer.headers)
         return Step(respond=answer, metadata=metadata, done=True)
 
+    def client_body(self, body: bytes) -> None:
+        """The client's body when the attempt needs not read it (the router stage has it),
+        kept for an estimate of the prompt should the answer come without usage."""
+        self._body = body
+
     async def _finish_request(self, step: Step, body: bytes | None) -> None:
         assert self._translator is not None and self._auth is not None
+        if body is not None:
+            self._body = body
         request = self._translator.request(body)
         await self._auth.apply(request, self._host)
         step.set_headers.update(request.headers)
@@ -427,8 +436,9 @@ class Exchange:
         # client that leaves after either (the SDK closes the connection right after the last
         # event) cut nothing.
         cut = cut and usage is None and not (translator is not None and translator.complete)
-        if usage is None and cut and translator is not None:
-            usage = translator.estimate_usage()
+        if usage is None and translator is not None and 200 <= self._status < 300:
+            # The provider billed it all the same: counted here, marked as estimated.
+            usage = self._estimate(translator)
         if failure is None and translator is not None:
             # A 2xx answer the translator turned into an error (event) for the client.
             failure = translator.failure
@@ -463,6 +473,7 @@ class Exchange:
             Key.COST_USD: rec.cost_usd,
         }
         if usage is not None:
+            meta[Key.USAGE_SOURCE] = usage.source
             meta[Key.INPUT_TOKENS] = usage.input_tokens
             meta[Key.OUTPUT_TOKENS] = usage.output_tokens
             meta[Key.TOTAL_TOKENS] = usage.total_tokens
@@ -473,3 +484,14 @@ class Exchange:
         if self._span is not None:
             self._span.end(rec)
         return meta
+
+    def _estimate(self, translator: Translator) -> Usage:
+        """Usage counted by the gateway: the prompt from the client's body (or, when this stage
+        never saw it, from its length), the output from what the provider had sent."""
+        assert self._ctx is not None
+        model = translator.response_model or self._ctx.upstream_model
+        if self._body is not None:
+            prompt = tokens.prompt_tokens(self._body, model)
+        else:
+            prompt = tokens.body_tokens(self._length)
+        return estimated(prompt, translator.output_tokens(model))

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from extproc import tokens
+
 
 @dataclass(slots=True)
 class Usage:
@@ -24,8 +26,34 @@ class Usage:
     total_tokens: int = 0
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
-    # True when counted by the gateway (a stream cut before the provider reported usage).
+    # True when counted by the gateway (extproc.tokens): the answer ended without the
+    # provider's own report (a stream cut short, a server that never reports usage).
     estimated: bool = False
+
+    @property
+    def source(self) -> str:
+        """``usage_source`` of records, metrics and spans: who counted these tokens."""
+        return "estimated" if self.estimated else "provider"
+
+
+def estimated(input_tokens: int, output_tokens: int) -> Usage:
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=input_tokens + output_tokens,
+        estimated=True,
+    )
+
+
+def answer_text(doc: Mapping[str, Any] | None) -> str:
+    """What a chat completion document says (every choice's message), for an estimate."""
+    choices = doc.get("choices") if doc else None
+    messages = [
+        choice["message"]
+        for choice in (choices if isinstance(choices, list) else ())
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
+    ]
+    return "".join(text for message in messages for text in tokens.message_texts(message))
 
 
 def token_count(doc: Mapping[str, Any] | None, key: str) -> int:
@@ -126,14 +154,16 @@ class SSEObserver:
     Without it, bytes are forwarded exactly as they arrive.
     """
 
-    __slots__ = ("_buffer", "_strip", "chunks", "done", "error", "model", "usage")
+    __slots__ = ("_buffer", "_strip", "done", "error", "model", "said", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self._strip = strip_usage
         self._buffer = b""
         self.usage: Usage | None = None
         self.model: str | None = None
-        self.chunks = 0  # events with choices: a per-token estimate if the stream is cut
+        # What the choices' deltas said (text, reasoning, tool calls), for an estimate if the
+        # stream ends without usage: kept as the pieces that came, joined only then.
+        self.said: list[str] = []
         self.done = False  # the provider's closing "data: [DONE]" was seen
         self.error = False  # the provider sent an error event ({"error": {...}}) in the stream
 
@@ -178,12 +208,21 @@ class SSEObserver:
             self.usage = usage
             if self._strip and not doc.get("choices"):
                 return None
-        if doc.get("choices"):
-            self.chunks += 1
+        choices = doc.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(delta, dict):
+                    continue
+                content = delta.get("content")
+                if len(delta) == 1 and isinstance(content, str):
+                    self.said.append(content)  # the usual delta, without the general walk
+                else:
+                    self.said.extend(tokens.message_texts(delta))
         if self._strip:
             return _without_usage_null(event)
         return event
 
-    def estimate(self) -> Usage:
-        """What the stream consumed so far when the provider never said (the client left)."""
-        return Usage(output_tokens=self.chunks, total_tokens=self.chunks, estimated=True)
+    def output_tokens(self, model: str) -> int:
+        """Output tokens of what the stream said so far, counted by the gateway."""
+        return tokens.count("".join(self.said), model)

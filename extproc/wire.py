@@ -73,6 +73,7 @@ class Key(StrEnum):
     TOTAL_TOKENS = "total_tokens"
     CACHED_INPUT_TOKENS = "cached_input_tokens"
     REASONING_TOKENS = "reasoning_tokens"
+    USAGE_SOURCE = "usage_source"  # "provider", or "estimated" by the gateway
     # accounting.mode envoy: the attempt's record comes from Envoy's access log.
     HANDED_OFF = "handed_off"
     OPERATION = "operation"

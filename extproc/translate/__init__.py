@@ -166,8 +166,9 @@ class Translator(Protocol):
         type for telemetry (``stream_truncated``, ``bad_upstream_response``...); None while the
         answer is, as far as seen, a good one, and for provider errors (their status says it)."""
 
-    def estimate_usage(self) -> Usage | None:
-        """Usage counted so far, for a response cut short before the provider reported it."""
+    def output_tokens(self, model: str) -> int:
+        """Output tokens of what the answer said so far (text, reasoning, tool calls), counted
+        by the gateway (:mod:`extproc.tokens`) for an answer that ended without usage."""
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import orjson
 
+from extproc import tokens
 from extproc.errors import (
     AUTHENTICATION,
     INVALID_REQUEST,
@@ -787,8 +788,8 @@ class _Exchange(ABC):
     def _translate(self, body: bytes) -> bytes:
         """The OpenAI body for a complete 2xx Bedrock body; raises :class:`_Unreadable`."""
 
-    def estimate_usage(self) -> Usage | None:
-        return None
+    def output_tokens(self, model: str) -> int:
+        return 0
 
     def _see_head(self, status: int, headers: Mapping[str, str]) -> None:
         self._status = status
@@ -872,7 +873,9 @@ class BedrockChat(_Exchange):
         self._decoder = EventStreamDecoder()
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> tool_calls index (or _*_BLOCK)
         self._calls = 0
-        self._deltas = 0
+        # What the answer said (text, reasoning, tool calls), for an estimate if it ends
+        # without Bedrock's usage: the pieces as they came, joined only then.
+        self._said: list[str] = []
         self._opened = self._stopped = self._closed = self._usage_sent = False
         self._done = False  # the stream ended with [DONE]
 
@@ -961,6 +964,7 @@ class BedrockChat(_Exchange):
             reply["tool_calls"] = calls
         if reasoning:
             reply["reasoning_content"] = "".join(reasoning)
+        self._said = list(tokens.message_texts(reply))
         completion: Json = {
             "id": self._id,
             "object": "chat.completion",
@@ -1086,6 +1090,8 @@ class BedrockChat(_Exchange):
             return b""
         index = self._blocks[block] = self._calls
         self._calls += 1
+        if isinstance(tool.get("name"), str):
+            self._said.append(tool["name"])
         call = {
             "index": index,
             "id": tool.get("toolUseId"),
@@ -1098,8 +1104,7 @@ class BedrockChat(_Exchange):
         delta = self._openai_delta(payload.get("delta"), _block_index(payload))
         if delta is None:
             return b""
-        # About one token per delta: what estimate_usage counts if the stream is cut.
-        self._deltas += 1
+        self._said.extend(tokens.message_texts(delta))
         return self._open() + self._chunk(delta)
 
     def _openai_delta(self, delta: Any, block: int | None) -> Json | None:
@@ -1124,10 +1129,8 @@ class BedrockChat(_Exchange):
             return {"reasoning_content": text}
         return None
 
-    def estimate_usage(self) -> Usage | None:
-        if not self._streaming:
-            return None
-        return Usage(output_tokens=self._deltas, total_tokens=self._deltas, estimated=True)
+    def output_tokens(self, model: str) -> int:
+        return tokens.count("".join(self._said), model)
 
     def _stop(self, payload: Json) -> bytes:
         self._stopped = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
+from extproc import tokens
 from extproc.errors import UPSTREAM, error_body
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
@@ -22,7 +23,7 @@ from extproc.translate import (
     dump_json,
     json_object,
 )
-from extproc.usage import SSEObserver, Usage, from_json_doc, json_document
+from extproc.usage import SSEObserver, Usage, answer_text, from_json_doc, json_document
 
 
 def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = None) -> str:
@@ -88,6 +89,7 @@ class PassThrough:
         self._status = 0
         self._ended = False  # the whole body was seen
         self._failure: str | None = None
+        self._said = ""  # a buffered answer's text, kept when it came without usage
 
     @property
     def forwards_unchanged(self) -> bool:
@@ -133,6 +135,8 @@ class PassThrough:
             self._ended = self._ended or end_of_stream
             doc = json_document(chunk)
             self.usage, self.response_model = from_json_doc(doc)
+            if self.usage is None:
+                self._said = answer_text(doc)
             if doc is None and end_of_stream and self._ok:
                 self._failure = BAD_UPSTREAM_RESPONSE
                 raise bad_upstream_response(_NOT_JSON)
@@ -149,5 +153,6 @@ class PassThrough:
                 out += _TRUNCATED_EVENT
         return out
 
-    def estimate_usage(self) -> Usage | None:
-        return self._observer.estimate() if self._observer is not None else None
+    def output_tokens(self, model: str) -> int:
+        observer = self._observer
+        return observer.output_tokens(model) if observer else tokens.count(self._said, model)

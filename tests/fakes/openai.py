@@ -21,6 +21,11 @@ Answers, all derived from the request so tests can predict them:
   floats or base64 little-endian float32 (``encoding_format``);
 - usage: one token per whitespace-separated word;
 - ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked).
+
+Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
+usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all, and
+``linger`` keeps a stream's response open that many seconds after ``data: [DONE]`` (so the
+client closes first, as the official SDK does with llama-cpp-python).
 """
 
 from __future__ import annotations
@@ -293,12 +298,18 @@ class FakeOpenAI(FakeServer):
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         compress: Compress = "asked",
         models: Iterable[str] = DEFAULT_MODELS,
+        ignore_include_usage: bool = False,
+        omit_usage: bool = False,
+        linger: float = 0.0,
     ) -> None:
         super().__init__(ssl_context=ssl_context, compress=compress)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay
         self.models = list(models)  # what GET /v1/models lists; tests may change it
+        self.ignore_include_usage = ignore_include_usage or omit_usage
+        self.omit_usage = omit_usage
+        self.linger = linger
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
@@ -356,11 +367,20 @@ class FakeOpenAI(FakeServer):
         body = await self._body(request)
         reply = chat_reply(body)
         if not body.get("stream"):
-            return json_response(self.completion(reply))
+            doc = self.completion(reply)
+            if self.omit_usage:
+                del doc["usage"]
+            return json_response(doc)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = sse_events(self.completion_chunks(reply, include_usage))
+        events = sse_events(
+            self.completion_chunks(reply, include_usage and not self.ignore_include_usage)
+        )
         return await stream_chunks(
-            request, events, content_type=SSE_CONTENT_TYPE, delay=self.chunk_delay
+            request,
+            events,
+            content_type=SSE_CONTENT_TYPE,
+            delay=self.chunk_delay,
+            linger=self.linger,
         )
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -372,4 +392,7 @@ class FakeOpenAI(FakeServer):
         return json_response({"object": "list", "data": data})
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return json_response(embeddings(await self._body(request)))
+        doc = embeddings(await self._body(request))
+        if self.omit_usage:
+            del doc["usage"]
+        return json_response(doc)

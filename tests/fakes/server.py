@@ -329,9 +329,11 @@ async def stream_chunks(
     delay: float = DEFAULT_CHUNK_DELAY,
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    linger: float = 0.0,
 ) -> web.StreamResponse:
     """Send each chunk, ``delay`` seconds apart, cut in two writes at an arbitrary point, and
-    gzipped (each write flushed) when the fake compresses for this request."""
+    gzipped (each write flushed) when the fake compresses for this request; ``linger``
+    seconds pass after the last one before the response ends."""
     fake = request.app[_FAKE]
     gzip = _Gzip() if fake.coding(request) else None
     head = {"content-type": content_type, **(headers or {})}
@@ -348,6 +350,8 @@ async def stream_chunks(
                 await response.write(gzip.piece(piece) if gzip is not None else piece)
         if gzip is not None:
             await response.write(gzip.end())
+        if linger:
+            await asyncio.sleep(linger)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: nothing left to send to

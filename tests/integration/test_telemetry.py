@@ -199,8 +199,17 @@ def test_scripted_mix_is_accounted_exactly(
     assert tokens("claude", "output") == sum(u.output_tokens for u in claude_usage)
     assert tokens("titan", "input") == titan.usage.prompt_tokens
     assert otlp.points("gen_ai.client.token.usage", **{"gen_ai.provider.name": "aws.bedrock"})
-    # The cut streams are recorded with what they had produced (at least the first chunk).
-    assert tokens("m-cut", "output") >= CUT_STREAMS
+    # The cut streams are recorded with the gateway's estimate: each prompt (60 words) counted
+    # from the request, the output from what the stream had shown.
+    cut_inputs = {"gen_ai.request.model": "m-cut", "gen_ai.token.type": "input"}
+    assert otlp.count("gen_ai.client.token.usage", **cut_inputs) == CUT_STREAMS
+    assert (
+        otlp.count(
+            "gen_ai.client.token.usage", **cut_inputs, **{"ai_gateway.usage_source": "estimated"}
+        )
+        == CUT_STREAMS
+    )
+    assert tokens("m-cut", "input") >= CUT_STREAMS * 60
 
     # Costs equal to an independent computation.
     m_cost = sum(cost_usd(u, Pricing(**PRICE)) for u in expected)

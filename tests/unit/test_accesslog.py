@@ -10,6 +10,7 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import struct_pb2
 from prometheus_client import CollectorRegistry
 
+from extproc import tokens
 from extproc.accesslog import AccessLogReceiver, attempt, unanswered
 from extproc.config import Pricing, parse_config
 from extproc.cost import cost_usd
@@ -131,6 +132,27 @@ def test_failures_are_named(
     found = attempt(_entry(fields, status=status, stream=stream, **flags), stage)
     assert found is not None
     assert (found.record.error_type, found.record.cut) == (error_type, cut)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_without_usage_is_estimated_from_its_sizes(
+    stage: UpstreamStage, stream: bool
+) -> None:
+    """Envoy reads no text: a 2xx answer without usage is counted from the bytes it moved."""
+    entry = _entry({}, stream=stream, downstream_connection_termination=stream)
+    entry.request.request_body_bytes = 460
+    entry.response.response_body_bytes = 4000
+    found = attempt(entry, stage)
+    assert found is not None
+    output = tokens.answer_tokens(4000, stream)
+    assert found.record.usage == Usage(100, output, 100 + output, estimated=True)
+    assert found.record.usage_source == "estimated"
+    assert found.record.cost_usd == cost_usd(found.record.usage, Pricing(**PRICE))
+
+
+def test_an_error_without_usage_is_not_estimated(stage: UpstreamStage) -> None:
+    found = attempt(_entry({}, status=429), stage)
+    assert found is not None and found.record.usage is None
 
 
 def test_entries_of_requests_the_sidecar_served_are_ignored(stage: UpstreamStage) -> None:

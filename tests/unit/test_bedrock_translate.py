@@ -568,7 +568,7 @@ def test_text_response() -> None:
     }
     assert t.usage == Usage(input_tokens=10, output_tokens=3, total_tokens=13)
     assert t.response_model is None
-    assert t.estimate_usage() is None
+    assert t.output_tokens("model") == 3  # "Hello there." at 4 characters per token
 
 
 def test_id_is_generated_without_a_request_id() -> None:
@@ -1030,12 +1030,13 @@ def test_tool_input_of_an_unreadable_block_index_is_dropped(index: Any) -> None:
     assert events[-1] == "[DONE]" and t.failure is None
 
 
-def test_cut_stream_estimates_usage_from_deltas() -> None:
+def test_cut_stream_counts_what_the_deltas_said() -> None:
     t = chat()
     converse({"stream": True}, t)
     stream(t, frames(START, text_delta("a"), text_delta("b"), text_delta("c")), lambda: 4)
     assert t.usage is None
-    assert t.estimate_usage() == Usage(output_tokens=3, total_tokens=3, estimated=True)
+    assert t.output_tokens("anthropic.claude-3-5-sonnet") == 1  # "abc" at 3.5 characters
+    assert t.output_tokens("gpt-4o") == 1  # "abc": one cl100k token
 
 
 def test_stream_json_answer_and_dropped_parallel_calls() -> None:

@@ -171,7 +171,7 @@ def _observe(parts: list[bytes], strip: bool) -> tuple[bytes, SSEObserver]:
 
 
 def _state(o: SSEObserver) -> tuple[Any, ...]:
-    return (o.usage, o.model, o.chunks, o.done, o.error)
+    return (o.usage, o.model, o.said, o.done, o.error)
 
 
 @PROPERTY
@@ -634,7 +634,7 @@ def test_pass_through_keeps_json_untouched_and_refuses_only_unreadable_2xx(
         assert (translator.failure == "stream_truncated") == (
             status < 300 and not translator.complete
         )
-    translator.estimate_usage()
+    translator.output_tokens("gpt-4o-mini")
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -68,4 +68,6 @@ def test_cut_stream_estimate() -> None:
     observer = SSEObserver(strip_usage=False)
     observer.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"de', False)
     assert observer.usage is None
-    assert observer.estimate() == Usage(output_tokens=1, total_tokens=1, estimated=True)
+    # Only the complete event is counted: "a", one token for an OpenAI model.
+    assert observer.said == ["a"]
+    assert observer.output_tokens("gpt-4o-mini") == 1
