@@ -74,14 +74,21 @@ def _start_metrics(config: GatewayConfig, directory: Path, host: str | None = No
     prepare_directory(directory)
     sidecar = config.sidecar
     address = sidecar.metrics_address() if host is None else f"{host}:{sidecar.metrics_port}"
-    serve_metrics(address, directory)
+    serve_metrics(address, directory, sidecar.tls)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.render import sidecar_addresses
 
     config = _load(args.config)
-    host = args.host or config.sidecar.host
+    if args.host:
+        config = config.model_copy(
+            update={"sidecar": config.sidecar.model_copy(update={"host": args.host})}
+        )
+    refusal = config.sidecar.plaintext_error()
+    if refusal:
+        raise ConfigError(refusal)
+    host = config.sidecar.host
     with tempfile.TemporaryDirectory(prefix="ai-gateway-metrics-") as metrics_dir:
         _start_metrics(config, Path(metrics_dir), host)
         sup = _supervise_workers(args, config, sidecar_addresses(config, host))
@@ -94,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="ai-gateway-"))
     state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)  # the sockets in it are the sidecar's ports: the owner's alone
     try:
         return _run(args, config, state)
     finally:
@@ -180,6 +188,24 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     if not any(m for m in config.models):
         print(NO_PROVIDER_HINT, file=sys.stderr, flush=True)
     return sup.run()
+
+
+def _owner(value: str) -> tuple[int, int]:
+    uid, _, gid = value.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from extproc.certs import tls_config, write_certs
+
+    directory = Path(args.output)
+    owner = _owner(args.owner) if args.owner else None
+    names = args.name or ["sidecar"]
+    written = write_certs(directory, names, days=args.days, force=args.force, owner=owner)
+    print(f"{'wrote' if written else 'kept the existing'} certificates in {directory}")
+    tls = tls_config(directory.absolute(), server_name=names[0]).model_dump()
+    print("sidecar:\n  tls:\n" + "".join(f"    {k}: {v}\n" for k, v in tls.items()), end="")
+    return 0
 
 
 def cmd_hash_key(args: argparse.Namespace) -> int:
@@ -271,6 +297,20 @@ def main(argv: list[str] | None = None) -> int:
         "--no-secrets", action="store_true", help="do not require the secrets' variables to be set"
     )
     check.set_defaults(func=cmd_check)
+    certs = sub.add_parser(
+        "certs", help="write a CA and the certificates for mutual TLS between Envoy and sidecar"
+    )
+    certs.add_argument("-o", "--output", required=True, help="directory for the files")
+    certs.add_argument(
+        "--name",
+        action="append",
+        help="name in the sidecar's certificate (repeatable; the first is sidecar.tls"
+        ".server_name; default: sidecar)",
+    )
+    certs.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    certs.add_argument("--force", action="store_true", help="replace a complete existing set")
+    certs.add_argument("--owner", help="UID[:GID] to own the files (compose: 10001)")
+    certs.set_defaults(func=cmd_certs)
     hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
     hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
     hash_cmd.set_defaults(func=cmd_hash_key)
