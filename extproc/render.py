@@ -121,6 +121,14 @@ _JSON_READER = "envoy.filters.http.json_to_metadata"
 _SSE_READER = "envoy.filters.http.sse_to_metadata"
 
 
+# The content types Envoy's JSON reader takes: it compares the whole header, so the spellings
+# providers send with a charset are listed (an answer of another type has no usage read).
+JSON_TYPES = [
+    "application/json",
+    *(f"application/json;{sep}charset={cs}" for sep in ("", " ") for cs in ("utf-8", "UTF-8")),
+]
+
+
 def _usage_rules() -> list[dict[str, Any]]:
     """Rules copying an OpenAI-shaped answer's usage and model into our namespace, under the
     names the sidecar's own records use. Values keep their JSON type (NUMBER would turn
@@ -159,7 +167,7 @@ def usage_filters() -> list[dict[str, Any]]:
             "name": _JSON_READER,
             "typed_config": {
                 _TYPE: "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
-                "response_rules": {"rules": json_rules},
+                "response_rules": {"rules": json_rules, "allow_content_types": JSON_TYPES},
             },
         },
         {

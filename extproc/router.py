@@ -204,11 +204,25 @@ class Router:
             LENGTH_HEADER: str(len(body)),
             STREAM_HEADER: "",
         }
-        if doc.get("stream") is True:
+        stream = doc.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            # "true" or 1 would be no stream to the gateway (no usage chunk asked for) and a
+            # stream to a lenient provider: the spelling must not decide what is accounted.
+            raise bad_request(
+                f"Invalid type for 'stream': expected a boolean, got {_json_type(stream)}.",
+                param="stream",
+                code="invalid_type",
+            )
+        if stream:
             options = doc.get("stream_options")
             asked = isinstance(options, dict) and options.get("include_usage") is True
             headers[STREAM_HEADER] = "usage" if asked else "plain"
         return Route(headers, route.single_backend())
+
+
+def _json_type(value: object) -> str:
+    names = {str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return names.get(type(value), "an array")
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -265,8 +265,13 @@ def embeddings(body: Json) -> Json:
     }
 
 
-def json_response(doc: Json, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers)
+def json_response(
+    doc: Json, headers: Mapping[str, str] | None = None, content_type: str = "application/json"
+) -> web.Response:
+    # The header itself, not aiohttp's content_type (which takes no parameters such as charset).
+    return web.Response(
+        body=orjson.dumps(doc), headers={**(headers or {}), "content-type": content_type}
+    )
 
 
 class FakeOpenAI(FakeServer):
@@ -283,8 +288,10 @@ class FakeOpenAI(FakeServer):
         api_key: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
+        json_content_type: str = "application/json",
     ) -> None:
         super().__init__(ssl_context=ssl_context)
+        self.json_content_type = json_content_type  # of chat answers (not streams)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay
@@ -344,7 +351,7 @@ class FakeOpenAI(FakeServer):
         body = await self._body(request)
         reply = chat_reply(body)
         if not body.get("stream"):
-            return json_response(self.completion(reply))
+            return json_response(self.completion(reply), content_type=self.json_content_type)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = sse_events(self.completion_chunks(reply, include_usage))
         return await stream_chunks(

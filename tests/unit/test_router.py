@@ -77,6 +77,7 @@ def test_body_model_routes() -> None:
     [
         (b"", ""),
         (b', "stream": false', ""),
+        (b', "stream": null', ""),
         (b', "stream": true', "plain"),
         (b', "stream": true, "stream_options": {"include_usage": false}', "plain"),
         (b', "stream": true, "stream_options": {"include_usage": true}', "usage"),
@@ -109,6 +110,9 @@ def test_header_model_wins_over_body() -> None:
         (b"{}", 400, "model", "missing_required_parameter"),
         (b'{"model": 3}', 400, "model", None),
         (b'{"model": "nope"}', 404, "model", "model_not_found"),
+        (b'{"model": "m1", "stream": "true"}', 400, "stream", "invalid_type"),
+        (b'{"model": "m1", "stream": 1}', 400, "stream", "invalid_type"),
+        (b'{"model": "m1", "stream": {}}', 400, "stream", "invalid_type"),
     ],
 )
 def test_body_errors(body: bytes, status: int, param: str | None, code: str | None) -> None:
