@@ -1354,7 +1354,10 @@ class BedrockEmbeddings(_Exchange):
             tokens = None
         if not isinstance(tokens, int):
             header = head.get(_INPUT_COUNT_HEADER, "")
-            tokens = int(header) if header.isdigit() else 0
+            # ASCII and short: int() refuses other digits ("²") and more than 4300 of them.
+            tokens = (
+                int(header) if header.isascii() and header.isdigit() and len(header) < 19 else 0
+            )
         if not isinstance(vectors, list):
             raise _Unreadable
         encoded: list[Any] = []
