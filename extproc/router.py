@@ -17,6 +17,7 @@ import orjson
 
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.duplicates import repeated_keys
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.translate import Endpoint, json_object
@@ -184,6 +185,7 @@ class Router:
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
         doc = json_object(body)
+        _refuse_repeated_keys(body)
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
@@ -218,6 +220,20 @@ class Router:
             asked = isinstance(options, dict) and options.get("include_usage") is True
             headers[STREAM_HEADER] = "usage" if asked else "plain"
         return Route(headers, route.single_backend())
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    try:
+        repeated = repeated_keys(body)
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
+    if repeated:
+        name = repeated[0]
+        raise bad_request(
+            f"'{name}' is given more than once in the request body; give it once.",
+            param=name,
+            code="duplicate_parameter",
+        )
 
 
 def _json_type(value: object) -> str:

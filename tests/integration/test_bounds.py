@@ -3,6 +3,8 @@ through real Envoy and sidecar:
 
 - a non-boolean ``stream`` (``"true"``, ``1``) is a 400 naming it: the gateway would not treat
   it as a stream while a lenient provider would, and its usage would go unaccounted;
+- a body giving ``model`` (or ``stream``) twice is a 400: the gateway and the provider could
+  read different ones, and the client be admitted for one model and billed for another;
 - ``accounting.mode: envoy`` reads the usage of ``application/json; charset=utf-8`` answers
   (and the other spellings of a JSON content type) as it does of ``application/json``.
 """
@@ -88,3 +90,26 @@ def test_json_with_a_charset_is_accounted_by_envoy(gateway: Gateway, index: int)
     assert recorded() == tokens
     ok = metric(gateway, "ai_gateway_requests_total", gen_ai_request_model=model, error_type="")
     assert ok == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m0", "model": "m1", "messages": []}',
+        b'{"mod\\u0065l": "m0", "model": "m1", "messages": []}',
+    ],
+)
+def test_a_repeated_model_is_refused(
+    gateway: Gateway, fakes: list[FakeOpenAI], body: bytes
+) -> None:
+    seen = sum(len(f.requests) for f in fakes)
+    response = httpx2.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "duplicate_parameter")
+    assert sum(len(f.requests) for f in fakes) == seen
