@@ -142,6 +142,14 @@ class Router:
         if endpoint is not None:
             if method != "POST":
                 raise _method_not_allowed(method, path, "POST")
+            if "upgrade" in headers:
+                # Envoy takes such a request for an upgraded stream whose body never ends: the
+                # router stage would wait for it until timeouts.upload.
+                raise bad_request(
+                    f"Protocol upgrades ({headers['upgrade'][:40]!r}) are not served: send the"
+                    " request without the Upgrade header.",
+                    code="upgrade_not_supported",
+                )
             return ReadBody(
                 endpoint,
                 headers.get(MODEL_HEADER) or None,

@@ -5,12 +5,15 @@ through real Envoy and sidecar:
   it as a stream while a lenient provider would, and its usage would go unaccounted;
 - a body giving ``model`` (or ``stream``) twice is a 400: the gateway and the provider could
   read different ones, and the client be admitted for one model and billed for another;
+- a POST with ``Upgrade: websocket`` is a 400 at once (Envoy took it for an upgraded stream whose
+  body never ends: the client waited for ``timeouts.upload``, 60 s);
 - ``accounting.mode: envoy`` reads the usage of ``application/json; charset=utf-8`` answers
   (and the other spellings of a JSON content type) as it does of ``application/json``.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx2
@@ -113,3 +116,20 @@ def test_a_repeated_model_is_refused(
     error = response.json()["error"]
     assert (error["param"], error["code"]) == ("model", "duplicate_parameter")
     assert sum(len(f.requests) for f in fakes) == seen
+
+
+def test_a_websocket_upgrade_is_refused_at_once(gateway: Gateway) -> None:
+    body = b'{"model": "m0", "messages": [{"role": "user", "content": "x"}]}'
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port)) as conn:
+        conn.sendall(head.encode() + body)
+        # Well below timeouts.upload (60 s), which is how long the request used to hang.
+        conn.settimeout(20)
+        answer = conn.recv(65536)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert b'"code":"upgrade_not_supported"' in rest

@@ -151,3 +151,15 @@ def test_endpoint_errors(method: str, path: str, status: int, code: str) -> None
 def test_method_not_allowed_names_allowed_method() -> None:
     decision = Router(CONFIG).on_headers(_headers("DELETE", "/v1/embeddings"))
     assert isinstance(decision, Respond) and decision.headers["allow"] == "POST"
+
+
+def test_a_protocol_upgrade_is_refused_at_the_headers() -> None:
+    router = Router(CONFIG)
+    headers = _headers("POST", "/v1/chat/completions", upgrade="websocket", connection="Upgrade")
+    status, err = _error(router.on_headers(headers))
+    assert (status, err["code"], err["type"]) == (
+        400,
+        "upgrade_not_supported",
+        "invalid_request_error",
+    )
+    assert "websocket" in str(err["message"])
