@@ -1203,6 +1203,18 @@ def test_cohere_response(bedrock_embeddings: Any) -> None:
     assert doc["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
 
 
+@pytest.mark.parametrize("count", ["\u00b2", "9" * 5000, "-3", "1e3"])
+def test_a_token_count_header_that_is_no_count_counts_nothing(count: str) -> None:
+    t = embeddings(COHERE_V3)
+    t.request(orjson.dumps({"input": ["a"]}))
+    doc = embed_response(
+        t,
+        {"id": "x", "embeddings": [[0.5]], "texts": ["a"]},
+        {"x-amzn-bedrock-input-token-count": count},
+    )
+    assert doc["usage"] == {"prompt_tokens": 0, "total_tokens": 0}
+
+
 @pytest.mark.parametrize(
     ("encoding", "embedding"),
     [
