@@ -192,6 +192,8 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
 
 def _owner(value: str) -> tuple[int, int]:
     uid, _, gid = value.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not UID or UID:GID (numbers)")
     return int(uid), int(gid or uid)
 
 
@@ -199,9 +201,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from extproc.certs import tls_config, write_certs
 
     directory = Path(args.output)
-    owner = _owner(args.owner) if args.owner else None
     names = args.name or ["sidecar"]
-    written = write_certs(directory, names, days=args.days, force=args.force, owner=owner)
+    written = write_certs(directory, names, days=args.days, force=args.force, owner=args.owner)
     print(f"{'wrote' if written else 'kept the existing'} certificates in {directory}")
     tls = tls_config(directory.absolute(), server_name=names[0]).model_dump()
     print("sidecar:\n  tls:\n" + "".join(f"    {k}: {v}\n" for k, v in tls.items()), end="")
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     certs.add_argument("--days", type=int, default=825, help="validity (default: 825)")
     certs.add_argument("--force", action="store_true", help="replace a complete existing set")
-    certs.add_argument("--owner", help="UID[:GID] to own the files (compose: 10001)")
+    certs.add_argument("--owner", type=_owner, help="UID[:GID] to own the files (compose: 10001)")
     certs.set_defaults(func=cmd_certs)
     hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
     hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
