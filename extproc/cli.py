@@ -80,7 +80,7 @@ def _start_metrics(config: GatewayConfig, directory: Path, host: str | None = No
     address = sidecar.metrics_address() if host is None else f"{host}:{sidecar.metrics_port}"
     if not address.startswith("unix:"):
         check_free([_tcp(address, "the sidecar's metrics")])
-    serve_metrics(address, directory)
+    serve_metrics(address, directory, sidecar.tls)
 
 
 def _tcp(address: str, what: str) -> tuple[str, int, str]:
@@ -92,7 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.render import sidecar_addresses
 
     config = _load(args.config)
-    host = args.host or config.sidecar.host
+    if args.host:
+        config = config.model_copy(
+            update={"sidecar": config.sidecar.model_copy(update={"host": args.host})}
+        )
+    refusal = config.sidecar.plaintext_error()
+    if refusal:
+        raise ConfigError(refusal)
+    host = config.sidecar.host
     with tempfile.TemporaryDirectory(prefix="ai-gateway-metrics-") as metrics_dir:
         _start_metrics(config, Path(metrics_dir), host)
         sup = _supervise_workers(args, config, sidecar_addresses(config, host))
@@ -107,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     state = Path(args.state_dir or tempfile.mkdtemp(prefix=statedir.TEMP_PREFIX))
     state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)  # the sockets in it are the sidecar's ports: the owner's alone
     try:
         statedir.claim(state)
     except statedir.StateInUse as exc:
@@ -241,6 +249,25 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     return sup.run()
 
 
+def _owner(value: str) -> tuple[int, int]:
+    uid, _, gid = value.partition(":")
+    if not uid.isdigit() or not (gid or uid).isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not UID or UID:GID (numbers)")
+    return int(uid), int(gid or uid)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from extproc.certs import tls_config, write_certs
+
+    directory = Path(args.output)
+    names = args.name or ["sidecar"]
+    written = write_certs(directory, names, days=args.days, force=args.force, owner=args.owner)
+    print(f"{'wrote' if written else 'kept the existing'} certificates in {directory}")
+    tls = tls_config(directory.absolute(), server_name=names[0]).model_dump()
+    print("sidecar:\n  tls:\n" + "".join(f"    {k}: {v}\n" for k, v in tls.items()), end="")
+    return 0
+
+
 def cmd_hash_key(args: argparse.Namespace) -> int:
     from extproc.clients import hash_key
 
@@ -330,6 +357,20 @@ def main(argv: list[str] | None = None) -> int:
         "--no-secrets", action="store_true", help="do not require the secrets' variables to be set"
     )
     check.set_defaults(func=cmd_check)
+    certs = sub.add_parser(
+        "certs", help="write a CA and the certificates for mutual TLS between Envoy and sidecar"
+    )
+    certs.add_argument("-o", "--output", required=True, help="directory for the files")
+    certs.add_argument(
+        "--name",
+        action="append",
+        help="name in the sidecar's certificate (repeatable; the first is sidecar.tls"
+        ".server_name; default: sidecar)",
+    )
+    certs.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    certs.add_argument("--force", action="store_true", help="replace a complete existing set")
+    certs.add_argument("--owner", type=_owner, help="UID[:GID] to own the files (compose: 10001)")
+    certs.set_defaults(func=cmd_certs)
     hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
     hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
     hash_cmd.set_defaults(func=cmd_hash_key)

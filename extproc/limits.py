@@ -158,7 +158,18 @@ def rule_errors(rules: Sequence[LimitRule], clients: Collection[str]) -> list[st
 
 
 def _micro(usd: float) -> int:
-    return round(usd * _MICRO)
+    return round(usd * _MICRO) if math.isfinite(usd) else MAX_DEBIT
+
+
+# The most one response adds to a counter. A provider may report any usage (2**64 tokens):
+# Redis's INCRBY takes only int64 and Lua compares in doubles (exact below 2**53), so an amount
+# past that would make the debit fail, and the usage go uncounted. Clamped, it still exhausts
+# any budget at once.
+MAX_DEBIT = 2**50
+
+
+def _bounded(amount: int) -> int:
+    return min(max(amount, 0), MAX_DEBIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +244,7 @@ class Limiter:
         Unknown or malformed bucket ids are ignored. Store failures are logged, never raised:
         the response has already been served.
         """
-        amounts = {Kind.TOKENS: max(tokens, 0), Kind.COST: max(_micro(cost_usd), 0)}
+        amounts = {Kind.TOKENS: _bounded(tokens), Kind.COST: _bounded(_micro(cost_usd))}
         now = self._clock()
         counters = []
         for bucket_id in buckets:

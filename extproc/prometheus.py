@@ -18,6 +18,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from extproc.config import SidecarTLS
+from extproc.transport import is_unix, owner_only, server_ssl_context
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -36,6 +39,7 @@ def multiproc_directory() -> Path | None:
 
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
+    timeout = 10  # seconds a connection may stay silent (TLS handshake included)
 
     def do_GET(self) -> None:
         if self.path.partition("?")[0] != "/metrics":
@@ -59,18 +63,28 @@ class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     daemon_threads = True
 
 
-def serve_metrics(address: str, directory: Path) -> socketserver.BaseServer:
-    """Serve ``GET /metrics`` on ``unix:/path`` or ``host:port`` from a daemon thread."""
+def serve_metrics(
+    address: str, directory: Path, tls: SidecarTLS | None = None
+) -> socketserver.BaseServer:
+    """Serve ``GET /metrics`` on ``unix:/path`` (owner-only) or ``host:port`` (with mutual TLS
+    when ``tls`` is given) from a daemon thread."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     handler = type("MetricsHandler", (_Handler,), {"registry": registry})
     server: socketserver.BaseServer
-    if address.startswith("unix:"):
+    if is_unix(address):
         path = address[5:]
         Path(path).unlink(missing_ok=True)
-        server = _UnixHTTPServer(path, handler)
+        with owner_only():
+            server = _UnixHTTPServer(path, handler)
     else:
         host, _, port = address.rpartition(":")
         server = ThreadingHTTPServer((host, int(port)), handler)
+        if tls is not None:
+            # The handshake runs in the request's own thread, on its first read, so a client
+            # that never finishes one holds only that thread (for _Handler.timeout).
+            server.socket = server_ssl_context(tls).wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

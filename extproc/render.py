@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
+from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute, SidecarTLS
 from extproc.wire import (
     ATTEMPT_FAILURES,
     ATTEMPT_HEADER,
@@ -141,6 +141,14 @@ _JSON_READER = "envoy.filters.http.json_to_metadata"
 _SSE_READER = "envoy.filters.http.sse_to_metadata"
 
 
+# The content types Envoy's JSON reader takes: it compares the whole header, so the spellings
+# providers send with a charset are listed (an answer of another type has no usage read).
+JSON_TYPES = [
+    "application/json",
+    *(f"application/json;{sep}charset={cs}" for sep in ("", " ") for cs in ("utf-8", "UTF-8")),
+]
+
+
 def _usage_rules() -> list[dict[str, Any]]:
     """Rules copying an OpenAI-shaped answer's usage and model into our namespace, under the
     names the sidecar's own records use. Values keep their JSON type (NUMBER would turn
@@ -180,7 +188,7 @@ def usage_filters() -> list[dict[str, Any]]:
             "name": _JSON_READER,
             "typed_config": {
                 _TYPE: "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
-                "response_rules": {"rules": json_rules},
+                "response_rules": {"rules": json_rules, "allow_content_types": JSON_TYPES},
             },
         },
         {
@@ -694,12 +702,34 @@ def _sidecar_address(address: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _plain_cluster(name: str, addresses: list[str], http2: bool) -> dict[str, Any]:
+def _mutual_tls_socket(tls: SidecarTLS, alpn: str) -> dict[str, Any]:
+    """Envoy's side of the sidecar link: its client certificate, and the sidecar's checked
+    against the link's CA and ``server_name``. Only file names: Envoy reads the key itself."""
+    socket = _tls_socket(tls.server_name, tls.ca_file)
+    context = socket["typed_config"]["common_tls_context"]
+    context["alpn_protocols"] = [alpn]
+    context["tls_certificates"] = [
+        {
+            "certificate_chain": {"filename": tls.envoy_cert_file},
+            "private_key": {"filename": tls.envoy_key_file},
+        }
+    ]
+    return socket
+
+
+def _plain_cluster(
+    name: str, addresses: list[str], http2: bool, tls: SidecarTLS | None = None
+) -> dict[str, Any]:
     by_name = any(not a.startswith("unix:") and not _is_ip(a.rpartition(":")[0]) for a in addresses)
     protocol = (
         {"http2_protocol_options": {"max_concurrent_streams": 100_000}}
         if http2
         else {"http_protocol_options": {}}
+    )
+    secured = (
+        {"transport_socket": _mutual_tls_socket(tls, "h2" if http2 else "http/1.1")}
+        if tls is not None and not any(a.startswith("unix:") for a in addresses)
+        else {}
     )
     return {
         "name": name,
@@ -722,6 +752,7 @@ def _plain_cluster(name: str, addresses: list[str], http2: bool) -> dict[str, An
                 }
             ],
         },
+        **secured,
     }
 
 
@@ -796,11 +827,11 @@ def _admin_listener(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _sidecar_cluster(addresses: list[str]) -> dict[str, Any]:
+def _sidecar_cluster(addresses: list[str], tls: SidecarTLS | None) -> dict[str, Any]:
     # Every in-flight HTTP request holds one ext_proc stream: the default breakers (1024) would
     # turn load into 503s long before the sidecar is saturated.
     high = 1_000_000
-    cluster = _plain_cluster(EXTPROC_CLUSTER, addresses, http2=True)
+    cluster = _plain_cluster(EXTPROC_CLUSTER, addresses, http2=True, tls=tls)
     cluster["circuit_breakers"] = _breakers(high)
     # A worker that cannot be reached (killed, restarting) is set aside at its first failure,
     # so new requests go to the others until the supervisor has it back.
@@ -966,9 +997,12 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
             ],
             "clusters": [_cluster(m, config) for m in config.models]
             + [
-                _sidecar_cluster(sidecar_addresses(config, sidecar_host)),
+                _sidecar_cluster(sidecar_addresses(config, sidecar_host), config.sidecar.tls),
                 _plain_cluster(
-                    METRICS_CLUSTER, [_metrics_address(config, sidecar_host)], http2=False
+                    METRICS_CLUSTER,
+                    [_metrics_address(config, sidecar_host)],
+                    http2=False,
+                    tls=config.sidecar.tls,
                 ),
                 _plain_cluster(
                     ENVOY_ADMIN_CLUSTER, [f"unix:{config.admin.envoy_socket}"], http2=False

@@ -22,6 +22,7 @@ from extproc import encoding, wire
 from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.duplicates import repeated_keys
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.translate import Endpoint, json_object
@@ -195,6 +196,14 @@ class Router:
         if endpoint is not None:
             if method != "POST":
                 raise _method_not_allowed(method, path, "POST")
+            if "upgrade" in headers:
+                # Envoy takes such a request for an upgraded stream whose body never ends: the
+                # router stage would wait for it until timeouts.upload.
+                raise bad_request(
+                    f"Protocol upgrades ({headers['upgrade'][:40]!r}) are not served: send the"
+                    " request without the Upgrade header.",
+                    code="upgrade_not_supported",
+                )
             coding = headers.get("content-encoding", "")
             refused = encoding.unsupported_request_coding(coding)
             if refused is not None:
@@ -245,6 +254,7 @@ class Router:
             limit = self._config.http.max_request_bytes
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
         doc = json_object(body)
+        _refuse_repeated_keys(body)
         body_model = doc.get("model")
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
@@ -264,12 +274,21 @@ class Router:
             if not self._config.models:
                 raise _no_provider()
             raise _model_not_found(model, param="model")
-        stream = ""
-        if doc.get("stream") is True:
+        stream = doc.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            # "true" or 1 would be no stream to the gateway (no usage chunk asked for) and a
+            # stream to a lenient provider: the spelling must not decide what is accounted.
+            raise bad_request(
+                f"Invalid type for 'stream': expected a boolean, got {_json_type(stream)}.",
+                param="stream",
+                code="invalid_type",
+            )
+        stream_kind = ""
+        if stream:
             options = doc.get("stream_options")
             asked = isinstance(options, dict) and options.get("include_usage") is True
-            stream = "usage" if asked else "plain"
-        state = RouteState(model, body_model or None, request.path, len(body), stream)
+            stream_kind = "usage" if asked else "plain"
+        state = RouteState(model, body_model or None, request.path, len(body), stream_kind)
         remove = self._never_forwarded(request.headers, route.name)
         if decoded is not None:
             remove.append("content-encoding")
@@ -320,6 +339,25 @@ def _check_model(name: str) -> None:
 
 def _invalid_model(why: str) -> GatewayError:
     return bad_request(f"Invalid 'model': the name {why}.", param="model", code="invalid_model")
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    try:
+        repeated = repeated_keys(body)
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
+    if repeated:
+        name = repeated[0]
+        raise bad_request(
+            f"'{name}' is given more than once in the request body; give it once.",
+            param=name,
+            code="duplicate_parameter",
+        )
+
+
+def _json_type(value: object) -> str:
+    names = {str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return names.get(type(value), "an array")
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -37,6 +37,7 @@ from extproc.limitstore import open_store
 from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
 from extproc.telemetry import Telemetry
+from extproc.transport import grpc_server_credentials, is_unix, owner_only
 from extproc.upstream import Exchange, Step, UpstreamStage
 from extproc.wire import (
     ATTEMPT_HEADER,
@@ -430,17 +431,24 @@ async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> 
     processor = ExternalProcessor(config, telemetry, snapshot)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     als_pb2_grpc.add_AccessLogServiceServicer_to_server(processor.access_log, server)
-    if address.startswith("unix:"):
+    tls = config.sidecar.tls
+    if is_unix(address):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address[5:])
-    if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
+        with owner_only():
+            server.add_insecure_port(address)
+    elif tls is not None:
+        if server.add_secure_port(address, grpc_server_credentials(tls)) == 0:
+            raise OSError(f"cannot listen on {address}")
+    elif server.add_insecure_port(address) == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
     # What exists now (config, translators, gRPC, telemetry) lives as long as the worker: out
     # of the collector's way, a full collection no longer walks it every few hundred requests.
     gc.collect()
     gc.freeze()
-    log.info("ext_proc worker %d listening on %s", os.getpid(), address)
+    secured = "owner-only socket" if is_unix(address) else "mutual TLS" if tls else "PLAINTEXT"
+    log.info("ext_proc worker %d listening on %s (%s)", os.getpid(), address, secured)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

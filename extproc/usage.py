@@ -107,13 +107,20 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _USAGE_NULL = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*null\s*,\s*)')
 
 
-def _event_ends(data: bytes) -> Iterator[int]:
-    """Where each complete event of ``data`` ends (after its blank line)."""
-    if b"\r" in data:
-        yield from (match.end() for match in _EVENT_END.finditer(data))
+# The largest SSE event the gateway holds (an OpenAI chunk is a few KB; a server that sends a
+# whole answer as one event still fits). A longer one ends the stream with an error event: an
+# event that never ends would otherwise grow the sidecar's buffer without limit.
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+def _event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
+    """Where each complete event of ``data`` ends (after its blank line), looking from
+    ``start`` on (no separator ends before it)."""
+    if data.find(b"\r", start) != -1:
+        yield from (match.end() for match in _EVENT_END.finditer(data, start))
         return
     # Without \r the separator is exactly \n\n: bytes.find is many times faster than the regex.
-    end = data.find(b"\n\n")
+    end = data.find(b"\n\n", start)
     while end != -1:
         yield end + 2
         end = data.find(b"\n\n", end + 2)
@@ -154,11 +161,12 @@ class SSEObserver:
     Without it, bytes are forwarded exactly as they arrive.
     """
 
-    __slots__ = ("_buffer", "_strip", "done", "error", "model", "said", "usage")
+    __slots__ = ("_buffer", "_strip", "done", "error", "model", "overflow", "said", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self._strip = strip_usage
-        self._buffer = b""
+        # The incomplete event, grown in place: a long event costs linear time, not quadratic.
+        self._buffer = bytearray()
         self.usage: Usage | None = None
         self.model: str | None = None
         # What the choices' deltas said (text, reasoning, tool calls), for an estimate if the
@@ -166,20 +174,38 @@ class SSEObserver:
         self.said: list[str] = []
         self.done = False  # the provider's closing "data: [DONE]" was seen
         self.error = False  # the provider sent an error event ({"error": {...}}) in the stream
+        # An event grew past MAX_EVENT_BYTES: it was dropped (when stripping) and everything
+        # after it is; the caller ends the stream with an error.
+        self.overflow = False
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        data = self._buffer + chunk
+        if self.overflow:
+            return b""
+        buffer = self._buffer
+        held = len(buffer)
+        data: bytes | bytearray = chunk
+        if held:
+            buffer += chunk
+            data = buffer
         out: list[bytes] = []
         start = 0
-        for end in _event_ends(data):
-            kept = self._event(data[start:end])
+        # A separator may straddle the held bytes and the chunk: look 3 bytes back, no more.
+        for end in _event_ends(data, max(0, held - 3)):
+            kept = self._event(bytes(data[start:end]))
             start = end
             if kept is not None:
                 out.append(kept)
-        self._buffer = data[start:]
-        if end_of_stream and self._buffer:
-            kept = self._event(self._buffer)
-            self._buffer = b""
+        if len(data) - start > MAX_EVENT_BYTES:
+            self.overflow = True
+            self._buffer = bytearray()
+            return b"".join(out) if self._strip else chunk
+        if held:
+            del buffer[:start]
+        else:
+            buffer += data[start:]
+        if end_of_stream and buffer:
+            kept = self._event(bytes(buffer))
+            buffer.clear()
             if kept is not None:
                 out.append(kept)
         if not self._strip:

@@ -28,6 +28,7 @@ BodyMode = Literal["none", "streamed", "buffered"]
 STREAM_TRUNCATED = "stream_truncated"  # a 2xx stream that ended before its last event
 BAD_UPSTREAM_RESPONSE = "bad_upstream_response"  # a 2xx answer that is not what the API returns
 UPSTREAM_ERROR = "upstream_error"  # an error the provider reported inside a 2xx stream
+EVENT_TOO_LARGE = "event_too_large"  # a stream event over usage.MAX_EVENT_BYTES: stream ended
 
 
 def bad_upstream_response(message: str) -> GatewayError:

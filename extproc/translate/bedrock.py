@@ -216,12 +216,18 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("function_call", "rejected", "Deprecated by OpenAI: use `tool_choice`."),
 )
 
+# Inputs of one Titan embeddings request (each a call, CONCURRENCY at a time, within
+# sidecar.message_timeout); more is a 400.
+MAX_TITAN_INPUTS = 128
+
+
 EMBEDDINGS_FIELDS: tuple[FieldRule, ...] = (
     FieldRule(
         "input",
         "mapped",
-        "Titan: one call per string (`inputText`), a batch is sent as concurrent calls and"
-        " merged in order; Cohere: up to 96 strings (`texts`, `input_type: search_document`)."
+        "Titan: one call per string (`inputText`), a batch is sent as concurrent calls (8 at a"
+        f" time) and merged in order, at most {MAX_TITAN_INPUTS} strings (more: 400"
+        " `too_many_inputs`); Cohere: up to 96 strings (`texts`, `input_type: search_document`)."
         " Token arrays are rejected.",
     ),
     FieldRule("model", "mapped", "The route's Bedrock model id, in the path."),
@@ -1278,6 +1284,16 @@ class BedrockEmbeddings(_Exchange):
         read = self._read(body)
         if read.model.family != "titan" or len(read.texts) == 1:
             return None
+        if len(read.texts) > MAX_TITAN_INPUTS:
+            # Each input is a signed call of the sidecar's own: a batch must not turn one
+            # request into thousands of them (nor outlast sidecar.message_timeout).
+            raise bad_request(
+                f"Amazon Titan embeds one input per call; the gateway sends at most"
+                f" {MAX_TITAN_INPUTS} inputs of one request ({len(read.texts)} given):"
+                " split the batch.",
+                "input",
+                "too_many_inputs",
+            )
         return [self._invoke({"inputText": text}, read) for text in read.texts]
 
     def merge(self, replies: Sequence[UpstreamReply]) -> tuple[int, bytes]:
@@ -1341,7 +1357,10 @@ class BedrockEmbeddings(_Exchange):
             tokens = None
         if not isinstance(tokens, int):
             header = head.get(_INPUT_COUNT_HEADER, "")
-            tokens = int(header) if header.isdigit() else 0
+            # ASCII and short: int() refuses other digits ("²") and more than 4300 of them.
+            tokens = (
+                int(header) if header.isascii() and header.isdigit() and len(header) < 19 else 0
+            )
         if not isinstance(vectors, list):
             raise _Unreadable
         encoded: list[Any] = []

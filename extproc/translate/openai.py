@@ -13,6 +13,7 @@ from extproc import tokens
 from extproc.errors import UPSTREAM, error_body
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
+    EVENT_TOO_LARGE,
     STREAM_TRUNCATED,
     UPSTREAM_ERROR,
     BodyMode,
@@ -23,7 +24,14 @@ from extproc.translate import (
     dump_json,
     json_object,
 )
-from extproc.usage import SSEObserver, Usage, answer_text, from_json_doc, json_document
+from extproc.usage import (
+    MAX_EVENT_BYTES,
+    SSEObserver,
+    Usage,
+    answer_text,
+    from_json_doc,
+    json_document,
+)
 
 
 def join_path(prefix: str, client_path: str, query: Mapping[str, str] | None = None) -> str:
@@ -59,18 +67,30 @@ _TRUNCATED_EVENT = (
     )
     + b"\n\n"
 )
+_TOO_LARGE_EVENT = (
+    b"data: "
+    + error_body(
+        f"The provider sent a stream event over {MAX_EVENT_BYTES} bytes; the gateway ended"
+        " the stream there.",
+        UPSTREAM,
+        code=EVENT_TOO_LARGE,
+    )
+    + b"\n\n"
+)
 _NOT_JSON = "The provider answered with a body that is not the JSON document its API returns."
 
 
 class PassThrough:
     """Chat and embeddings to any backend that speaks the OpenAI API.
 
-    The response is watched, never changed, except in three cases:
+    The response is watched, never changed, except in four cases:
 
     - a stream whose client did not ask for usage gets ``include_usage`` injected upstream (so
       every stream is accounted) and its traces removed on the way back, so the client sees
       what it would have seen;
     - a 2xx stream the provider closes before ``data: [DONE]`` gets a last error event;
+    - a stream event over ``MAX_EVENT_BYTES`` ends the stream with an error event (whatever the
+      provider sends after it is dropped);
     - a 2xx body that is not a JSON object (a provider that cut its answer) becomes a 502.
       Error statuses pass through as they are, whatever their body.
     """
@@ -144,9 +164,14 @@ class PassThrough:
         out = observer.feed(chunk, end_of_stream)
         self.usage = observer.usage
         self.response_model = observer.model
+        if observer.overflow and self._failure is None:
+            self._failure = EVENT_TOO_LARGE
+            # Passed through, the event's start already reached the client: a blank line
+            # ends it (the client's parser drops or rejects it) before the error event.
+            out += (b"" if self._inject_usage else b"\n\n") + _TOO_LARGE_EVENT
         if end_of_stream:
             self._ended = True
-            if self._ok and not observer.done:
+            if self._ok and not observer.done and self._failure is None:
                 # The provider closed a stream it had not finished: say so in the stream rather
                 # than let the client take a truncated answer for a complete one.
                 self._failure = STREAM_TRUNCATED

@@ -13,6 +13,8 @@ More ways for a provider to misbehave, each answering every request it gets the 
   closes the connection;
 - ``huge_json``: a valid chat completion whose content is ``size`` bytes of text;
 - ``huge_sse``: a valid chat stream of about ``size`` bytes (``[DONE]`` included);
+- ``endless_event``: a chat stream whose second event never ends: ``size`` bytes without a
+  blank line, then the end of the body;
 - ``bad_crc``: a Bedrock ConverseStream (``application/vnd.amazon.eventstream``) whose second
   frame has one payload byte flipped, so its message CRC does not match;
 - ``eventstream_cut``: a Bedrock ConverseStream that ends cleanly before ``messageStop``;
@@ -42,6 +44,7 @@ Behaviour = Literal[
     "short_body",
     "huge_json",
     "huge_sse",
+    "endless_event",
     "bad_crc",
     "eventstream_cut",
     "garbage",
@@ -213,6 +216,12 @@ class FaultyUpstream:
             conn.sendall(_json_head(len(body)) + body)
         elif behaviour == "huge_sse":
             self._huge_sse(conn)
+        elif behaviour == "endless_event":
+            piece = b"x" * 65536
+            conn.sendall(_HEAD + _chunk(FIRST_CHUNK) + _chunk(b'data: {"choices":[{"delta":"'))
+            for _ in range(max(1, self.size // len(piece))):
+                conn.sendall(_chunk(piece))
+            conn.sendall(b"0\r\n\r\n")
         elif behaviour in ("bad_crc", "eventstream_cut"):
             frames = bedrock_frames()
             if behaviour == "bad_crc":

@@ -278,8 +278,13 @@ def embeddings(body: Json) -> Json:
     }
 
 
-def json_response(doc: Json, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers)
+def json_response(
+    doc: Json, headers: Mapping[str, str] | None = None, content_type: str = "application/json"
+) -> web.Response:
+    # The header itself, not aiohttp's content_type (which takes no parameters such as charset).
+    return web.Response(
+        body=orjson.dumps(doc), headers={**(headers or {}), "content-type": content_type}
+    )
 
 
 class FakeOpenAI(FakeServer):
@@ -301,8 +306,10 @@ class FakeOpenAI(FakeServer):
         ignore_include_usage: bool = False,
         omit_usage: bool = False,
         linger: float = 0.0,
+        json_content_type: str = "application/json",
     ) -> None:
         super().__init__(ssl_context=ssl_context, compress=compress)
+        self.json_content_type = json_content_type  # of chat answers (not streams)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
         self.chunk_delay = chunk_delay
@@ -370,7 +377,7 @@ class FakeOpenAI(FakeServer):
             doc = self.completion(reply)
             if self.omit_usage:
                 del doc["usage"]
-            return json_response(doc)
+            return json_response(doc, content_type=self.json_content_type)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = sse_events(
             self.completion_chunks(reply, include_usage and not self.ignore_include_usage)

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from extproc.config import Pricing
 from extproc.cost import cost_usd
+from extproc.translate.bedrock import MAX_TITAN_INPUTS
 from extproc.usage import Usage
 from tests.fakes.bedrock import RECORDED_MODEL, THROTTLE, THROTTLED_MODEL, FakeBedrock
 from tests.fakes.openai import count_tokens, vector
@@ -311,6 +312,18 @@ def test_titan_batch_is_one_signed_call_per_input(
     while not logged():
         assert time.monotonic() < deadline, "the fan-out was not accounted in the access log"
         time.sleep(0.1)
+
+
+def test_a_huge_titan_batch_is_refused_before_any_call(
+    client: OpenAI, bedrock: FakeBedrock
+) -> None:
+    seen = len(bedrock.requests)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="titan", input=[f"t{i}" for i in range(20_000)])
+    error = info.value.response.json()["error"]
+    assert error["param"] == "input" and error["code"] == "too_many_inputs"
+    assert str(MAX_TITAN_INPUTS) in error["message"]
+    assert len(bedrock.requests) == seen  # not one of the 20,000 calls was made
 
 
 def test_titan_batch_with_a_throttled_part_is_a_rate_limit_error(

@@ -283,6 +283,7 @@ FAULTS: list[Behaviour] = [
     "short_body",
     "huge_json",
     "huge_sse",
+    "endless_event",
     "bad_crc",
     "eventstream_cut",
     "garbage",
@@ -379,6 +380,7 @@ CLIENT_SEES = [
     ("short_body", False, "5xx"),
     ("garbage", False, "5xx"),
     ("huge_sse", True, "ok"),
+    ("endless_event", True, "event"),
     ("bad_crc", True, "event"),
     ("eventstream_cut", True, "event"),
 ]
@@ -400,6 +402,9 @@ def test_client_gets_a_clear_error_within_the_timeouts(
         assert status == 200
         event = _sse_error(body)
         assert event is not None and event["message"], body[-300:]
+        if kind == "endless_event":
+            assert event["code"] == "event_too_large"
+            assert len(body) < 64 * 1024  # the event that never ended was held, then dropped
         assert b"data: [DONE]" not in body
     elif expected == "cut":
         assert status is None
@@ -437,6 +442,7 @@ def test_the_attempt_is_recorded_as_failed(misbehaving: Gateway, kind: str, stre
         ("bad_crc", True, "bad_upstream_response"),
         ("truncated_json", False, "bad_upstream_response"),
         ("huge_json", False, "response_too_large"),
+        ("endless_event", True, "event_too_large"),
         ("reset", True, "interrupted"),  # Envoy cannot tell the sidecar who broke the stream
     ],
 )

@@ -38,6 +38,7 @@ from extproc.translate import FanOut, RequestContext, Translator, UpstreamReply
 from extproc.translate.bedrock import (
     CHAT_FIELDS,
     EMBEDDINGS_FIELDS,
+    MAX_TITAN_INPUTS,
     BedrockChat,
     BedrockEmbeddings,
     fields_markdown,
@@ -1203,6 +1204,18 @@ def test_cohere_response(bedrock_embeddings: Any) -> None:
     assert doc["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
 
 
+@pytest.mark.parametrize("count", ["\u00b2", "9" * 5000, "-3", "1e3"])
+def test_a_token_count_header_that_is_no_count_counts_nothing(count: str) -> None:
+    t = embeddings(COHERE_V3)
+    t.request(orjson.dumps({"input": ["a"]}))
+    doc = embed_response(
+        t,
+        {"id": "x", "embeddings": [[0.5]], "texts": ["a"]},
+        {"x-amzn-bedrock-input-token-count": count},
+    )
+    assert doc["usage"] == {"prompt_tokens": 0, "total_tokens": 0}
+
+
 @pytest.mark.parametrize(
     ("encoding", "embedding"),
     [
@@ -1543,6 +1556,17 @@ def test_titan_batch_is_one_request_per_input() -> None:
 )
 def test_one_call_needs_no_fan_out(model: str, doc: Json) -> None:
     assert embeddings(model).fan_out(orjson.dumps(doc)) is None
+
+
+def test_a_titan_batch_has_a_maximum() -> None:
+    at_most = [f"text {i}" for i in range(MAX_TITAN_INPUTS)]
+    parts = embeddings().fan_out(orjson.dumps({"input": at_most}))
+    assert parts is not None and len(parts) == MAX_TITAN_INPUTS
+    with pytest.raises(GatewayError) as raised:
+        embeddings().fan_out(orjson.dumps({"input": [*at_most, "one more"]}))
+    error = raised.value
+    assert (error.status, error.param, error.code) == (400, "input", "too_many_inputs")
+    assert str(MAX_TITAN_INPUTS) in error.message and str(MAX_TITAN_INPUTS + 1) in error.message
 
 
 def test_fan_out_refuses_bad_input_like_request() -> None:

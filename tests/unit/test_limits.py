@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ import redis
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from extproc.limits import Admission, Limiter, LimitRule, Window, rule_errors
+from extproc.limits import MAX_DEBIT, Admission, Limiter, LimitRule, Window, rule_errors
 from extproc.limitstore import (
     Counter,
     LimitStore,
@@ -366,6 +367,34 @@ def test_tokens_are_debited_after_the_response_then_refused(new_store: Stores) -
         assert (await limiter.admit("team-b", "m", {})).allowed
         clock.now = utc(2025, 6, 1, 11)
         assert (await limiter.admit("team-a", "m", {})).allowed
+
+    new_store.run(scenario)
+
+
+@pytest.mark.parametrize("tokens", [2**63, 2**64 + 5, 10**30])
+def test_absurd_usage_is_debited_clamped_and_refuses_the_next(
+    new_store: Stores, tokens: int
+) -> None:
+    async def scenario() -> None:
+        clock = Clock(utc(2025, 6, 1, 10, 0, 0))
+        limiter = Limiter(
+            rules(
+                {"match": {"client": "*"}, "tokens": 1000, "per": "hour"},
+                {"match": {"client": "*"}, "cost_usd": 5, "per": "day"},
+            ),
+            new_store(),
+            clock=clock,
+        )
+        first = await limiter.admit("team-a", "m", {})
+        # Twice, the second onto a counter already at the bound; then an infinite cost.
+        for cost in (float(tokens), float(tokens), math.inf):
+            await limiter.debit(first.debit_buckets, tokens=tokens, cost_usd=cost)
+        # Refused: the debits landed (a failed one would be logged and leave the counter at 0).
+        refused = await limiter.admit("team-a", "m", {})
+        assert refused.error is not None and refused.error.status == 429
+        assert "Budget reached on cost (USD)" in error_of(refused)["message"]
+        assert refused.error.headers["x-ratelimit-remaining-tokens"] == "0"
+        assert f"used {3 * MAX_DEBIT / 1e6:f}".rstrip("0") in error_of(refused)["message"]
 
     new_store.run(scenario)
 

@@ -13,6 +13,7 @@ import pytest
 from extproc.errors import GatewayError
 from extproc.translate import RequestContext
 from extproc.translate.openai import PassThrough
+from extproc.usage import MAX_EVENT_BYTES
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 
 JSON = {"content-type": "application/json"}
@@ -135,3 +136,39 @@ def test_a_non_2xx_stream_is_no_translator_failure() -> None:
     t = pass_through(stream=True)
     streamed(t, 500, [b'data: {"error": {"message": "x"}}\n\n'])
     assert t.failure is None
+
+
+def _endless(client_asked_usage: bool) -> tuple[PassThrough, list[bytes]]:
+    ctx = RequestContext(
+        "chat", "m", "m", "m", "/v1/chat/completions", stream=True,
+        include_usage=client_asked_usage,
+    )  # fmt: skip
+    first = stream_of("hello")[0]
+    piece = b"x" * 65536
+    parts = [first, b'data: {"choices":[{"delta":"', *[piece] * (2 * MAX_EVENT_BYTES // len(piece))]
+    return PassThrough(ctx, "/v1/chat/completions"), parts
+
+
+@pytest.mark.parametrize("client_asked_usage", [True, False])
+def test_an_event_that_never_ends_ends_the_stream_with_an_error(client_asked_usage: bool) -> None:
+    t, parts = _endless(client_asked_usage)
+    t.response_headers(200, SSE)
+    assert t.response_body_mode(200, SSE) == "streamed"
+    outs = [t.response_body(p, False) for p in parts]
+    cut = next(i for i, out in enumerate(outs) if b"event_too_large" in out)
+    assert cut <= MAX_EVENT_BYTES // 65536 + 2  # at the bound, not at the stream's end
+    assert all(out == b"" for out in outs[cut + 1 :])  # nothing after the error
+    assert t.response_body(b"\n\ndata: [DONE]\n\n", True) == b""
+    body = b"".join(outs)
+    last = body.rstrip(b"\n").rpartition(b"\n\n")[2]
+    error = orjson.loads(last.removeprefix(b"data: "))["error"]
+    assert error["code"] == "event_too_large" and str(MAX_EVENT_BYTES) in error["message"]
+    assert t.failure == "event_too_large" and not t.complete
+    assert b"stream_truncated" not in body  # one error, not two
+    if client_asked_usage:
+        # Bytes passed through as they came: the event's start reached the client, and a
+        # blank line closes it before the error event.
+        assert body.startswith(parts[0] + parts[1])
+    else:
+        # Whole events only: the unfinished one never left the gateway.
+        assert b"xxxx" not in body and body.count(b"\n\n") == 2  # the first event, the error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 import trustme
 import yaml
 
-from extproc.config import load_config, parse_config
+from extproc.certs import tls_config, write_certs
+from extproc.config import GatewayConfig, load_config, parse_config
 from extproc.render import cluster_name, render, render_yaml
 from extproc.supervisor import envoy_binary
 
@@ -146,10 +148,86 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 @pytest.mark.parametrize("command", ["render", "check"])
 def test_cli_commands(command: str, tmp_path: Path) -> None:
+    # Envoy's validation opens the certificate files the example names (as compose mounts them).
+    write_certs(tmp_path / "tls", ["sidecar"])
+    env = {**os.environ, "AI_GATEWAY_TLS_DIR": str(tmp_path / "tls")}
     argv = [sys.executable, "-m", "extproc", command, "-c", str(EXAMPLE)]
     argv += ["--no-secrets"] if command == "check" else ["-o", str(tmp_path / "out.yaml")]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_names_a_missing_certificate(tmp_path: Path) -> None:
+    env = {**os.environ, "AI_GATEWAY_TLS_DIR": str(tmp_path / "nowhere")}
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", "-c", str(EXAMPLE), "--no-secrets"],
+        capture_output=True, text=True, check=False, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert str(tmp_path / "nowhere" / "ca.pem") in result.stderr
+
+
+def _sidecar_tls_clusters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_find(doc, "ai_gateway_extproc"), _find(doc, "ai_gateway_metrics")]
+
+
+def test_sidecar_link_is_mutual_tls_when_configured(tmp_path: Path) -> None:
+    tls = tls_config(tmp_path, server_name="sidecar.internal")
+    config = parse_config({"sidecar": {"tls": tls.model_dump(), "workers": 2}}, {})
+    doc = render(config, sidecar_host="sidecar")
+    for cluster, alpn in zip(_sidecar_tls_clusters(doc), ["h2", "http/1.1"], strict=True):
+        context = cluster["transport_socket"]["typed_config"]
+        assert context["sni"] == "sidecar.internal"
+        common = context["common_tls_context"]
+        assert common["alpn_protocols"] == [alpn]
+        assert common["tls_certificates"] == [
+            {
+                "certificate_chain": {"filename": tls.envoy_cert_file},
+                "private_key": {"filename": tls.envoy_key_file},
+            }
+        ]
+        validation = common["validation_context"]
+        assert validation["trusted_ca"] == {"filename": tls.ca_file}
+        assert {m["matcher"]["exact"] for m in validation["match_typed_subject_alt_names"]} == {
+            "sidecar.internal"
+        }
+    # The sidecar's own pair is not Envoy's business: the rendered file never names it.
+    text = render_yaml(config, sidecar_host="sidecar")
+    assert tls.key_file not in text and tls.cert_file not in text
+
+
+def test_no_key_material_in_the_checked_in_bootstrap() -> None:
+    text = (ROOT / "envoy" / "envoy.yaml").read_text()
+    assert "-----BEGIN" not in text and "inline_bytes" not in text
+    assert "/etc/ai-gateway/tls/envoy-key.pem" in text  # a file name, read by Envoy
+
+
+def test_unix_sockets_need_no_tls(tmp_path: Path) -> None:
+    tls = tls_config(tmp_path).model_dump()
+    config = parse_config({"sidecar": {"tls": tls, "socket_dir": "/run/gw"}}, {})
+    for cluster in _sidecar_tls_clusters(render(config)):
+        assert "transport_socket" not in cluster
+
+
+def test_plaintext_tcp_is_refused_unless_allowed(tmp_path: Path) -> None:
+    error = parse_config({"sidecar": {"host": "10.0.0.5"}}, {}).sidecar.plaintext_error()
+    assert error and "sidecar.tls" in error and "sidecar.allow_plaintext" in error
+    assert "10.0.0.5:1063" in error
+    assert GatewayConfig().sidecar.plaintext_error()  # loopback too: any local process
+    for sidecar in (
+        {"allow_plaintext": True},
+        {"socket_dir": "/run/gw"},
+        {"tls": tls_config(tmp_path).model_dump()},
+    ):
+        assert parse_config({"sidecar": sidecar}, {}).sidecar.plaintext_error() is None
+
+
+def test_envoy_accepts_the_mutual_tls_bootstrap(tmp_path: Path) -> None:
+    write_certs(tmp_path / "tls", ["sidecar"])
+    tls = tls_config(tmp_path / "tls").model_dump()
+    config = parse_config({"sidecar": {"tls": tls}, "accounting": {"mode": "envoy"}}, {})
+    result = _envoy_validate(render_yaml(config), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_reports_config_errors_with_key_path(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def test_body_model_routes() -> None:
     [
         (b"", ""),
         (b', "stream": false', ""),
+        (b', "stream": null', ""),
         (b', "stream": true', "plain"),
         (b', "stream": true, "stream_options": {"include_usage": false}', "plain"),
         (b', "stream": true, "stream_options": {"include_usage": true}', "usage"),
@@ -109,6 +110,12 @@ def test_header_model_wins_over_body() -> None:
         (b"{}", 400, "model", "missing_required_parameter"),
         (b'{"model": 3}', 400, "model", None),
         (b'{"model": "nope"}', 404, "model", "model_not_found"),
+        (b'{"model": "m1", "stream": "true"}', 400, "stream", "invalid_type"),
+        (b'{"model": "nope", "model": "m1"}', 400, "model", "duplicate_parameter"),
+        (b'{"model": "m1", "mod\\u0065l": "m2"}', 400, "model", "duplicate_parameter"),
+        (b'{"model": "m1", "stream": false, "stream": true}', 400, "stream", "duplicate_parameter"),
+        (b'{"model": "m1", "stream": 1}', 400, "stream", "invalid_type"),
+        (b'{"model": "m1", "stream": {}}', 400, "stream", "invalid_type"),
     ],
 )
 def test_body_errors(body: bytes, status: int, param: str | None, code: str | None) -> None:
@@ -270,3 +277,15 @@ def test_a_body_that_is_not_what_its_coding_says_is_a_400() -> None:
     for body in (DOC, gzip.compress(DOC)[:-20]):
         status, err = _error(_compressed(body, "gzip"))
         assert (status, err["param"]) == (400, "content-encoding")
+
+
+def test_a_protocol_upgrade_is_refused_at_the_headers() -> None:
+    router = Router(CONFIG)
+    headers = _headers("POST", "/v1/chat/completions", upgrade="websocket", connection="Upgrade")
+    status, err = _error(router.on_headers(headers))
+    assert (status, err["code"], err["type"]) == (
+        400,
+        "upgrade_not_supported",
+        "invalid_request_error",
+    )
+    assert "websocket" in str(err["message"])

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import random
 
-from extproc.usage import SSEObserver, Usage, from_json_doc, from_openai, json_document
+import pytest
+
+from extproc.usage import (
+    MAX_EVENT_BYTES,
+    SSEObserver,
+    Usage,
+    from_json_doc,
+    from_openai,
+    json_document,
+)
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
 from tests.fakes.replay import cassette
 
@@ -71,3 +80,30 @@ def test_cut_stream_estimate() -> None:
     # Only the complete event is counted: "a", one token for an OpenAI model.
     assert observer.said == ["a"]
     assert observer.output_tokens("gpt-4o-mini") == 1
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_the_held_event_is_bounded(strip: bool) -> None:
+    observer = SSEObserver(strip_usage=strip)
+    observer.feed(b"data: {", False)
+    piece = b"y" * 4096
+    held = 0
+    while not observer.overflow:
+        observer.feed(piece, False)
+        held = max(held, len(observer._buffer))
+    assert held <= MAX_EVENT_BYTES
+    assert len(observer._buffer) == 0
+    assert observer.feed(b"\n\ndata: [DONE]\n\n", True) == b""
+    assert not observer.done
+
+
+def test_events_split_anywhere_across_long_held_bytes() -> None:
+    # The scan resumes where the last one stopped: a separator split over two chunks, and one
+    # in \r\n form after a long event, are still found.
+    long = b'data: {"choices":[{"delta":{"content":"' + b"z" * 100_000 + b'"}}]}'
+    observer = SSEObserver(strip_usage=True)
+    out = observer.feed(long[:50_000], False) + observer.feed(long[50_000:] + b"\n", False)
+    out += observer.feed(b"\n", False)
+    assert out == long + b"\n\n" and len(observer.said) == 1
+    out = observer.feed(b"data: [DONE]\r\n", False) + observer.feed(b"\r\n", False)
+    assert out == b"data: [DONE]\r\n\r\n" and observer.done
