@@ -407,6 +407,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             async for reply in stream:
                 yield reply
         except Exception:
+            if context.done():
+                # Envoy ended the stream while a reply was on its way (grpc throws the failed
+                # send in here): nobody is left to answer, and nothing of ours broke.
+                log.debug("ext_proc %s stream ended by Envoy during a reply", stage)
+                return
             # A bug of ours must cost one request a clean 500, never the worker.
             log.exception("ext_proc %s stream failed", stage)
             yield _internal_error()

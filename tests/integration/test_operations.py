@@ -87,7 +87,16 @@ def test_serve_on_a_used_port_fails_fast_naming_it(tmp_path: Path, taken: str) -
     port, metrics_port = free_port(), free_port()
     config = tmp_path / "sidecar.yaml"
     config.write_text(
-        yaml.safe_dump({"sidecar": {"workers": 2, "port": port, "metrics_port": metrics_port}})
+        yaml.safe_dump(
+            {
+                "sidecar": {
+                    "workers": 2,
+                    "port": port,
+                    "metrics_port": metrics_port,
+                    "allow_plaintext": True,
+                }
+            }
+        )
     )
     held_port = metrics_port if taken == "metrics" else port + 1
     with socket.socket() as held:
