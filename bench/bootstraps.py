@@ -144,6 +144,9 @@ def bare_bootstrap(
     (network_filter,) = chain["filters"]
     hcm = network_filter["typed_config"]
     hcm["http_filters"] = _without_ext_proc(hcm["http_filters"])
+    for http_filter in hcm["http_filters"]:
+        # The router's per-attempt logs are the gateway's bookkeeping, to the sidecar.
+        http_filter.get("typed_config", {}).pop("upstream_log", None)
     for vhost in hcm["route_config"]["virtual_hosts"]:
         for route in vhost["routes"]:
             route["match"] = {"prefix": f"{prefixes[route['name']]}/"}

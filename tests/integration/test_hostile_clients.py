@@ -315,3 +315,36 @@ def test_a_spent_token_budget_survives_a_killed_worker(fake: FakeOpenAI) -> None
         with pytest.raises(openai.RateLimitError) as caught:
             _chat(client, "m")
         assert caught.value.code == "rate_limit_exceeded"
+
+
+# --- what a client sends that is for someone else -----------------------------------------------
+
+FOREIGN = {
+    "Proxy-Authorization": "Basic cHJveHk6c2VjcmV0",
+    "Cookie": "session=victim",
+    "x-goog-api-key": "AIza-client",
+    "x-amz-security-token": "client-token",
+    "x-amz-target": "Bedrock.Converse",
+    "OpenAI-Organization": "org-someone-else",
+    "OpenAI-Project": "proj-someone-else",
+    "x-ai-eg-backend": "oa2",
+    "x-ai-eg-attempts": "9",
+    "x-ai-eg-cost-usd": "0",
+}
+
+
+@pytest.mark.parametrize("model", ["m", "any-model"], ids=["one backend", "two backends"])
+def test_credentials_and_state_of_others_never_reach_a_provider(
+    client: OpenAI, fake: FakeOpenAI, model: str
+) -> None:
+    answer = client.chat.completions.create(
+        model=model,
+        messages=HI,
+        extra_headers=FOREIGN,
+        extra_query={"api-key": "x", "api-version": "2020-01-01", "trace": "1"},
+    )
+    assert answer.choices[0].message.content == "Echo: hi"
+    seen = fake.requests[-1]
+    leaked = {k for k in seen.headers if k in {f.lower() for f in FOREIGN}}
+    assert not leaked and not [k for k in seen.headers if k.startswith("x-amz-")]
+    assert seen.query == {} and "?" not in seen.raw_path
