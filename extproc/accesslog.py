@@ -178,10 +178,15 @@ def unanswered(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) ->
     tags = common.custom_tags
     backend = stage.backend(tags.get(BACKEND_TAG, ""))
     headers = dict(entry.request.request_headers)
+    # Only the routes of models with several backends carry the model (render._routes): a
+    # single-backend model's attempts are the router stage's to record. Without this check an
+    # empty name would fall back to the wildcard route in stage.route.
     model = tags.get(Key.MODEL, "")
-    route, choice = stage.route(model, backend.name if backend else "")
+    if not model or backend is None:
+        return None
+    route, choice = stage.route(model, backend.name)
     endpoint = tags.get(Key.OPERATION, "")
-    if backend is None or route is None or choice is None or endpoint not in OPERATIONS.values():
+    if route is None or choice is None or endpoint not in OPERATIONS.values():
         return None
     if route.single_backend() is not None:
         return None

@@ -245,6 +245,28 @@ def test_a_single_backend_models_attempt_is_left_to_the_router_stage() -> None:
     assert unanswered(entry, _two_tier_stage()) is None
 
 
+def test_an_entry_of_a_route_without_metadata_is_not_taken_for_the_wildcard() -> None:
+    # A single-backend model's route carries no model tag; with a wildcard route over the same
+    # backend, the empty name must not be recorded as a second, wildcard attempt.
+    config = parse_config(
+        {
+            "backends": {
+                "a": {"schema": "openai", "url": "http://127.0.0.1:9/v1"},
+                "b": {"schema": "openai", "url": "http://127.0.0.1:10/v1"},
+            },
+            "models": [
+                {"name": "single", "backends": [{"backend": "a"}]},
+                {"name": "*", "backends": [{"backend": "a"}, {"backend": "b"}]},
+            ],
+        },
+        {},
+    )
+    stage = UpstreamStage(config, Telemetry(config, registry=CollectorRegistry()))
+    entry = _unanswered_entry(upstream_connection_failure=True)
+    del entry.common_properties.custom_tags["model"]
+    assert unanswered(entry, stage) is None
+
+
 def test_the_receiver_accounts_unanswered_attempts() -> None:
     stage = _two_tier_stage()
     message = als_pb2.StreamAccessLogsMessage()
