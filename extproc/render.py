@@ -270,15 +270,7 @@ def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
         },
         "typed_config": {
             _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
-            "common_config": {
-                "log_name": STAT_PREFIX,
-                "transport_api_version": "V3",
-                "grpc_service": {
-                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
-                },
-                "buffer_flush_interval": _secs(config.accounting.flush_interval),
-                "buffer_size_bytes": 16384,
-            },
+            "common_config": _log_to_sidecar(config, STAT_PREFIX),
         },
     }
 
@@ -325,13 +317,7 @@ def _unanswered_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
         "typed_config": {
             _TYPE: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {
-                "log_name": ATTEMPT_LOG,
-                "transport_api_version": "V3",
-                "grpc_service": {
-                    "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
-                },
-                "buffer_flush_interval": _secs(config.accounting.flush_interval),
-                "buffer_size_bytes": 16384,
+                **_log_to_sidecar(config, ATTEMPT_LOG),
                 "custom_tags": [
                     _tag(BACKEND_TAG, "host", Key.BACKEND),
                     *(_tag(key, "route", key) for key in ATTEMPT_TAGS),
@@ -342,9 +328,22 @@ def _unanswered_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+def _log_to_sidecar(config: GatewayConfig, log_name: str) -> dict[str, Any]:
+    """A gRPC access log to the sidecar's workers, batched every flush interval."""
+    return {
+        "log_name": log_name,
+        "transport_api_version": "V3",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": EXTPROC_CLUSTER, "retry_policy": _SIDECAR_RETRY}
+        },
+        "buffer_flush_interval": _secs(config.accounting.flush_interval),
+        "buffer_size_bytes": 16384,
+    }
+
+
 def _tag(tag: str, kind: str, key: str) -> dict[str, Any]:
     """A custom tag of a gRPC access-log entry: ``key`` of our namespace in the ``kind``
-    metadata (``host``: the endpoint's; ``request``: the request's dynamic metadata)."""
+    metadata (``host``: the endpoint's; ``route``: the route's)."""
     where = {"key": NAMESPACE, "path": [{"key": key}]}
     return {"tag": tag, "metadata": {"kind": {kind: {}}, "metadata_key": where}}
 

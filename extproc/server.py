@@ -180,10 +180,11 @@ async def _router_stream(
             _set_metadata(reply.dynamic_metadata, decision.state.metadata())
             common = getattr(reply, kind).response
             common.clear_route_cache = True
-            _fill_mutation(common.header_mutation, decision.headers, decision.remove)
+            headers = decision.headers
             if decision.body is not None:
                 common.body_mutation.body = decision.body
-                _fill_mutation(common.header_mutation, _length(decision.body), ())
+                headers = {**headers, "content-length": str(len(decision.body))}
+            _fill_mutation(common.header_mutation, headers, decision.remove)
             yield reply
             return
         break
@@ -213,8 +214,7 @@ async def _single_backend_request(
     first = await exchange.request_headers(headers, route.backend, route.state)
     if first.error is not None or first.respond is not None:
         return first
-    if route.body is not None:
-        body = route.body  # decoded
+    body = route.body if route.body is not None else body  # decoded, if it came compressed
     if first.request_body == "buffered":
         second = await exchange.request_body(body)
         if second.error is not None or second.respond is not None:
@@ -236,10 +236,6 @@ async def _single_backend_request(
     return first
 
 
-def _length(body: bytes) -> dict[str, str]:
-    return {"content-length": str(len(body))}
-
-
 # --- upstream stage ---------------------------------------------------------------------------
 
 
@@ -253,9 +249,9 @@ def _backend_from_metadata(text: str) -> str:
     except text_format.ParseError:
         return ""
     ns = metadata.filter_metadata.get(NAMESPACE)
-    if ns is None or "backend" not in ns.fields:
+    if ns is None or Key.BACKEND not in ns.fields:
         return ""
-    return str(ns.fields["backend"].string_value)
+    return str(ns.fields[Key.BACKEND].string_value)
 
 
 def _backend_of(req: pb.ProcessingRequest) -> str:
