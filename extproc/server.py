@@ -141,60 +141,82 @@ def _internal_error() -> pb.ProcessingResponse:
 async def _router_stream(
     router: Router, stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
 ) -> AsyncIterator[pb.ProcessingResponse]:
-    pending: ReadBody | None = None
-    client_headers: dict[str, str] = {}
-    body = b""
-    async for req in requests:
-        kind = req.WhichOneof("request")
-        if kind == "request_headers":
-            client_headers = _headers(req.request_headers.headers)
-            decision = router.on_headers(client_headers)
-            if isinstance(decision, ReadBody):
-                if req.request_headers.end_of_stream:
-                    decision = await router.on_body(decision, b"")
-                else:
-                    pending = decision
-                    yield _READ_BODY
-                    continue
-        elif kind == "request_body" and pending is not None:
-            body = req.request_body.body
-            decision = await router.on_body(pending, body)
-        elif kind == "response_headers":
-            # Envoy answered by itself before the request was routed (e.g. 413 for a body over
-            # the limit): nothing to do with that answer.
-            yield _CONTINUE_RESPONSE_HEADERS
-            return
-        else:
-            log.warning("router stage: unexpected %s message", kind)
-            yield _internal_error()
-            return
-        if isinstance(decision, Respond):
-            yield immediate(decision.status, decision.body, decision.headers, DETAILS)
-            return
-        assert isinstance(decision, Route)
-        if decision.backend is None:
-            # Several backends: Envoy picks one per attempt and the upstream stage serves it,
-            # from what the router decided, forwarded to it in dynamic metadata. Ending the
-            # stream here skips the response phases for this request.
-            reply = pb.ProcessingResponse()
-            _set_metadata(reply.dynamic_metadata, decision.state.metadata())
-            common = getattr(reply, kind).response
-            common.clear_route_cache = True
-            headers = decision.headers
-            if decision.body is not None:
-                common.body_mutation.body = decision.body
-                headers = {**headers, "content-length": str(len(decision.body))}
-            _fill_mutation(common.header_mutation, headers, decision.remove)
-            yield reply
-            return
-        break
-    else:
+    """Request headers, then for the POST endpoints the body: the router's decision is an
+    answer, a route for the upstream stage, or the one backend this stream then serves."""
+    req = await anext(requests, None)
+    if req is None:
         return
-    # One backend: this stream serves the request the way the upstream stage would serve an
-    # attempt, which saves Envoy and the sidecar a second gRPC stream per request.
+    kind = req.WhichOneof("request")
+    if kind != "request_headers":
+        yield _unexpected(kind)
+        return
+    client_headers = _headers(req.request_headers.headers)
+    decision = router.on_headers(client_headers)
+    body = b""
+    if isinstance(decision, ReadBody):
+        if req.request_headers.end_of_stream:
+            decision = await router.on_body(decision, body)
+        else:
+            yield _READ_BODY
+            req = await anext(requests, None)
+            if req is None:
+                return
+            kind = req.WhichOneof("request")
+            if kind != "request_body":
+                yield _unexpected(kind)
+                return
+            body = req.request_body.body
+            decision = await router.on_body(decision, body)
+    if isinstance(decision, Respond):
+        yield immediate(decision.status, decision.body, decision.headers, DETAILS)
+        return
+    assert isinstance(decision, Route)  # the router asks for the body once
+    if decision.backend is None:
+        yield _route_reply(kind, decision)
+    else:
+        async for reply in _single_backend(stage, kind, decision, client_headers, body, requests):
+            yield reply
+
+
+def _unexpected(kind: str | None) -> pb.ProcessingResponse:
+    """The reply to a message the router stage does not expect at this point."""
+    if kind == "response_headers":
+        # Envoy answered by itself before the request was routed (e.g. 413 for a body over
+        # the limit): nothing to do with that answer.
+        return _CONTINUE_RESPONSE_HEADERS
+    log.warning("router stage: unexpected %s message", kind)
+    return _internal_error()
+
+
+def _route_reply(kind: str, route: Route) -> pb.ProcessingResponse:
+    """Several backends: Envoy picks one per attempt and the upstream stage serves it, from
+    what the router decided, forwarded to it in dynamic metadata. Ending the stream after this
+    reply skips the response phases for this request."""
+    reply = pb.ProcessingResponse()
+    _set_metadata(reply.dynamic_metadata, route.state.metadata())
+    common = getattr(reply, kind).response
+    common.clear_route_cache = True
+    headers = route.headers
+    if route.body is not None:
+        common.body_mutation.body = route.body
+        headers = {**headers, "content-length": str(len(route.body))}
+    _fill_mutation(common.header_mutation, headers, route.remove)
+    return reply
+
+
+async def _single_backend(
+    stage: UpstreamStage,
+    kind: str,
+    route: Route,
+    client_headers: Mapping[str, str],
+    body: bytes,
+    requests: AsyncIterator[pb.ProcessingRequest],
+) -> AsyncIterator[pb.ProcessingResponse]:
+    """One backend: this stream serves the request the way the upstream stage would serve an
+    attempt, which saves Envoy and the sidecar a second gRPC stream per request."""
     exchange = stage.exchange(hand_off=True)
     try:
-        step = await _single_backend_request(exchange, decision, client_headers, body)
+        step = await _single_backend_request(exchange, route, client_headers, body)
         yield _step_reply(kind, step, clear_route_cache=True)
         if step.done or step.error is not None or step.respond is not None:
             return
