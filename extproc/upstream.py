@@ -157,7 +157,6 @@ class Exchange:
         self._length = 0
         self._coding = ""  # the answer's content coding, when compressed although unasked
         self._decoder: encoding.Decoder | None = None
-        self._unseen = False  # the answer's rest passes on unread (too large to buffer)
         self._billed = False  # a 2xx answer the client got an error for: usage is estimated
         self._started = time.monotonic()
         self._first_chunk: float | None = None
@@ -385,7 +384,6 @@ class Exchange:
             self._buffered = False
             if not self._unbuffered(self._status, [self._coding] if self._coding else []):
                 return self._too_large(len(chunk))
-            self._unseen = True
             out = self._passed_on(chunk, end_of_stream=False)
             return Step(body=out, metadata=self._finish(cut=False), done=True)
         try:
