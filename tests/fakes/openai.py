@@ -302,13 +302,14 @@ class FakeOpenAI(FakeServer):
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         compress: Compress = "asked",
+        chunked: bool = False,
         models: Iterable[str] = DEFAULT_MODELS,
         ignore_include_usage: bool = False,
         omit_usage: bool = False,
         linger: float = 0.0,
         json_content_type: str = "application/json",
     ) -> None:
-        super().__init__(ssl_context=ssl_context, compress=compress)
+        super().__init__(ssl_context=ssl_context, compress=compress, chunked=chunked)
         self.json_content_type = json_content_type  # of chat answers (not streams)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
