@@ -276,32 +276,58 @@ def test_a_reply_envoy_left_before_is_no_failure(monkeypatch: pytest.MonkeyPatch
     scripted(test)
 
 
+def _oversized(stage: str, head: dict[str, str]) -> list[pb.ProcessingRequest]:
+    """A request and its buffered answer, of which Envoy sends a part: it outgrew the buffer
+    limit (Envoy sends a buffered body before its end only then)."""
+    if stage == UPSTREAM_STAGE:
+        route = {
+            Key.MODEL: "pair",
+            Key.BODY_MODEL: "pair",
+            Key.PATH: "/v1/chat/completions",
+            Key.REQUEST_BYTES: 60,
+            Key.STREAM: "",
+            Key.RATELIMIT: "",
+        }
+        request = [request_headers({**CHAT, "x-envoy-attempt-count": "2"}, False, "ob", route)]
+    else:
+        request = [request_headers(CHAT), request_body(chat("plain"))]
+    return [*request, response_headers(head), response_body(b'{"id": "' + b"x" * 64, False)]
+
+
+def _sent_to(played: Played, stage: str) -> str:
+    first = played.replies[0 if stage == UPSTREAM_STAGE else 1]
+    sent = set_headers(getattr(first, first.WhichOneof("response")).response.header_mutation)
+    return sent[":authority"]
+
+
+AUTHORITY = {ROUTER_STAGE: "127.0.0.1:1", UPSTREAM_STAGE: "127.0.0.1:2"}
+
+
 @pytest.mark.parametrize("stage", [ROUTER_STAGE, UPSTREAM_STAGE])
-def test_a_buffered_answer_over_the_limit_is_a_502(stage: str) -> None:
+def test_a_buffered_answer_over_the_limit_that_must_be_read_whole_is_a_502(stage: str) -> None:
     async def test(processor: ExternalProcessor) -> None:
-        if stage == UPSTREAM_STAGE:
-            route = {
-                Key.MODEL: "pair",
-                Key.BODY_MODEL: "pair",
-                Key.PATH: "/v1/chat/completions",
-                Key.REQUEST_BYTES: 60,
-                Key.STREAM: "",
-                Key.RATELIMIT: "",
-            }
-            request = [request_headers({**CHAT, "x-envoy-attempt-count": "2"}, False, "ob", route)]
-        else:
-            request = [request_headers(CHAT), request_body(chat("plain"))]
-        # Envoy sends a buffered body before its end only once it outgrew the buffer limit.
-        script = [*request, response_headers(JSON), response_body(b'{"id": "' + b"x" * 64, False)]
-        played = await play(processor, script, stage)
-        assert played.unread == 0
-        first = played.replies[0 if stage == UPSTREAM_STAGE else 1]
-        sent = set_headers(getattr(first, first.WhichOneof("response")).response.header_mutation)
-        assert sent[":authority"] == ("127.0.0.1:2" if stage == UPSTREAM_STAGE else "127.0.0.1:1")
+        # Compressed although the gateway asked for identity: only readable whole.
+        played = await play(
+            processor, _oversized(stage, {**JSON, "content-encoding": "gzip"}), stage
+        )
+        assert played.unread == 0 and _sent_to(played, stage) == AUTHORITY[stage]
         head = played.replies[-2]
         assert head.mode_override.response_body_mode == _Mode.BUFFERED_PARTIAL
         answer = immediate(played)
         assert answer.status.code == 502
         assert error_of(answer)["code"] == "response_too_large"
+
+    scripted(test)
+
+
+@pytest.mark.parametrize("stage", [ROUTER_STAGE, UPSTREAM_STAGE])
+def test_a_buffered_answer_over_the_limit_that_needs_no_rewrite_is_passed_on(stage: str) -> None:
+    async def test(processor: ExternalProcessor) -> None:
+        played = await play(processor, _oversized(stage, JSON), stage)
+        assert played.unread == 0 and _sent_to(played, stage) == AUTHORITY[stage]
+        last = played.replies[-1]
+        assert last.WhichOneof("response") == "response_body"
+        assert not last.response_body.response.HasField("body_mutation")
+        assert metadata(last)[Key.USAGE_SOURCE] == "estimated"
 
     scripted(test)
