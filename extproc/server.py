@@ -36,9 +36,10 @@ from extproc.limits import Limiter
 from extproc.limitstore import open_store
 from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
+from extproc.step import Step
 from extproc.telemetry import Telemetry
 from extproc.transport import grpc_server_credentials, is_unix, owner_only
-from extproc.upstream import Exchange, Step, UpstreamStage
+from extproc.upstream import Exchange, UpstreamStage
 from extproc.wire import (
     ATTEMPT_HEADER,
     DETAILS,
@@ -238,13 +239,9 @@ async def _single_backend_request(
         return first
     body = route.body if route.body is not None else body  # decoded, if it came compressed
     if first.request_body == "buffered":
-        second = await exchange.request_body(body)
-        if second.error is not None or second.respond is not None:
-            return second
-        first.set_headers.update(second.set_headers)
-        first.body = second.body
-        first.metadata = second.metadata
-        first.done = second.done
+        first = first.then(await exchange.request_body(body))
+        if first.error is not None or first.respond is not None:
+            return first
     else:
         exchange.client_body(body)
     if first.body is None and route.body is not None:

@@ -7,7 +7,7 @@ translated and signed afresh for that provider. The endpoint's metadata names th
 The stage drives a :class:`~extproc.translate.Translator` and an :class:`~extproc.auth.Auth`;
 it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies. When the
 response ends, or its stream is cut short, it hands one :class:`~extproc.telemetry.Record` to
-telemetry and writes the same figures into Envoy's dynamic metadata.
+telemetry and writes the same figures into Envoy's dynamic metadata (see :mod:`extproc.attempt`).
 
 A request that takes several provider calls (a :class:`~extproc.translate.FanOut` translator
 says so) is sent by the stage itself through :mod:`extproc.fanout`, and the merged answer goes
@@ -18,32 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extproc import encoding, tokens
-from extproc.auth import Auth
+from extproc import encoding
+from extproc.attempt import Attempt, Serving, build_record, record_metadata
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
-from extproc.cost import cost_usd, pricing_for
+from extproc.cost import pricing_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
 from extproc.router import POST_ENDPOINTS, Respond, RouteState
-from extproc.telemetry import Record, Span, Telemetry, error_type
+from extproc.step import Step
+from extproc.telemetry import Record, Span, Telemetry
 from extproc.translate import (
-    BodyMode,
     FanOut,
     RequestContext,
     Translator,
     Unbuffered,
+    UpstreamReply,
     UpstreamRequest,
     bad_upstream_response,
 )
 from extproc.translate.openai import PassThrough
-from extproc.usage import Usage, estimated
-from extproc.wire import ATTEMPT_HEADER, COST_HEADER, Key
+from extproc.wire import ATTEMPT_HEADER
 
 # Credential headers any backend may set. Envoy hands every attempt the header map the previous
 # attempt left behind, so each attempt first removes what any attempt may have added.
@@ -59,23 +58,6 @@ _CREDENTIAL_HEADERS = (
 )
 
 RESPONSE_TOO_LARGE = "response_too_large"  # a buffered answer over http.max_request_bytes
-
-
-@dataclass(slots=True)
-class Step:
-    """One reply to Envoy: header and body changes, the next body modes, an error or an answer."""
-
-    set_headers: dict[str, str] = field(default_factory=dict)
-    remove_headers: list[str] = field(default_factory=list)
-    body: bytes | None = None
-    # Overrides of the processing mode, only honoured on header replies.
-    request_body: BodyMode | None = None
-    response_headers: bool | None = None
-    response_body: BodyMode | None = None
-    error: GatewayError | None = None
-    respond: Respond | None = None  # the client's answer, made here (a fan-out's merge)
-    metadata: dict[str, Any] | None = None  # Envoy dynamic metadata, in wire.NAMESPACE
-    done: bool = False  # nothing more is expected on this stream
 
 
 class UpstreamStage:
@@ -130,6 +112,26 @@ class UpstreamStage:
     def header_attributes(self) -> Mapping[str, str]:
         return self._config.telemetry.header_attributes
 
+    @property
+    def owned_headers(self) -> list[str]:
+        """The headers any attempt may have set, removed from each (a shared list: copy it to
+        change it)."""
+        return self._owned_headers
+
+    @property
+    def buffer_limit(self) -> int:
+        """The largest body Envoy buffers, hence the largest an answer may decode to."""
+        return self._config.http.max_request_bytes
+
+    def start_span(self, operation: str, headers: Mapping[str, str]) -> Span:
+        return self._telemetry.start_span(operation, headers)
+
+    async def fan_out(
+        self, backend: BackendRuntime, parts: Sequence[UpstreamRequest], headers: Mapping[str, str]
+    ) -> list[UpstreamReply]:
+        """Send ``parts`` of one request to ``backend`` (see :mod:`extproc.fanout`)."""
+        return await self._fanout.send(backend, parts, headers)
+
     def debit(self, buckets: str, tokens: int, cost: float) -> None:
         """Charge the request's rate-limit buckets with its usage, without holding the reply."""
         if self._limiter is None or not buckets or not (tokens or cost):
@@ -147,30 +149,41 @@ class UpstreamStage:
 class Exchange:
     """One attempt, from request headers to the last response chunk."""
 
+    __slots__ = (
+        "_billed",
+        "_body",
+        "_buffered",
+        "_coding",
+        "_decoder",
+        "_first_chunk",
+        "_may_hand_off",
+        "_recorded",
+        "_serving",
+        "_stage",
+        "_started",
+        "_status",
+    )
+
     def __init__(self, stage: UpstreamStage, may_hand_off: bool = False) -> None:
         self._stage = stage
         self._may_hand_off = may_hand_off
-        self._handed_off = False  # the answer is Envoy's to read (see _hand_off)
-        self._translator: Translator | None = None
-        self._auth: Auth | None = None
-        self._host = ""
-        self._length = 0
+        self._serving: Serving | None = None  # set once by the request headers
+        self._started = time.monotonic()
+        self._status = 0
+        self._first_chunk: float | None = None
+        self._buffered = False  # the response body comes whole, its head held until then
         self._coding = ""  # the answer's content coding, when compressed although unasked
         self._decoder: encoding.Decoder | None = None
         self._billed = False  # a 2xx answer the client got an error for: usage is estimated
-        self._started = time.monotonic()
-        self._first_chunk: float | None = None
-        self._status = 0
-        self._buffered = False  # the response body comes whole, its head held until then
-        self._ctx: RequestContext | None = None
-        self._backend: BackendRuntime | None = None
-        self._pricing: Pricing | None = None
-        self._attempt = 1
-        self._span: Span | None = None
         self._recorded = False
-        self._extra: dict[str, str] = {}
-        self._buckets = ""
         self._body: bytes | None = None  # the client's body, when this stage has it
+
+    def _served(self) -> Serving:
+        serving = self._serving
+        if serving is None:
+            # Envoy sends the request headers first on every stream; a bug of ours otherwise.
+            raise RuntimeError("an ext_proc message before the attempt's request headers")
+        return serving
 
     # --- request ------------------------------------------------------------------------------
 
@@ -187,10 +200,10 @@ class Exchange:
     async def _request_headers(
         self, headers: Mapping[str, str], backend_name: str, state: RouteState | None
     ) -> Step:
-        config = self._stage._config
-        backend = self._stage._backends.get(backend_name)
+        stage = self._stage
+        backend = stage.backend(backend_name)
         route_model = state.model if state else ""
-        model, entry = self._stage.route(route_model, backend_name)
+        model, entry = stage.route(route_model, backend_name)
         path = state.path if state else ""
         endpoint = POST_ENDPOINTS.get(path)
         if state is None or backend is None or entry is None or endpoint is None:
@@ -210,33 +223,38 @@ class Exchange:
             stream=bool(state.stream),
             include_usage=state.stream == "usage",
         )
-        self._ctx = ctx
-        self._backend = backend
-        self._pricing = pricing_for(model, entry)
-        attempt = headers.get(ATTEMPT_HEADER, "1")
-        self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(endpoint, headers)
-        self._extra = {
-            attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
-        }
-        self._buckets = state.ratelimit
-        translator = backend.translator(ctx)
-        self._translator = translator
-        self._auth = backend.auth
-        self._host = backend.authority
-        self._length = state.request_bytes
-        self._handed_off = (
-            self._may_hand_off
+        number = headers.get(ATTEMPT_HEADER, "1")
+        attempt = Attempt(
+            ctx=ctx,
+            backend=backend,
+            pricing=pricing_for(model, entry),
+            span=stage.start_span(endpoint, headers),
+            number=int(number) if number.isdigit() else 1,
+            extra={attr: headers.get(name, "") for name, attr in stage.header_attributes.items()},
+            buckets=state.ratelimit,
+            request_bytes=state.request_bytes,
+        )
+        try:
+            translator = backend.translator(ctx)
+        except GatewayError as err:
+            # The backend refused the request outright (a model name it cannot put in its
+            # path): still an attempt of the request, recorded as such.
+            return self._fail(err, attempt)
+        serving = Serving(
+            attempt,
+            translator,
+            handed_off=self._may_hand_off
             # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
             and endpoint == "chat"
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.
-            and not self._buckets
+            and not attempt.buckets
             # The cost header of a buffered answer is added by the sidecar.
-            and (ctx.stream or self._pricing is None)
+            and (ctx.stream or attempt.pricing is None),
         )
-        wants_response = self._wants_response
+        self._serving = serving
+        wants_response = serving.wants_response
         step = Step(
             set_headers={
                 **backend.static_headers,
@@ -244,42 +262,44 @@ class Exchange:
                 # What the sidecar and Envoy's readers can read (see extproc/encoding.py).
                 "accept-encoding": encoding.ACCEPT_ENCODING,
             },
-            remove_headers=self._stage._owned_headers,
+            remove_headers=stage.owned_headers,
             response_headers=wants_response,
             response_body=None if wants_response else "none",
         )
-        if self._span.traceparent:
-            step.set_headers["traceparent"] = self._span.traceparent
+        if attempt.span.traceparent:
+            step.set_headers["traceparent"] = attempt.span.traceparent
         if translator.needs_request_body or backend.auth.needs_body:
             step.request_body = "buffered"
             return step
         step.request_body = "none"
-        await self._finish_request(step, None)
+        await self._finish_request(serving, step, None)
         return step
 
     async def request_body(self, body: bytes) -> Step:
-        translator = self._translator
-        assert translator is not None
+        serving = self._served()
+        translator = serving.translator
         step = Step()
         try:
             if isinstance(translator, FanOut):
                 parts = translator.fan_out(body)
                 if parts is not None:
-                    return await self._fan_out(translator, parts)
-            await self._finish_request(step, body)
+                    return await self._fan_out(serving.attempt, translator, parts)
+            await self._finish_request(serving, step, body)
         except GatewayError as err:
             return self._fail(err)
         return step
 
-    async def _fan_out(self, translator: FanOut, parts: list[UpstreamRequest]) -> Step:
+    async def _fan_out(
+        self, attempt: Attempt, translator: FanOut, parts: list[UpstreamRequest]
+    ) -> Step:
         """Send the parts of a request one call cannot carry; answer with their merge."""
-        assert self._backend is not None and self._span is not None
-        trace = {"traceparent": self._span.traceparent} if self._span.traceparent else {}
-        replies = await self._stage._fanout.send(self._backend, parts, trace)
+        traceparent = attempt.span.traceparent
+        trace = {"traceparent": traceparent} if traceparent else {}
+        replies = await self._stage.fan_out(attempt.backend, parts, trace)
         self._status, body = translator.merge(replies)
         metadata = self._finish(cut=False)
         answer = Respond(self._status, body, {"content-type": "application/json"})
-        self._cost_header(metadata, answer.headers)
+        attempt.cost_header(metadata, answer.headers)
         return Step(respond=answer, metadata=metadata, done=True)
 
     def client_body(self, body: bytes) -> None:
@@ -287,61 +307,35 @@ class Exchange:
         kept for an estimate of the prompt should the answer come without usage."""
         self._body = body
 
-    async def _finish_request(self, step: Step, body: bytes | None) -> None:
-        assert self._translator is not None and self._auth is not None
+    async def _finish_request(self, serving: Serving, step: Step, body: bytes | None) -> None:
+        attempt = serving.attempt
         if body is not None:
             self._body = body
-        request = self._translator.request(body)
-        await self._auth.apply(request, self._host)
+        request = serving.translator.request(body)
+        backend = attempt.backend
+        await backend.auth.apply(request, backend.authority)
         step.set_headers.update(request.headers)
         step.set_headers[":path"] = request.path
         if request.body is not None:
             step.body = request.body
             step.set_headers["content-length"] = str(len(request.body))
-        elif self._length:
-            step.set_headers["content-length"] = str(self._length)
-        if self._handed_off:
-            step.metadata = self._hand_off()
-        step.done = not self._wants_response
-
-    @property
-    def _wants_response(self) -> bool:
-        """Whether the answer comes back through this exchange (not handed off, and seen)."""
-        assert self._translator is not None
-        return self._translator.needs_response and not self._handed_off
-
-    def _hand_off(self) -> dict[str, Any]:
-        """What the record of this attempt needs besides Envoy's own figures, as dynamic
-        metadata: the sidecar is done once the request leaves. Envoy's filters read the
-        answer's usage, and its access log brings both to :mod:`extproc.accesslog`."""
-        assert self._ctx is not None and self._backend is not None
-        self._recorded = True  # by the access log, not by abort()
-        ctx = self._ctx
-        meta: dict[str, Any] = {
-            Key.HANDED_OFF: True,
-            Key.BACKEND: self._backend.name,
-            Key.MODEL: ctx.route_model,
-            Key.UPSTREAM_MODEL: ctx.upstream_model,
-            Key.OPERATION: ctx.endpoint,
-            Key.STREAM: ctx.stream,
-        }
-        if self._extra:
-            meta[Key.EXTRA] = dict(self._extra)
-        ids = self._span.ids() if self._span is not None else None
-        if ids is not None:
-            meta[Key.TRACE] = ids
-        return meta
+        elif attempt.request_bytes:
+            step.set_headers["content-length"] = str(attempt.request_bytes)
+        if serving.handed_off:
+            self._recorded = True  # by the access log, not by abort()
+            step.metadata = attempt.hand_off()
+        step.done = not serving.wants_response
 
     # --- response -----------------------------------------------------------------------------
 
     def response_headers(self, headers: Mapping[str, str], end_of_stream: bool) -> Step:
-        assert self._translator is not None
+        translator = self._served().translator
         status = int(headers.get(":status", "0") or 0)
         self._status = status
-        head = self._translator.response_headers(status, headers)
-        mode = "none" if end_of_stream else self._translator.response_body_mode(status, headers)
+        head = translator.response_headers(status, headers)
+        mode = "none" if end_of_stream else translator.response_body_mode(status, headers)
         coding = encoding.codings(headers.get("content-encoding")) if mode != "none" else []
-        limit = self._stage._config.http.max_request_bytes
+        limit = self._stage.buffer_limit
         if mode == "buffered" and _length(headers) > limit and self._unbuffered(status, coding):
             mode = "streamed"  # announced too large to buffer, and needs no rewrite: passed on
         self._buffered = mode == "buffered"
@@ -366,14 +360,14 @@ class Exchange:
         """Whether the answer may be read as it passes (see :class:`Unbuffered`), from now on.
         Not when compressed unasked: each chunk would be replaced by its decoded bytes, more
         than one gRPC message may carry, and the rest Envoy passes on unread stays compressed."""
-        translator = self._translator
+        translator = self._served().translator
         if coding or not (200 <= status < 300 and isinstance(translator, Unbuffered)):
             return False
         translator.read_unbuffered()
         return True
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Step:
-        assert self._translator is not None
+        serving = self._served()
         if self._first_chunk is None:
             self._first_chunk = time.monotonic()
         if self._buffered and not end_of_stream:
@@ -384,10 +378,10 @@ class Exchange:
             self._buffered = False
             if not self._unbuffered(self._status, [self._coding] if self._coding else []):
                 return self._too_large(len(chunk))
-            out = self._passed_on(chunk, end_of_stream=False)
+            out = self._passed_on(serving.translator, chunk, end_of_stream=False)
             return Step(body=out, metadata=self._finish(cut=False), done=True)
         try:
-            out = self._passed_on(chunk, end_of_stream)
+            out = self._passed_on(serving.translator, chunk, end_of_stream)
         except GatewayError as err:
             # A buffered 2xx answer the translator cannot pass on: its head is still held by
             # Envoy, so an immediate response replaces the whole answer.
@@ -395,19 +389,21 @@ class Exchange:
         step = Step(body=out, done=end_of_stream)
         if end_of_stream:
             step.metadata = self._finish(cut=False)
-            self._cost_header(step.metadata, step.set_headers)
+            serving.attempt.cost_header(step.metadata, step.set_headers)
         return step
 
-    def _passed_on(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+    def _passed_on(self, translator: Translator, chunk: bytes, end_of_stream: bool) -> bytes | None:
         """What the client gets of ``chunk`` (None: the chunk as it came)."""
-        assert self._translator is not None
         raw = chunk
         if self._coding:
-            if self._decoder is None:
-                limit = self._stage._config.http.max_request_bytes
-                self._decoder = encoding.Decoder(self._coding, limit, whole=self._buffered)
-            chunk = self._decode(chunk, end_of_stream)
-        out = self._translator.response_body(chunk, end_of_stream)
+            decoder = self._decoder
+            if decoder is None:
+                limit = self._stage.buffer_limit
+                decoder = self._decoder = encoding.Decoder(
+                    self._coding, limit, whole=self._buffered
+                )
+            chunk = _decode(decoder, chunk, end_of_stream)
+        out = translator.response_body(chunk, end_of_stream)
         return None if out is raw else out
 
     def _too_large(self, seen: int) -> Step:
@@ -425,23 +421,7 @@ class Exchange:
             )
         )
 
-    def _decode(self, chunk: bytes, end_of_stream: bool) -> bytes:
-        assert self._decoder is not None
-        try:
-            return self._decoder.feed(chunk, end_of_stream)
-        except (ValueError, OverflowError) as exc:
-            # Buffered, the 502 replaces the answer; streamed, it cuts the stream short.
-            raise bad_upstream_response(
-                f"The provider's compressed answer is unreadable: {exc}."
-            ) from None
-
     # --- accounting ---------------------------------------------------------------------------
-
-    def _cost_header(self, metadata: dict[str, Any], headers: dict[str, str]) -> None:
-        """Add the cost header to a response whose headers have not left yet."""
-        # Only a buffered (non-streaming) response still holds its headers at the end.
-        if self._pricing is not None and self._ctx is not None and not self._ctx.stream:
-            headers[COST_HEADER] = f"{metadata.get(Key.COST_USD, 0.0):.6f}"
 
     def abort(self, unanswered_logged: bool = False) -> None:
         """The stream ended early: record what was seen.
@@ -457,81 +437,54 @@ class Exchange:
             return
         self._finish(cut=True)
 
-    def _fail(self, err: GatewayError) -> Step:
+    def _fail(self, err: GatewayError, refused: Attempt | None = None) -> Step:
+        """``refused``: the attempt, when the backend refused it before it was served."""
         self._status = err.status
-        self._finish(cut=False, failure=err.code or err.type)
+        failure = err.code or err.type
+        if refused is not None:
+            self._record(refused, None, cut=False, failure=failure)
+        else:
+            self._finish(cut=False, failure=failure)
         return Step(error=err, done=True)
 
     def _finish(self, cut: bool, failure: str | None = None) -> dict[str, Any]:
         """Record the attempt once; returns the dynamic metadata describing it."""
-        if self._recorded or self._ctx is None or self._backend is None:
+        serving = self._serving
+        if self._recorded or serving is None:
             return {}
+        return self._record(serving.attempt, serving.translator, cut, failure)
+
+    def _record(
+        self, attempt: Attempt, translator: Translator | None, cut: bool, failure: str | None
+    ) -> dict[str, Any]:
         self._recorded = True
-        ctx, translator = self._ctx, self._translator
-        usage = translator.usage if translator is not None else None
-        # A provider reports usage once it is done, and ends its stream with a last event: a
-        # client that leaves after either (the SDK closes the connection right after the last
-        # event) cut nothing.
-        cut = cut and usage is None and not (translator is not None and translator.complete)
-        if usage is None and translator is not None and (self._billed or 200 <= self._status < 300):
-            # The provider billed it all the same: counted here, marked as estimated.
-            usage = self._estimate(translator)
-        if failure is None and translator is not None:
-            # A 2xx answer the translator turned into an error (event) for the client.
-            failure = translator.failure
-        now = time.monotonic()
-        rec = Record(
-            operation=ctx.endpoint,
-            provider=self._backend.provider,
-            request_model=ctx.route_model,
-            response_model=(translator.response_model if translator else None)
-            or ctx.upstream_model,
-            backend=self._backend.name,
+        first_chunk = self._first_chunk
+        rec = build_record(
+            attempt,
+            translator,
             status=self._status,
-            duration=now - self._started,
-            usage=usage,
-            cost_usd=cost_usd(usage, self._pricing) if self._pricing else 0.0,
-            ttft=(
-                self._first_chunk - self._started
-                if ctx.stream and self._first_chunk and self._status < 400
-                else None
-            ),
-            streaming=ctx.stream,
+            duration=time.monotonic() - self._started,
+            ttft=first_chunk - self._started if first_chunk is not None else None,
             cut=cut,
-            error_type=error_type(self._status, cut, failure),
-            attempt=self._attempt,
-            extra=self._extra,
+            failure=failure,
+            billed=self._billed,
+            body=self._body,
         )
-        meta: dict[str, Any] = {
-            Key.BACKEND: rec.backend,
-            Key.MODEL: rec.request_model,
-            Key.RESPONSE_MODEL: rec.response_model,
-            Key.ATTEMPT: rec.attempt,
-            Key.COST_USD: rec.cost_usd,
-        }
-        if usage is not None:
-            meta[Key.USAGE_SOURCE] = usage.source
-            meta[Key.INPUT_TOKENS] = usage.input_tokens
-            meta[Key.OUTPUT_TOKENS] = usage.output_tokens
-            meta[Key.TOTAL_TOKENS] = usage.total_tokens
-            meta[Key.CACHED_INPUT_TOKENS] = usage.cached_input_tokens
-            meta[Key.REASONING_TOKENS] = usage.reasoning_tokens
+        meta = record_metadata(rec)
         # After the metadata: telemetry bounds the record's labels (a model may become "other").
-        self._stage.account(rec, self._buckets)
-        if self._span is not None:
-            self._span.end(rec)
+        self._stage.account(rec, attempt.buckets)
+        attempt.span.end(rec)
         return meta
 
-    def _estimate(self, translator: Translator) -> Usage:
-        """Usage counted by the gateway: the prompt from the client's body (or, when this stage
-        never saw it, from its length), the output from what the provider had sent."""
-        assert self._ctx is not None
-        model = translator.response_model or self._ctx.upstream_model
-        if self._body is not None:
-            prompt = tokens.prompt_tokens(self._body, model)
-        else:
-            prompt = tokens.body_tokens(self._length)
-        return estimated(prompt, translator.output_tokens(model))
+
+def _decode(decoder: encoding.Decoder, chunk: bytes, end_of_stream: bool) -> bytes:
+    try:
+        return decoder.feed(chunk, end_of_stream)
+    except (ValueError, OverflowError) as exc:
+        # Buffered, the 502 replaces the answer; streamed, it cuts the stream short.
+        raise bad_upstream_response(
+            f"The provider's compressed answer is unreadable: {exc}."
+        ) from None
 
 
 def _length(headers: Mapping[str, str]) -> int:
