@@ -174,9 +174,19 @@ async def _router_stream(
     assert isinstance(decision, Route)  # the router asks for the body once
     if decision.backend is None:
         yield _route_reply(kind, decision)
-    else:
-        async for reply in _single_backend(stage, kind, decision, client_headers, body, requests):
+        return
+    # One backend: this stream serves the request the way the upstream stage would serve an
+    # attempt, which saves Envoy and the sidecar a second gRPC stream per request.
+    exchange = stage.exchange(hand_off=True)
+    try:
+        step = await _single_backend_request(exchange, decision, client_headers, body)
+        yield _step_reply(kind, step, clear_route_cache=True)
+        if step.done or step.error is not None or step.respond is not None:
+            return
+        async for reply in _drive(exchange, requests):
             yield reply
+    finally:
+        exchange.abort()
 
 
 def _unexpected(kind: str | None) -> pb.ProcessingResponse:
@@ -203,28 +213,6 @@ def _route_reply(kind: str, route: Route) -> pb.ProcessingResponse:
         headers = {**headers, "content-length": str(len(route.body))}
     _fill_mutation(common.header_mutation, headers, route.remove)
     return reply
-
-
-async def _single_backend(
-    stage: UpstreamStage,
-    kind: str,
-    route: Route,
-    client_headers: Mapping[str, str],
-    body: bytes,
-    requests: AsyncIterator[pb.ProcessingRequest],
-) -> AsyncIterator[pb.ProcessingResponse]:
-    """One backend: this stream serves the request the way the upstream stage would serve an
-    attempt, which saves Envoy and the sidecar a second gRPC stream per request."""
-    exchange = stage.exchange(hand_off=True)
-    try:
-        step = await _single_backend_request(exchange, route, client_headers, body)
-        yield _step_reply(kind, step, clear_route_cache=True)
-        if step.done or step.error is not None or step.respond is not None:
-            return
-        async for reply in _drive(exchange, requests):
-            yield reply
-    finally:
-        exchange.abort()
 
 
 async def _single_backend_request(
