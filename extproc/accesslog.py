@@ -1,13 +1,13 @@
 """Records of the attempts whose answers Envoy read itself (``accounting.mode: envoy``).
 
 Such an attempt's router-stage stream ends as soon as the request leaves: the sidecar writes
-what the record needs into dynamic metadata (:meth:`extproc.upstream.Exchange._hand_off`),
+what the record needs into dynamic metadata (:meth:`extproc.attempt.Attempt.hand_off`),
 Envoy's ``json_to_metadata`` and ``sse_to_metadata`` filters add the answer's usage to the same
 namespace (:func:`extproc.render.usage_filters`), and Envoy's gRPC access logger brings the
 finished request here, in batches, over a stream this service keeps open.
 
-The record is built from those figures the way :class:`~extproc.upstream.Exchange` builds it
-from what it saw, and is accounted the same way (metrics, span).
+The record is built from those figures the way :func:`extproc.attempt.build_record` builds it
+from what an exchange saw, and is accounted the same way (metrics, span).
 
 The router's per-attempt log brings the upstream-stage attempts that got no answer (status 0)
 the same way (:func:`unanswered`): a refused connection fails before the upstream stage's first

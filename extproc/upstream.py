@@ -5,7 +5,7 @@ once per attempt, after it chose the endpoint: a retry that lands on another pro
 translated and signed afresh for that provider. The endpoint's metadata names the backend.
 
 The stage drives a :class:`~extproc.translate.Translator` and an :class:`~extproc.auth.Auth`;
-it returns plain :class:`Step` values that the gRPC layer turns into protobuf replies. When the
+it returns plain :class:`~extproc.step.Step` values that the gRPC layer turns into protobuf replies. When the
 response ends, or its stream is cut short, it hands one :class:`~extproc.telemetry.Record` to
 telemetry and writes the same figures into Envoy's dynamic metadata (see :mod:`extproc.attempt`).
 
