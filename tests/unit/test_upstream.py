@@ -31,9 +31,16 @@ CONFIG = {
             "access_key_id": "${KEY}",
             "secret_access_key": "${KEY}",
         },
+        "az": {
+            "schema": "azure_openai",
+            "url": "https://res.openai.azure.com",
+            "api_key": "${KEY}",
+        },
     },
     "models": [
         {"name": "m", "backends": [{"backend": "oa"}]},
+        # Azure puts the model in its path: a dot segment there is refused as an attempt starts.
+        {"name": "dots", "backends": [{"backend": "az", "model": "x/../y"}]},
         {
             "name": "claude",
             "backends": [{"backend": "br", "model": "anthropic.claude-3-haiku-20240307-v1:0"}],
@@ -294,3 +301,26 @@ def test_an_answer_in_a_coding_the_gateway_cannot_read_is_a_502(
     step = ex.response_headers({**JSON, "content-encoding": coding}, False)
     assert step.error is not None and step.error.status == 502 and "br" in step.error.message
     assert only(telemetry).error_type == "bad_upstream_response"
+
+
+def test_a_request_the_backend_refuses_before_it_is_served_is_recorded(
+    telemetry: Recorded,
+) -> None:
+    ex = UpstreamStage(parse_config(CONFIG, {"KEY": "unused"}), telemetry).exchange()
+    state = RouteState("dots", "dots", "/v1/chat/completions", 10)
+    step = asyncio.run(ex.request_headers({"x-envoy-attempt-count": "2"}, "az", state))
+    assert step.error is not None and step.done
+    assert (step.error.status, step.error.code) == (400, "invalid_model")
+    ex.abort()  # the stream ends: the attempt was recorded once, already
+    rec = only(telemetry)
+    assert (rec.status, rec.error_type, rec.attempt) == (400, "invalid_model", 2)
+    assert (rec.backend, rec.request_model, rec.response_model) == ("az", "dots", "x/../y")
+    assert rec.usage is None
+
+
+def test_a_message_before_the_request_headers_is_a_bug_not_a_record(telemetry: Recorded) -> None:
+    ex = UpstreamStage(parse_config(CONFIG, {"KEY": "unused"}), telemetry).exchange()
+    with pytest.raises(RuntimeError, match="before the attempt's request headers"):
+        ex.response_headers(JSON, False)
+    ex.abort()
+    assert telemetry.records == []
