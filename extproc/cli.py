@@ -287,12 +287,48 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from extproc.render import render_yaml
 
+    if args.kubernetes:
+        return _render_kubernetes(args)
     config = _load(args.config, secrets=False)
     text = render_yaml(config, sidecar_host=args.sidecar_host, source=args.config or "")
     if args.output == "-":
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text)
+    return 0
+
+
+def _render_kubernetes(args: argparse.Namespace) -> int:
+    import yaml
+
+    from extproc.kubernetes import SIDECAR_IMAGE, render_manifests
+
+    if not args.config or args.output == "-":
+        raise ConfigError("render --kubernetes needs -c CONFIG and -o DIRECTORY")
+    try:
+        raw = yaml.safe_load(Path(args.config).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {args.config}: {exc}") from None
+    files = render_manifests(
+        raw, args.config, args.replicas, args.max_replicas, args.image or SIDECAR_IMAGE
+    )
+    for name, text in files.items():
+        path = Path(args.output) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"wrote {len(files)} manifests to {args.output}")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from extproc.podstop import drain_pod
+    from extproc.supervisor import EnvoyDrain
+
+    config = _load(args.config, secrets=False)
+    settle = 2 * config.accounting.flush_interval if config.accounting.by_envoy else 0.0
+    drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time, settle=settle)
+    drained = drain_pod(drain, args.endpoints_delay)
+    log.info("drained" if drained else "drain time over with requests still open")
     return 0
 
 
@@ -351,7 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument(
         "--sidecar-host", help="host Envoy reaches the sidecar on (compose: sidecar)"
     )
+    render.add_argument(
+        "--kubernetes", action="store_true", help="write Kubernetes manifests into -o DIRECTORY"
+    )
+    render.add_argument("--replicas", type=int, default=2, help="--kubernetes: pods (default 2)")
+    render.add_argument("--max-replicas", type=int, help="--kubernetes: autoscaler's top (3x)")
+    render.add_argument("--image", help="--kubernetes: the sidecar image (built from Dockerfile)")
     render.set_defaults(func=cmd_render)
+    drain = add("drain", "drain the Envoy beside this sidecar (a pod's preStop hook)")
+    drain.add_argument("--endpoints-delay", type=float, default=5.0)
+    drain.set_defaults(func=cmd_drain)
     check = add("check", "validate the config and the Envoy bootstrap rendered from it")
     check.add_argument(
         "--no-secrets", action="store_true", help="do not require the secrets' variables to be set"
