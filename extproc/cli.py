@@ -77,7 +77,9 @@ def _start_metrics(config: GatewayConfig, directory: Path, host: str | None = No
 
     prepare_directory(directory)
     sidecar = config.sidecar
-    address = sidecar.metrics_address() if host is None else f"{host}:{sidecar.metrics_port}"
+    # With socket_dir, metrics.sock beside the workers' sockets, where the bootstrap looks.
+    local = host is None or sidecar.socket_dir
+    address = sidecar.metrics_address() if local else f"{host}:{sidecar.metrics_port}"
     if not address.startswith("unix:"):
         check_free([_tcp(address, "the sidecar's metrics")])
     serve_metrics(address, directory, sidecar.tls)
