@@ -126,13 +126,13 @@ def _remaining(config: dict[str, Any], team: str) -> tuple[int, float]:
     """The team's tokens and dollars left, as any replica's admission reads them in the shared
     store (the team has no request limit, so reading counts nothing)."""
     gateway = parse_config(config)
-    limiter = Limiter(gateway.limits, open_store(gateway.ratelimit_store))
 
     async def read() -> dict[str, str]:
+        store = open_store(gateway.ratelimit_store)
         try:
-            return (await limiter.admit(team, "gpt-4o-mini", {})).headers
+            return (await Limiter(gateway.limits, store).admit(team, "gpt-4o-mini", {})).headers
         finally:
-            await limiter._store.aclose()
+            await store.aclose()
 
     headers = asyncio.run(read())
     return int(headers["x-ratelimit-remaining-tokens"]), float(
@@ -144,7 +144,7 @@ def _spent(config: dict[str, Any], team: str, tokens: int, requests: int) -> Non
     """Until exactly ``tokens`` and ``requests`` (at PRICE each) were debited: debits land just
     after a response ends. Too many is as wrong as too few."""
     expected = (TOKEN_LIMIT - tokens, round(COST_LIMIT - PRICE * requests, 6))
-    for _ in range(100):
+    for _ in range(200):
         seen = _remaining(config, team)
         if seen == expected:
             return

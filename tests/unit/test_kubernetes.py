@@ -206,6 +206,8 @@ def test_memory_store_with_limits_refuses_more_than_one_replica() -> None:
         render_manifests(config, "t", replicas=2, env={})
     with pytest.raises(ConfigError, match="up to 3 replicas"):
         render_manifests(config, "t", replicas=1, max_replicas=3, env={})
+    with pytest.raises(ConfigError, match="need 1 <= replicas <= max"):
+        render_manifests(config, "t", replicas=2, max_replicas=1, env={})
     docs = _docs(render_manifests(config, "t", replicas=1, max_replicas=1, env={}))
     gateway = yaml.safe_load(docs["configmap-gateway.yaml"]["data"]["gateway.yaml"])
     assert gateway["sidecar"]["workers"] == 1  # one counter per pod, not one per worker
