@@ -303,7 +303,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _render_kubernetes(args: argparse.Namespace) -> int:
     import yaml
 
-    from extproc.kubernetes import SIDECAR_IMAGE, render_manifests
+    from extproc.kubernetes import SIDECAR_IMAGE, manifests, pod_layout
 
     if not args.config or args.output == "-":
         raise ConfigError("render --kubernetes needs -c CONFIG and -o DIRECTORY")
@@ -311,9 +311,12 @@ def _render_kubernetes(args: argparse.Namespace) -> int:
         raw = yaml.safe_load(Path(args.config).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {args.config}: {exc}") from None
-    files = render_manifests(
-        raw, args.config, args.replicas, args.max_replicas, args.image or SIDECAR_IMAGE
-    )
+    pod = pod_layout(raw, args.replicas, args.max_replicas)
+    if pod.replaced:
+        print(
+            f"note: {', '.join(pod.replaced)}: replaced by the pod's Unix sockets", file=sys.stderr
+        )
+    files = manifests(pod, args.config, args.image or SIDECAR_IMAGE)
     for name, text in files.items():
         path = Path(args.output) / name
         path.parent.mkdir(parents=True, exist_ok=True)

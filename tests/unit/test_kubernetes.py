@@ -116,9 +116,14 @@ def test_the_validator_rejects_a_wrong_manifest() -> None:
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
 
-@pytest.mark.parametrize("which", ["example", "full"])
+@pytest.mark.parametrize("which", ["example", "full", "envoy accounting"])
 def test_envoy_accepts_the_configmap_bootstrap(which: str, tmp_path: Path) -> None:
-    files = _example() if which == "example" else render_manifests(_full_config(), "t", env={})
+    accounting = {"accounting": {"mode": "envoy"}} if which == "envoy accounting" else {}
+    files = (
+        _example()
+        if which == "example"
+        else render_manifests(_full_config(**accounting), "t", env={})
+    )
     path = tmp_path / "envoy.yaml"
     path.write_text(_docs(files)["configmap-envoy.yaml"]["data"]["envoy.yaml"])
     result = subprocess.run(
@@ -178,6 +183,11 @@ def test_probes_drain_and_grace_follow_the_drain_time() -> None:
     pod = _pod(render_manifests(_full_config(), "t", env={}))
     # preStop, then the workers' own drain and telemetry flush, then a margin.
     assert pod["terminationGracePeriodSeconds"] == 5 + 60 + 10 + 5
+    # Envoy's access log holds records up to a flush interval: the drain waits for two.
+    envoy_mode = _full_config(accounting={"mode": "envoy", "flush_interval": "1s"})
+    delayed = _containers(render_manifests(envoy_mode, "t", env={}))["envoy"]
+    assert delayed["lifecycle"]["preStop"]["sleep"]["seconds"] == 5 + 60 + 2
+    assert _pod(render_manifests(envoy_mode, "t", env={}))["terminationGracePeriodSeconds"] == 82
     short = _pod(render_manifests(_full_config(http={"drain_time": "5s"}), "t", env={}))
     assert short["terminationGracePeriodSeconds"] == 5 + 5 + 10 + 5
     for c in (envoy, sidecar):
@@ -227,6 +237,9 @@ def test_command_writes_the_directory(tmp_path: Path, capsys: pytest.CaptureFixt
     out = tmp_path / "k8s"
     assert main(["render", "--kubernetes", "-c", str(EXAMPLE), "-o", str(out)]) == 0
     assert (out / "deployment.yaml").exists() and (out / "prometheus-operator").is_dir()
+    # The example's TCP and TLS settings are the compose file's: said to be replaced.
+    note = capsys.readouterr().err
+    assert "sidecar.host, sidecar.port, sidecar.tls: replaced by the pod's Unix sockets" in note
     config = tmp_path / "memory.yaml"
     config.write_text(yaml.safe_dump(_full_config(ratelimit_store="memory")))
     assert main(["render", "--kubernetes", "-c", str(config), "-o", str(out)]) == 2
