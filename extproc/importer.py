@@ -155,12 +155,15 @@ class Importer(Backends):
         res, entries = route.res, list[dict[str, Any]]()
         for k, ref in enumerate(rule.backend_refs):
             path = f"spec.rules[{i}].backendRefs[{k}]"
-            name = self.names.get((ref.namespace or res.metadata.namespace, ref.name))
+            target = (ref.namespace or res.metadata.namespace, ref.name)
+            name = self.names.get(target)
             if ref.group or ref.kind:
                 self.report.lose(res, path, f"a {ref.kind}: only AIServiceBackends are served")
                 continue
             if name is None:
-                self.report.lose(res, path, f"{ref.name}: not carried over (see above)")
+                given = target in self.docs["AIServiceBackend"]
+                why = "not carried over (see above)" if given else "not among the inputs"
+                self.report.lose(res, path, f"AIServiceBackend {'/'.join(target)}: {why}")
                 continue
             if ref.header_mutation is not None or ref.body_mutation is not None:
                 self.report.lose(res, f"{path}.headerMutation/bodyMutation", "no equivalent")
