@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc import eaig_resources as r
+from extproc.wire import INTERNAL_PREFIX
+
+# Headers a backend's static `headers:` may not set (config._BackendBase): the gateway's own.
+_RESERVED = {"host", "content-length", "authorization", "api-key"}
 
 
 @dataclass
@@ -92,14 +96,15 @@ class Backends:
 
     def build(self) -> None:
         bare = [name for _, name in self.docs["AIServiceBackend"]]
-        for key, sb in self.docs["AIServiceBackend"].items():
+        for (ns, bare_name), sb in self.docs["AIServiceBackend"].items():
             # Named as in Kubernetes; with the namespace when two namespaces share a name.
-            name = key[1] if bare.count(key[1]) == 1 else f"{key[0]}-{key[1]}"
+            name = bare_name if bare.count(bare_name) == 1 else f"{ns}-{bare_name}"
             self.report.comments.setdefault(name, []).insert(0, f"from {sb.res.ref}")
             body = self._backend(sb, name)
             if body is not None:
+                self._headers(sb, body)
                 self.backends[name] = body
-                self.names[key] = name
+                self.names[ns, bare_name] = name
 
     # --- backends --------------------------------------------------------------------------
 
@@ -107,9 +112,8 @@ class Backends:
         schema, res = sb.spec.schema_, sb.res
         policy = self.policies.get(key(sb))
         ptype = policy.spec.type if policy else None
-        mutation = sb.spec.header_mutation
-        if mutation is not None or sb.spec.body_mutation is not None:
-            self.report.lose(res, "spec.headerMutation/bodyMutation", "no per-backend mutation")
+        if sb.spec.body_mutation is not None:
+            self.report.lose(res, "spec.bodyMutation", "request bodies are not rewritten here")
         base, tls = self._url(sb, name)
         if schema.name == "AWSBedrock":
             return self._bedrock(sb, name, policy, base, tls)
@@ -144,15 +148,33 @@ class Backends:
             return None
         return body
 
+    def _headers(self, sb: Doc, body: dict[str, Any]) -> None:
+        """headerMutation.set as the backend's static headers; the rest has no equivalent."""
+        mutation, path = sb.spec.header_mutation, "spec.headerMutation"
+        if mutation is None:
+            return
+        for i, header in enumerate(mutation.set):
+            name, value = header.get("name", ""), header.get("value", "")
+            if name.lower() in _RESERVED or name.lower().startswith((":", INTERNAL_PREFIX)):
+                self.report.lose(sb.res, f"{path}.set[{i}]", f"{name} is the gateway's to set")
+            else:
+                body.setdefault("headers", {})[name] = value
+        if mutation.remove:
+            self.report.lose(
+                sb.res,
+                f"{path}.remove",
+                "no equivalent: client headers other than credentials are forwarded",
+            )
+
     def _credentials(self, sb: Doc, policy: Doc | None, body: dict[str, Any], azure: bool) -> bool:
         if policy is None:
             if azure:
                 self.report.lose(sb.res, "spec", "no BackendSecurityPolicy: Azure needs a key")
             return not azure
         spec, ns, pres = policy.spec, policy.res.metadata.namespace, policy.res
-        key = spec.api_key or spec.anthropic_api_key or spec.azure_api_key
-        if key is not None and (azure or spec.azure_api_key is None):
-            body["api_key"] = _variable(key.secret_ref, ns, "apiKey", self.report)
+        secret = spec.api_key or spec.anthropic_api_key or spec.azure_api_key
+        if secret is not None and (azure or spec.azure_api_key is None):
+            body["api_key"] = _variable(secret.secret_ref, ns, "apiKey", self.report)
             return True
         if azure and spec.azure_credentials is not None:
             return self._entra(policy, spec.azure_credentials, body)
@@ -271,5 +293,3 @@ class Backends:
         scheme = "https" if https else "http"
         port = "" if port_ == (443 if https else 80) else f":{port_}"
         return f"{scheme}://{host}{port}", tls
-
-    # --- routes ----------------------------------------------------------------------------

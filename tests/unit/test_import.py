@@ -331,3 +331,28 @@ def test_not_a_resource_is_a_configuration_error() -> None:
         _inline("- just\n- a list\n")
     with pytest.raises(ConfigError, match=r"invalid YAML"):
         _inline("kind: [unclosed\n")
+
+
+def test_backend_header_mutation_set_becomes_static_headers() -> None:
+    data, report = _inline(
+        BACKEND.replace(
+            ", capabilities: {messagesTranslation: Responses}}",
+            "}\n  headerMutation:\n    set: [{name: X-Team, value: search}, {name: Authorization,"
+            " value: Bearer nope}]\n    remove: [x-debug]",
+        )
+        + """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: be}
+spec:
+  endpoints: [{fqdn: {hostname: llm.example.com, port: 443}}]
+"""
+    )
+    assert data["backends"]["svc"]["headers"] == {"X-Team": "search"}
+    assert report.lost == [
+        "AIServiceBackend default/svc: spec.headerMutation.set[1]: Authorization is the"
+        " gateway's to set",
+        "AIServiceBackend default/svc: spec.headerMutation.remove: no equivalent: client headers"
+        " other than credentials are forwarded",
+    ]
+    parse_config(data, env={}, secrets=False)
