@@ -356,3 +356,22 @@ spec:
         " other than credentials are forwarded",
     ]
     parse_config(data, env={}, secrets=False)
+
+
+def test_readme_example_is_what_the_importer_writes() -> None:
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Coming from Envoy AI Gateway") :]
+    shown = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])
+    fixture = (FIXTURES / "openai.yaml").read_text()
+    # The fixture, without the second model name, the weight and the catch-all rule.
+    source = (
+        fixture.replace("        - headers:\n            - type: Exact\n", "", 1)
+        .replace("              name: x-ai-eg-model\n              value: small\n", "", 1)
+        .replace("          weight: 3\n", "", 1)
+        .replace("    - backendRefs:\n        - name: local-llm\n", "", 1)
+    )
+    data, report = _inline(source)
+    assert data == shown
+    line = "#   OPENAI_API_KEY: Secret llm/openai-api-key, key 'apiKey'"
+    assert line in section
+    assert line in render(data, report, ["eaig.yaml"])
