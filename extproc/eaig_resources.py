@@ -9,6 +9,7 @@ an importer that silently skipped a field would carry a config over wrong withou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,8 +42,8 @@ class ObjectRef(_Spec):
 
 
 class HeaderMatch(_Spec):
-    name: str
-    value: str
+    name: str = Field(min_length=1)
+    value: str = Field(min_length=1)
     type: Literal["Exact", "RegularExpression"] = "Exact"
 
 
@@ -77,7 +78,7 @@ class RouteRule(_Spec):
     backend_refs: list[RouteBackendRef] = Field(default_factory=list, alias="backendRefs")
     timeouts: RouteTimeouts | None = None
     models_owned_by: str | None = Field(default=None, alias="modelsOwnedBy")
-    models_created_at: str | None = Field(default=None, alias="modelsCreatedAt")
+    models_created_at: datetime | None = Field(default=None, alias="modelsCreatedAt")
 
 
 class RequestCost(_Spec):

@@ -13,7 +13,6 @@ import copy
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +97,10 @@ def _errors(exc: ValidationError, prefix: str) -> str:
 class Importer(Backends):
     """Models from AIGatewayRoute rules, on the backends :class:`Backends` builds."""
 
+    def __init__(self, docs: list[Doc], report: Report) -> None:
+        super().__init__(docs, report)
+        self.copies: dict[str, list[str]] = {}  # backend -> its names, copies included
+
     def run(self) -> dict[str, Any]:
         self.build()
         models: dict[str, dict[str, Any]] = {}
@@ -123,8 +126,7 @@ class Importer(Backends):
             if rule.models_owned_by:
                 body["owned_by"] = rule.models_owned_by
             if rule.models_created_at:
-                stamp = datetime.fromisoformat(rule.models_created_at.replace("Z", "+00:00"))
-                body["created"] = int(stamp.timestamp())
+                body["created"] = int(rule.models_created_at.timestamp())
             if rule.timeouts is not None:
                 self._timeouts(res, i, rule.timeouts, body)
             for name in names:
@@ -189,13 +191,17 @@ class Importer(Backends):
         """The backend's name, or a copy's when the rule already lists it (twice is allowed
         there, e.g. with another modelNameOverride; ours lists each backend once)."""
         used = {e["backend"] for e in entries}
-        alias, n = name, 1
-        while alias in used:
+        copies = self.copies.setdefault(name, [name])
+        for candidate in copies:
+            if candidate not in used:
+                return candidate
+        n = len(copies) + 1
+        while f"{name}-{n}" in self.backends:
             n += 1
-            alias = f"{name}-{n}"
-        if alias not in self.backends:
-            self.backends[alias] = self.backends[name]
-            self.report.comments[alias] = [f"a copy of {name}: the rule lists it again"]
+        alias = f"{name}-{n}"
+        copies.append(alias)
+        self.backends[alias] = copy.deepcopy(self.backends[name])
+        self.report.comments[alias] = [f"a copy of {name}: a rule lists it again"]
         return alias
 
     def _timeouts(
@@ -244,8 +250,10 @@ def import_resources(sources: Iterable[tuple[str, str]]) -> tuple[dict[str, Any]
     report = Report()
     docs = [d for where, doc in read_documents(sources) if (d := _parse(where, doc, report))]
     data = Importer(docs, report).run()
-    # Our own loader must accept what we write; an error here is a bug of the importer.
-    parse_config(data, env={}, secrets=False)
+    try:
+        parse_config(data, env={}, secrets=False)
+    except ConfigError as exc:
+        raise ConfigError(f"the imported config does not load (an importer bug):\n{exc}") from None
     return data, report
 
 

@@ -375,3 +375,32 @@ def test_readme_example_is_what_the_importer_writes() -> None:
     line = "#   OPENAI_API_KEY: Secret llm/openai-api-key, key 'apiKey'"
     assert line in section
     assert line in render(data, report, ["eaig.yaml"])
+
+
+def test_a_copy_never_takes_the_name_of_another_backend() -> None:
+    other = BACKEND.split("---")[0].replace("name: svc}", "name: svc-2}").replace("be,", "be2,")
+    data, _ = _inline(
+        BACKEND.replace(", capabilities: {messagesTranslation: Responses}", "")
+        + "---"
+        + other
+        + """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: be}
+spec: {endpoints: [{fqdn: {hostname: one.example.com, port: 443}}]}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: be2}
+spec: {endpoints: [{fqdn: {hostname: two.example.com, port: 443}}]}
+"""
+    )
+    assert data["backends"]["svc-2"]["url"] == "https://two.example.com/v1"
+    assert data["backends"]["svc-3"]["url"] == "https://one.example.com/v1"
+    assert [e["backend"] for e in data["models"][0]["backends"]] == ["svc", "svc-3"]
+
+
+def test_a_malformed_creation_time_is_an_input_error() -> None:
+    text = (FIXTURES / "azure-entra.yaml").read_text().replace('"2025-03-01T12:00:00Z"', "soon")
+    with pytest.raises(ConfigError, match=r"spec\.rules\[0\]\.modelsCreatedAt"):
+        _inline(text)
