@@ -151,7 +151,7 @@ class Importer(Backends):
                 self.report.lose(res, path, f"{models[0].type} model match: not imported")
             else:
                 names.append(models[0].value)
-        return names
+        return list(dict.fromkeys(names))  # a name matched twice in one rule is one model
 
     def _entries(self, route: Doc, i: int, rule: r.RouteRule) -> list[dict[str, Any]]:
         res, entries = route.res, list[dict[str, Any]]()

@@ -404,3 +404,22 @@ def test_a_malformed_creation_time_is_an_input_error() -> None:
     text = (FIXTURES / "azure-entra.yaml").read_text().replace('"2025-03-01T12:00:00Z"', "soon")
     with pytest.raises(ConfigError, match=r"spec\.rules\[0\]\.modelsCreatedAt"):
         _inline(text)
+
+
+def test_one_rule_matching_a_model_twice_makes_one_model() -> None:
+    text = BACKEND.replace(", capabilities: {messagesTranslation: Responses}", "").replace(
+        "    - matches: [{headers: [{name: X-AI-EG-Model, value: m}]}]",
+        "    - matches: [{headers: [{name: x-ai-eg-model, value: m}]},"
+        " {headers: [{name: x-ai-eg-model, value: m}]}]",
+    )
+    data, report = _inline(
+        text
+        + """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: be}
+spec: {endpoints: [{fqdn: {hostname: one.example.com, port: 443}}]}
+"""
+    )
+    assert [m["name"] for m in data["models"]] == ["m"]
+    assert report.lost == []
