@@ -35,14 +35,14 @@ from extproc.errors import GatewayError
 from extproc.eventstream import encode_message
 from extproc.fanout import FanOutClient
 from extproc.translate import FanOut, RequestContext, Translator, UpstreamReply
-from extproc.translate.bedrock import (
+from extproc.translate.bedrock import translator
+from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+from extproc.translate.bedrock.fields import (
     CHAT_FIELDS,
     EMBEDDINGS_FIELDS,
     MAX_TITAN_INPUTS,
-    BedrockChat,
-    BedrockEmbeddings,
     fields_markdown,
-    translator,
 )
 from extproc.usage import Usage
 from tests.fakes.bedrock import (
