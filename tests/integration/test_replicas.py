@@ -26,7 +26,7 @@ from extproc.limitstore import open_store
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway
 
-TEAMS = ("requests", "usage", "stop", "kill", "killed")
+TEAMS = ("requests", "usage", "stop", "kill", "killed", "budget")
 KEYS = {team: f"gw-key-{team}-replicas" for team in TEAMS}
 REQUEST_LIMIT = 60
 TOKEN_LIMIT = 100_000
@@ -34,6 +34,7 @@ COST_LIMIT = 50.0
 PRICE = 0.01  # per request, so a cost is a count of requests
 STREAM_WORDS = 40  # a slow stream: one chunk a word, STREAM_DELAY apart
 STREAM_DELAY = 0.05
+BUDGET_REQUESTS = 30  # of 5 words: 5 tokens in, 6 out ("Echo: word word word word word")
 
 
 def _config(fast: FakeOpenAI, slow: FakeOpenAI, redis_url: str) -> dict[str, Any]:
@@ -57,6 +58,9 @@ def _config(fast: FakeOpenAI, slow: FakeOpenAI, redis_url: str) -> dict[str, Any
                     {"match": {"client": team}, "cost_usd": COST_LIMIT, "per": "month"},
                 )
             ),
+            # Spent exactly by BUDGET_REQUESTS requests.
+            {"match": {"client": "budget"}, "tokens": BUDGET_REQUESTS * 11, "per": "day"},
+            {"match": {"client": "budget"}, "cost_usd": BUDGET_REQUESTS * PRICE, "per": "month"},
         ],
         "ratelimit_store": redis_url,
     }  # fmt: skip
@@ -130,9 +134,10 @@ def _remaining(config: dict[str, Any], team: str) -> tuple[int, float]:
     async def read() -> dict[str, str]:
         store = open_store(gateway.ratelimit_store)
         try:
-            return (await Limiter(gateway.limits, store).admit(team, "gpt-4o-mini", {})).headers
+            admission = await Limiter(gateway.limits, store).admit(team, "gpt-4o-mini", {})
         finally:
             await store.aclose()
+        return admission.error.headers if admission.error else admission.headers
 
     headers = asyncio.run(read())
     return int(headers["x-ratelimit-remaining-tokens"]), float(
@@ -140,10 +145,16 @@ def _remaining(config: dict[str, Any], team: str) -> tuple[int, float]:
     )
 
 
-def _spent(config: dict[str, Any], team: str, tokens: int, requests: int) -> None:
+def _spent(
+    config: dict[str, Any],
+    team: str,
+    tokens: int,
+    requests: int,
+    limits: tuple[int, float] = (TOKEN_LIMIT, COST_LIMIT),
+) -> None:
     """Until exactly ``tokens`` and ``requests`` (at PRICE each) were debited: debits land just
     after a response ends. Too many is as wrong as too few."""
-    expected = (TOKEN_LIMIT - tokens, round(COST_LIMIT - PRICE * requests, 6))
+    expected = (limits[0] - tokens, round(limits[1] - PRICE * requests, 6))
     for _ in range(200):
         seen = _remaining(config, team)
         if seen == expected:
@@ -184,6 +195,22 @@ def test_token_and_cost_debits_exact_across_three_replicas(
     tokens = _spread(replicas, 45, lambda gw: _chat(_client(gw, "usage"), words=5))
     streamed = _spread(replicas, 6, lambda gw: _stream(_client(gw, "usage")))
     _spent(config, "usage", sum(tokens) + sum(streamed), len(tokens) + len(streamed))
+
+
+def test_token_and_cost_budgets_trip_on_every_replica_once_spent(
+    pair: tuple[Gateway, Gateway], third: Gateway, config: dict[str, Any]
+) -> None:
+    replicas = [*pair, third]
+    tokens = _spread(replicas, BUDGET_REQUESTS, lambda gw: _chat(_client(gw, "budget"), words=5))
+    assert tokens == [11] * BUDGET_REQUESTS
+    budget = (BUDGET_REQUESTS * 11, BUDGET_REQUESTS * PRICE)
+    _spent(config, "budget", sum(tokens), BUDGET_REQUESTS, budget)  # both left at zero
+    for gw in replicas:
+        with pytest.raises(openai.RateLimitError) as info:
+            _chat(_client(gw, "budget"))
+        headers = info.value.response.headers
+        assert headers["x-ratelimit-remaining-tokens"] == "0"
+        assert headers["x-ratelimit-remaining-cost-usd"] == "0"
 
 
 def _stream_until_ended(client: OpenAI, started: threading.Event) -> int | None:
