@@ -14,16 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from extproc.config import (
-    WILDCARD_MODEL,
-    AWSBedrockBackend,
-    AzureOpenAIBackend,
-    ConfigError,
-    GatewayConfig,
-    OpenAIBackend,
-    default_config,
-    load_config,
-)
+from extproc.backendconfig import CREDENTIAL_VARIABLES
+from extproc.config import WILDCARD_MODEL, ConfigError, GatewayConfig, default_config, load_config
 from extproc.ports import PortInUse, check_free
 from extproc.supervisor import Drain, Supervisor
 
@@ -138,35 +130,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(state, ignore_errors=True)
 
 
-# Variables that hold provider credentials in the standard chains, whatever the config says.
-_CREDENTIAL_VARIABLES = {
-    "OPENAI_API_KEY",
-    "AZURE_OPENAI_API_KEY",
-    "AZURE_CLIENT_SECRET",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-}
-
-
-def _secret_values(config: GatewayConfig) -> set[str]:
-    """Every credential the config holds (the sidecar's business, never Envoy's)."""
-    found = []
-    for backend in config.backends.values():
-        if isinstance(backend, OpenAIBackend):
-            found.append(backend.api_key)
-        elif isinstance(backend, AzureOpenAIBackend):
-            found.append(backend.api_key)
-            found.append(backend.entra.client_secret if backend.entra else None)
-        elif isinstance(backend, AWSBedrockBackend):
-            found += [backend.access_key_id, backend.secret_access_key, backend.session_token]
-    return {s.get_secret_value() for s in found if s is not None and s.get_secret_value()}
-
-
 def envoy_environment(config: GatewayConfig, env: dict[str, str]) -> dict[str, str]:
-    """The environment Envoy runs with: the supervisor's, without any credential in it."""
-    secrets_ = _secret_values(config)
-    return {k: v for k, v in env.items() if k not in _CREDENTIAL_VARIABLES and v not in secrets_}
+    """The environment Envoy runs with: the supervisor's, without any credential in it: the
+    variables every schema's credential chain reads, whatever the config says, and every
+    value the config's backends hold as a secret."""
+    secrets_ = {
+        s.get_secret_value()
+        for backend in config.backends.values()
+        for s in backend.secrets()
+        if s.get_secret_value()
+    }
+    return {k: v for k, v in env.items() if k not in CREDENTIAL_VARIABLES and v not in secrets_}
 
 
 def upstreams(config: GatewayConfig) -> str:

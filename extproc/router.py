@@ -21,7 +21,7 @@ import orjson
 from extproc import encoding, wire
 from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
-from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.config import GatewayConfig, ModelIndex
 from extproc.duplicates import repeated_keys
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
@@ -168,6 +168,7 @@ class Router:
         self, config: GatewayConfig, limiter: Limiter | None = None, catalog: Catalog | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._clients = Clients(config.clients)
         self._limiter = limiter
         self._catalog = catalog or Catalog(config)
@@ -269,7 +270,7 @@ class Router:
         _check_model(model)
         if body_model and header_model:
             _check_model(body_model)
-        route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
+        route = self._routes.route(model)
         if route is None:
             if not self._config.models:
                 raise _no_provider()

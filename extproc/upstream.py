@@ -25,7 +25,7 @@ from typing import Any
 from extproc import encoding, tokens
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
+from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import cost_usd, pricing_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
@@ -84,6 +84,7 @@ class UpstreamStage:
         self, config: GatewayConfig, telemetry: Telemetry, limiter: Limiter | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._backends = build_backends(config)
         self._telemetry = telemetry
         self._limiter = limiter
@@ -106,8 +107,7 @@ class UpstreamStage:
         self, route_model: str, backend: str
     ) -> tuple[ModelRoute | None, ModelBackend | None]:
         """The model route Envoy chose (or the wildcard one) and its entry for ``backend``."""
-        config = self._config
-        model = config.model(route_model) or config.model(WILDCARD_MODEL)
+        model = self._routes.route(route_model)
         return model, model.backend_entry(backend) if model else None
 
     def pricing(self, route_model: str, backend: str) -> Pricing | None:
