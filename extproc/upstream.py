@@ -27,10 +27,11 @@ from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import cost_usd, pricing_for
+from extproc.endpoints import BY_PATH
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
-from extproc.router import POST_ENDPOINTS, Respond, RouteState
+from extproc.router import Respond, RouteState
 from extproc.telemetry import Record, Span, Telemetry, error_type
 from extproc.translate import (
     BodyMode,
@@ -189,8 +190,8 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = self._stage.route(route_model, backend_name)
         path = state.path if state else ""
-        endpoint = POST_ENDPOINTS.get(path)
-        if state is None or backend is None or entry is None or endpoint is None:
+        api = BY_PATH.get(path)
+        if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
                 500,
@@ -199,7 +200,7 @@ class Exchange:
                 SERVER,
             )
         ctx = RequestContext(
-            endpoint=endpoint,
+            endpoint=api.operation,
             route_model=route_model,
             upstream_model=entry.model or route_model,
             body_model=state.body_model,
@@ -212,7 +213,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(endpoint, headers)
+        self._span = self._stage._telemetry.start_span(api.operation, headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -224,8 +225,8 @@ class Exchange:
         self._length = state.request_bytes
         self._handed_off = (
             self._may_hand_off
-            # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
-            and endpoint == "chat"
+            # Envoy's readers know where its usage is (not embeddings': see endpoints.py).
+            and api.envoy_usage is not None
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.
