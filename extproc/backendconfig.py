@@ -43,6 +43,8 @@ class _BackendBase(ConfigModel):
     provider: ClassVar[str]  # gen_ai.provider.name
     # Variables the provider's standard credential chain reads, whatever the config says.
     credential_variables: ClassVar[frozenset[str]]
+    # Whether it answers OpenAI's GET /v1/models, which a catch-all route lists (catalog.py).
+    lists_models: ClassVar[bool] = False
 
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -112,6 +114,7 @@ class OpenAIBackend(_BackendBase):
 
     provider = "openai"
     credential_variables = frozenset({"OPENAI_API_KEY"})
+    lists_models = True
 
     schema_: Literal["openai"] = Field(alias="schema")
     url: str | None = "https://api.openai.com/v1"

@@ -54,6 +54,8 @@ def test_every_schema_declares_its_provider_and_credential_variables() -> None:
     for cls in BACKEND_TYPES:
         assert cls.provider and isinstance(cls.credential_variables, frozenset), cls
     assert {cls.provider for cls in BACKEND_TYPES} == {"openai", "azure.openai", "aws.bedrock"}
+    # Only OpenAI-compatible servers answer GET /v1/models for a catch-all route's list.
+    assert [cls.provider for cls in BACKEND_TYPES if cls.lists_models] == ["openai"]
 
 
 def test_the_secret_keys_and_credential_variables_are_derived_from_the_models() -> None:
