@@ -23,7 +23,7 @@ from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import GatewayConfig, ModelIndex
 from extproc.duplicates import repeated_keys
-from extproc.endpoints import API, APIS, BY_PATH, ErrorShape, Operation
+from extproc.endpoints import API, APIS, BY_PATH, ErrorShape
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.translate import json_object
@@ -98,10 +98,6 @@ class ReadBody:
     client: ClientKey | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     content_encoding: str = ""  # the body's coding, one the router can decode
-
-    @property
-    def endpoint(self) -> Operation:
-        return self.api.operation
 
 
 @dataclass(frozen=True, slots=True)
