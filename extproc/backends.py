@@ -24,7 +24,9 @@ from extproc.config import (
 )
 from extproc.endpoints import Operation
 from extproc.errors import NOT_FOUND, GatewayError
-from extproc.translate import RequestContext, Translator, azure, bedrock
+from extproc.translate import RequestContext, Translator, azure
+from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
 
 TranslatorFactory = Callable[[RequestContext], Translator]
@@ -86,10 +88,10 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
     prefix = backend.endpoint()[3]
 
     def chat(ctx: RequestContext) -> Translator:
-        return bedrock.BedrockChat(ctx, prefix)
+        return BedrockChat(ctx, prefix)
 
     def embeddings(ctx: RequestContext) -> Translator:
-        return bedrock.BedrockEmbeddings(ctx, prefix)
+        return BedrockEmbeddings(ctx, prefix)
 
     return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
 

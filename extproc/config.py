@@ -120,6 +120,11 @@ class Sidecar(ConfigModel):
 
 class HTTPLimits(ConfigModel):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # What parsing one JSON body may build (extproc/parsework.py): objects and arrays, and
+    # values (array elements and object members). Measured worst cases under the defaults:
+    # see docs/architecture.md, "Bounds".
+    max_json_containers: int = Field(default=100_000, ge=16)
+    max_json_items: int = Field(default=1_000_000, ge=16)
     max_connections: int = Field(default=50_000, ge=1)
     # On SIGTERM: new connections are refused at once, open requests (streams included) get
     # this long to finish before Envoy stops.

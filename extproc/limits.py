@@ -220,6 +220,8 @@ class Limiter:
         self._fail_open = fail_open
         self._clock = clock
         self._store_down = False
+        self.needs_model = any(rule.match.model is not None for rule in self._rules)
+        """Whether admission depends on the model: else the router admits before it parses."""
 
     async def admit(self, client: str | None, model: str, headers: Mapping[str, str]) -> Admission:
         """``client`` is the authenticated client's name (None without ``clients``), ``model``

@@ -26,6 +26,7 @@ from extproc.duplicates import repeated_keys
 from extproc.endpoints import API, APIS, BY_PATH, ErrorShape
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
+from extproc.parsework import ParseBounds
 from extproc.translate import json_object
 from extproc.wire import MODEL_HEADER, Key, encode_model
 
@@ -181,6 +182,8 @@ class Router:
         self._catalog = catalog or Catalog(config)
         self._model_list = (-1, b"")  # (catalog version, the list for a keyless client)
         self._forwarded = _forwarded(config)
+        http = config.http
+        self._parse_bounds = ParseBounds(http.max_json_containers, http.max_json_items)
 
     def _list(self, client: ClientKey | None) -> bytes:
         items = self._catalog.items
@@ -237,22 +240,34 @@ class Router:
 
     async def on_body(self, request: ReadBody, body: bytes) -> Decision:
         try:
+            limiter = self._limiter
+            # When the key alone decides, a client over its limits costs no parse.
+            early = limiter is not None and not limiter.needs_model
+            buckets = await self._admission(limiter, request, "") if early else ""
+            if isinstance(buckets, Respond):
+                return buckets
             route = self._route(request, body)
-            return await self._admit(request, route)
+            authorize(request.client, route.state.model)
+            if not early:
+                buckets = await self._admission(limiter, request, route.state.model)
+                if isinstance(buckets, Respond):
+                    return buckets
+            if buckets:
+                route.state = dataclasses.replace(route.state, ratelimit=buckets)
+            return route
         except GatewayError as err:
             return error_response(err, request.api.errors)
 
-    async def _admit(self, request: ReadBody, route: Route) -> Decision:
-        model = route.state.model
-        authorize(request.client, model)
-        if self._limiter is None:
-            return route
+    @staticmethod
+    async def _admission(limiter: Limiter | None, request: ReadBody, model: str) -> Respond | str:
+        """The 429 (or 503) for a request over its limits, else its buckets to debit."""
+        if limiter is None:
+            return ""
         client = request.client.name if request.client else None
-        admission = await self._limiter.admit(client, model, request.headers)
+        admission = await limiter.admit(client, model, request.headers)
         if admission.error is not None:
             return error_response(admission.error, request.api.errors)
-        route.state = dataclasses.replace(route.state, ratelimit=",".join(admission.debit_buckets))
-        return route
+        return ",".join(admission.debit_buckets)
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
         decoded = None
@@ -261,6 +276,7 @@ class Router:
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
         match request.api.body:
             case "json":
+                self._parse_bounds.check(body)
                 doc = json_object(body)
                 _refuse_repeated_keys(body)
                 body_model = doc.get("model")

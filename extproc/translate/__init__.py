@@ -173,6 +173,15 @@ class Translator(Protocol):
 
 
 @runtime_checkable
+class Unbuffered(Protocol):
+    """Optional part of a :class:`Translator` whose buffered answers pass on unchanged: one too
+    large to buffer can then be read as it passes (streamed), its usage from its ends."""
+
+    def read_unbuffered(self) -> None:
+        """From now on, :meth:`Translator.response_body` gets the body in chunks."""
+
+
+@runtime_checkable
 class FanOut(Protocol):
     """Optional part of a :class:`Translator`: a request that takes several provider calls.
 

@@ -64,12 +64,13 @@ def envoy_pid(gw: Gateway) -> int:
     raise AssertionError("no envoy process")
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of ``pid`` now, or its peak so far with ``field="VmHWM"``."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def open_fds(pid: int) -> int:
