@@ -74,7 +74,7 @@ from bench.processes import (
     port_open,
     server_info,
 )
-from bench.report import (
+from bench.records import (
     BARE,
     FLOOR,
     FLOOR_2,
@@ -85,11 +85,8 @@ from bench.report import (
     SYSTEMS,
     Results,
     RunInfo,
-    chart_spec,
-    git_commit,
-    machine_summary,
-    render_markdown,
 )
+from bench.report import chart_spec, git_commit, machine_summary, render_markdown
 from bench.streams import hold_streams
 from bench.ttft import measure_ttft
 from bench.wrk import ensure_wrk, wrk_version
