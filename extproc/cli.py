@@ -296,6 +296,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from extproc.importer import run_import
+
+    return run_import(args.files, args.output, args.allow_partial)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from extproc.render import render_yaml
     from extproc.supervisor import envoy_binary
@@ -374,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
     hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
     hash_cmd.set_defaults(func=cmd_hash_key)
+    imp = sub.add_parser("import", help="write a gateway config from Envoy AI Gateway resources")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="YAML with the resources")
+    imp.add_argument("-o", "--output", default="-", help="the config to write (default: stdout)")
+    imp.add_argument(
+        "--allow-partial", action="store_true", help="write it even if something cannot carry over"
+    )
+    imp.set_defaults(func=cmd_import)
     worker = add("worker", argparse.SUPPRESS)
     worker.add_argument("address")
     worker.set_defaults(func=cmd_worker)

@@ -27,7 +27,7 @@ class ParseBounds:
     max_items: int  # array elements and object members (http.max_json_items)
 
     def check(self, body: bytes) -> None:
-        """Raise the client's 413 when ``body`` holds more values than the bounds allow."""
+        """Raise the client's 400 when ``body`` holds more values than the bounds allow."""
         if len(body) <= min(self.max_containers, self.max_items):
             return
         containers, items = _counts(body)
@@ -48,7 +48,7 @@ def _counts(body: bytes) -> tuple[int, int]:
 
 def _too_complex(what: str, bound: int, key: str) -> GatewayError:
     return GatewayError(
-        413,
+        400,
         f"Request body holds about {what}; this gateway reads at most {bound}"
         f" (http.max_json_{key}).",
         INVALID_REQUEST,

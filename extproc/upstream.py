@@ -95,10 +95,12 @@ class UpstreamStage:
             owned.update(backend.static_headers)
         self._owned_headers = sorted(owned)
 
-    def exchange(self, hand_off: bool = False) -> Exchange:
-        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.mode:
-        envoy``); only the router stage can, whose dynamic metadata Envoy's access log sees."""
-        return Exchange(self, hand_off and self._config.accounting.by_envoy)
+    def exchange(self, router_stage: bool = False) -> Exchange:
+        """``router_stage``: the attempt is served by the router stage (a model with one
+        backend), a downstream filter of Envoy's, not by the upstream stage. Only it may leave
+        the answer to Envoy (``accounting.mode: envoy``): Envoy's access log sees its dynamic
+        metadata."""
+        return Exchange(self, router_stage and self._config.accounting.by_envoy, router_stage)
 
     def backend(self, name: str) -> BackendRuntime | None:
         return self._backends.get(name)
@@ -147,9 +149,12 @@ class UpstreamStage:
 class Exchange:
     """One attempt, from request headers to the last response chunk."""
 
-    def __init__(self, stage: UpstreamStage, may_hand_off: bool = False) -> None:
+    def __init__(
+        self, stage: UpstreamStage, may_hand_off: bool = False, router_stage: bool = False
+    ) -> None:
         self._stage = stage
         self._may_hand_off = may_hand_off
+        self._router_stage = router_stage
         self._handed_off = False  # the answer is Envoy's to read (see _hand_off)
         self._translator: Translator | None = None
         self._auth: Auth | None = None
@@ -343,7 +348,11 @@ class Exchange:
         coding = encoding.codings(headers.get("content-encoding")) if mode != "none" else []
         limit = self._stage._config.http.max_request_bytes
         if mode == "buffered" and _length(headers) > limit and self._unbuffered(status, coding):
-            mode = "streamed"  # announced too large to buffer, and needs no rewrite: passed on
+            # Announced too large to buffer, and needs no rewrite: passed on, and read as it
+            # passes where Envoy allows it. In an upstream filter chain, Envoy 1.40 crashes
+            # (SIGSEGV, measured) when an ext_proc that streamed a large body lowers its
+            # watermark after the provider's response ended: there Envoy passes it on alone.
+            mode = "streamed" if self._router_stage else "none"
         self._buffered = mode == "buffered"
         step = Step(
             set_headers=dict(head.set), remove_headers=list(head.remove), response_body=mode

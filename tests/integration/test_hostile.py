@@ -19,7 +19,7 @@ import httpx2
 import orjson
 import pytest
 
-from extproc.translate.bedrock import CHAT_FIELDS, EMBEDDINGS_FIELDS
+from extproc.translate.bedrock.fields import CHAT_FIELDS, EMBEDDINGS_FIELDS
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway

@@ -40,7 +40,9 @@ from extproc.eventstream import (
 )
 from extproc.router import ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext, UpstreamReply
-from extproc.translate.bedrock import CHAT_FIELDS, BedrockChat, BedrockEmbeddings
+from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+from extproc.translate.bedrock.fields import CHAT_FIELDS
 from extproc.translate.openai import PassThrough, rewrite_body
 from extproc.usage import (
     _EVENT_END,

@@ -304,12 +304,12 @@ def _limited(rules: list[dict[str, object]]) -> Router:
     return Router(CONFIG, limiter)
 
 
-def test_a_body_of_too_many_values_is_a_413_before_parsing() -> None:
+def test_a_body_of_too_many_values_is_a_400_before_parsing() -> None:
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
     assert isinstance(pending, ReadBody)
     status, error = _error(_body(router, pending, BOMB))
-    assert (status, error["code"]) == (413, "request_too_complex")
+    assert (status, error["code"]) == (400, "request_too_complex")
 
 
 def test_when_the_key_alone_decides_a_client_over_its_limit_costs_no_parse() -> None:
