@@ -25,12 +25,13 @@ from typing import Any
 from extproc import encoding, tokens
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
+from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import cost_usd, pricing_for
+from extproc.endpoints import BY_PATH
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
-from extproc.router import POST_ENDPOINTS, Respond, RouteState
+from extproc.router import Respond, RouteState
 from extproc.telemetry import Record, Span, Telemetry, error_type
 from extproc.translate import (
     BodyMode,
@@ -85,6 +86,7 @@ class UpstreamStage:
         self, config: GatewayConfig, telemetry: Telemetry, limiter: Limiter | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._backends = build_backends(config)
         self._telemetry = telemetry
         self._limiter = limiter
@@ -109,8 +111,7 @@ class UpstreamStage:
         self, route_model: str, backend: str
     ) -> tuple[ModelRoute | None, ModelBackend | None]:
         """The model route Envoy chose (or the wildcard one) and its entry for ``backend``."""
-        config = self._config
-        model = config.model(route_model) or config.model(WILDCARD_MODEL)
+        model = self._routes.route(route_model)
         return model, model.backend_entry(backend) if model else None
 
     def pricing(self, route_model: str, backend: str) -> Pricing | None:
@@ -197,8 +198,8 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = self._stage.route(route_model, backend_name)
         path = state.path if state else ""
-        endpoint = POST_ENDPOINTS.get(path)
-        if state is None or backend is None or entry is None or endpoint is None:
+        api = BY_PATH.get(path)
+        if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
                 500,
@@ -207,7 +208,7 @@ class Exchange:
                 SERVER,
             )
         ctx = RequestContext(
-            endpoint=endpoint,
+            endpoint=api.operation,
             route_model=route_model,
             upstream_model=entry.model or route_model,
             body_model=state.body_model,
@@ -220,7 +221,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(endpoint, headers)
+        self._span = self._stage._telemetry.start_span(api.operation, headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -232,8 +233,8 @@ class Exchange:
         self._length = state.request_bytes
         self._handed_off = (
             self._may_hand_off
-            # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
-            and endpoint == "chat"
+            # Envoy's readers know where its usage is (not embeddings': see endpoints.py).
+            and api.envoy_usage is not None
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.

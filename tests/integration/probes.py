@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from extproc.usage import Usage
 from tests.harness import Gateway
 
 _WORKER = re.compile(r"\bworker unix:\S*/(worker-\d+)\.sock")
@@ -211,3 +212,15 @@ def tracebacks(gw: Gateway) -> list[str]:
             out.append(line.strip())
             inside = False
     return out
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def reported_usage(usage: Any) -> Usage:
+    """The usage an SDK answer reported (it must report one), as the gateway's ``Usage``."""
+    assert usage is not None
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)

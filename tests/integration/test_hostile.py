@@ -47,18 +47,6 @@ OK_BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bedrock() -> Iterator[FakeBedrock]:
-    with FakeBedrock() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gw(fake: FakeOpenAI, bedrock: FakeBedrock) -> Iterator[Gateway]:
     config = {
         "backends": {

@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from extproc.backends import runtime
+from extproc.config import AWSBedrockBackend
 from extproc.errors import GatewayError
 from extproc.translate import RequestContext
-from extproc.translate.bedrock import translator
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from tests.bedrock_cases import (
@@ -345,12 +346,16 @@ def test_unreadable_bodies(body: bytes) -> None:
 
 
 def test_dispatch_by_endpoint_and_url_prefix() -> None:
+    # The schema registry's entry for Bedrock, behind a proxy at /proxy/bedrock.
+    config = {"schema": "aws_bedrock", "region": "us-east-1", "url": "https://p/proxy/bedrock"}
+    translator = runtime("b", AWSBedrockBackend.model_validate(config)).translator
+    plain = runtime("b", AWSBedrockBackend.model_validate({**config, "url": None})).translator
     ctx = RequestContext("embeddings", "e", TITAN_V2, "e", "/v1/embeddings")
-    t = translator(ctx, "/proxy/bedrock")
+    t = translator(ctx)
     assert isinstance(t, BedrockEmbeddings)
     assert (
         t.request(b'{"input": "x"}').path
         == "/proxy/bedrock/model/amazon.titan-embed-text-v2%3A0/invoke"
     )
     ctx = RequestContext("chat", "c", CLAUDE, "c", "/v1/chat/completions")
-    assert isinstance(translator(ctx), BedrockChat)
+    assert isinstance(plain(ctx), BedrockChat)

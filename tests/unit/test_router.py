@@ -61,7 +61,7 @@ def test_model_retrieve() -> None:
 def test_body_model_routes() -> None:
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/chat/completions?x=1"))
-    assert isinstance(pending, ReadBody) and pending.endpoint == "chat"
+    assert isinstance(pending, ReadBody) and pending.api.operation == "chat"
     body = b'{"model": "m1", "messages": []}'
     decision = _body(router, pending, body)
     assert isinstance(decision, Route)

@@ -38,21 +38,6 @@ The modules, in the order a request meets them: :mod:`.fields` (the field table 
 :mod:`.request` (the Converse request), :mod:`.chat` (the chat translator), :mod:`.buffered` (a
 whole answer, shared with embeddings), :mod:`.chat_response` (Converse's answer),
 :mod:`.stream` (ConverseStream's), :mod:`.errors` (Bedrock's errors), :mod:`.embeddings`.
+
+The translator of each endpoint is registered in :mod:`extproc.backends`.
 """
-
-from __future__ import annotations
-
-from extproc.translate import RequestContext, Translator
-from extproc.translate.bedrock.chat import BedrockChat
-from extproc.translate.bedrock.embeddings import BedrockEmbeddings
-
-
-def translator(ctx: RequestContext, prefix: str = "") -> Translator:
-    """The Bedrock translator for one attempt, by endpoint.
-
-    ``prefix``: the path of the backend URL (a proxy in front of Bedrock), put before
-    ``/model/...`` here because the signature must cover the final path.
-    """
-    if ctx.endpoint == "chat":
-        return BedrockChat(ctx, prefix)
-    return BedrockEmbeddings(ctx, prefix)
