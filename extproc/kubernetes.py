@@ -17,15 +17,15 @@ import hashlib
 import importlib.metadata
 import math
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from extproc.backendconfig import SECRET_FIELDS
 from extproc.cli import _FLUSH_TIME
-from extproc.config import _ENV_REF, _SECRET_KEYS, ConfigError, GatewayConfig, parse_config
+from extproc.config import _ENV_REF, ConfigError, GatewayConfig, parse_config
 from extproc.config import _substitute as substitute
 from extproc.render import render_yaml, sidecar_addresses
 
@@ -43,8 +43,7 @@ DEFAULT_WORKERS = 2  # as measured in bench/results/latest.md
 # removal from the Service's endpoints to reach every node's proxy.
 ENDPOINTS_DELAY = 5
 MONITORING_NAMESPACE = "monitoring"
-_SECRET_BEARING = _SECRET_KEYS | {"ratelimit_store"}
-_FILE_KEYS = re.compile(r"^(api_key|client_secret)_file$")
+_SECRET_BEARING = SECRET_FIELDS | {"ratelimit_store"}
 
 # Sized from bench/results/latest.md (2 sidecar workers, Envoy --concurrency 1, 2-core VM):
 # - sidecar RSS (supervisor + 2 workers): 234 MB idle, 255 MB peak with 1,000 open streams
@@ -87,7 +86,7 @@ def secret_variables(raw: Any) -> list[str]:
         if isinstance(value, dict):
             for k, v in value.items():
                 sub = f"{path}.{k}" if path else str(k)
-                if _FILE_KEYS.match(str(k)):
+                if str(k).removesuffix("_file") in SECRET_FIELDS and str(k).endswith("_file"):
                     problems.append(
                         f"{sub}: a secret file has no place in the rendered pod; use"
                         f" {str(k).removesuffix('_file')}: ${{VAR}} (read from the Secret"
