@@ -49,6 +49,7 @@ test: lint typecheck system-deps node-deps
 
 render: $(STAMP)
 	$(BIN)/ai-gateway render -c envoy/gateway.example.yaml --sidecar-host sidecar -o envoy/envoy.yaml
+	$(BIN)/ai-gateway render --kubernetes -c envoy/gateway.example.yaml -o deploy/kubernetes
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

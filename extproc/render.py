@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute, SidecarTLS
+from extproc.endpoints import APIS, BY_PATH
 from extproc.wire import (
     ATTEMPT_FAILURES,
     ATTEMPT_HEADER,
@@ -34,7 +35,6 @@ from extproc.wire import (
     DETAILS,
     MODEL_HEADER,
     NAMESPACE,
-    OPERATIONS,
     ROUTER_STAGE,
     STAGE_METADATA,
     STAT_PREFIX,
@@ -240,19 +240,25 @@ def _compressor(min_bytes: int) -> dict[str, Any]:
     }
 
 
-def _embeddings_before_routing() -> dict[str, Any]:
-    """The route an embeddings request matches on arrival, before the router stage names its
-    model: Envoy builds a request's filter chain from that first route, so the usage readers
-    are left out here. Embeddings are never handed off, and Envoy's JSON parser takes ten times
-    the sidecar's time over a large answer (87 KB: about 1.1 ms of Envoy's one thread)."""
+def _never_read_by_envoy() -> list[dict[str, Any]]:
+    """The routes a request of an API Envoy never accounts (``envoy_usage`` None: embeddings)
+    matches on arrival, before the router stage names its model: Envoy builds a request's
+    filter chain from that first route, so the usage readers are left out here. Such answers
+    are never handed off, and Envoy's JSON parser takes ten times the sidecar's time over a
+    large one (87 KB of embeddings: about 1.1 ms of Envoy's one thread)."""
     off = {_TYPE: "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
-    return {
-        "name": "embeddings-before-routing",
-        "match": {"path": "/v1/embeddings"},
-        # Reached only if the router stage let a request through unrouted: Envoy's "no route".
-        "direct_response": {"status": 404},
-        "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
-    }
+    return [
+        {
+            "name": f"{api.operation}-before-routing",
+            "match": {"path": path},
+            # Reached only if the router stage let a request through unrouted: "no route".
+            "direct_response": {"status": 404},
+            "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
+        }
+        for api in APIS
+        if api.envoy_usage is None
+        for path in api.paths
+    ]
 
 
 def _records_to_sidecar(config: GatewayConfig) -> dict[str, Any]:
@@ -504,8 +510,8 @@ def _routes(model: ModelRoute, config: GatewayConfig) -> list[dict[str, Any]]:
     if model.single_backend() is not None:
         return [route]
     out = []
-    for path, operation in OPERATIONS.items():
-        tags = {Key.MODEL: model.name, Key.OPERATION: operation}
+    for path, api in BY_PATH.items():
+        tags = {Key.MODEL: model.name, Key.OPERATION: api.operation}
         match = {**route["match"], "path": path}
         del match["prefix"]
         out.append({**route, "match": match, "metadata": {"filter_metadata": {NAMESPACE: tags}}})
@@ -876,7 +882,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
     routes = [route for m in ordered for route in _routes(m, config)]
     handing_off = config.accounting.by_envoy
     if handing_off:
-        routes.append(_embeddings_before_routing())
+        routes += _never_read_by_envoy()
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": STAT_PREFIX,

@@ -24,12 +24,13 @@ from typing import Any
 from extproc import encoding
 from extproc.attempt import Attempt, Serving, build_record, record_metadata
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
+from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import pricing_for
+from extproc.endpoints import BY_PATH
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
-from extproc.router import POST_ENDPOINTS, Respond, RouteState
+from extproc.router import Respond, RouteState
 from extproc.step import Step
 from extproc.telemetry import Record, Span, Telemetry
 from extproc.translate import (
@@ -67,6 +68,7 @@ class UpstreamStage:
         self, config: GatewayConfig, telemetry: Telemetry, limiter: Limiter | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._backends = build_backends(config)
         self._telemetry = telemetry
         self._limiter = limiter
@@ -75,12 +77,18 @@ class UpstreamStage:
         owned = set(_CREDENTIAL_HEADERS)
         for backend in self._backends.values():
             owned.update(backend.static_headers)
-        self._owned_headers = sorted(owned)
+        # Read by each Exchange. The headers any attempt may have set, removed from each (a
+        # shared list: copy it to change it); the largest body Envoy buffers, hence the largest
+        # an answer may decode to.
+        self.owned_headers = sorted(owned)
+        self.buffer_limit = config.http.max_request_bytes
 
-    def exchange(self, hand_off: bool = False) -> Exchange:
-        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.mode:
-        envoy``); only the router stage can, whose dynamic metadata Envoy's access log sees."""
-        return Exchange(self, hand_off and self._config.accounting.by_envoy)
+    def exchange(self, router_stage: bool = False) -> Exchange:
+        """``router_stage``: the attempt is served by the router stage (a model with one
+        backend), a downstream filter of Envoy's, not by the upstream stage. Only it may leave
+        the answer to Envoy (``accounting.mode: envoy``): Envoy's access log sees its dynamic
+        metadata."""
+        return Exchange(self, router_stage and self._config.accounting.by_envoy, router_stage)
 
     def backend(self, name: str) -> BackendRuntime | None:
         return self._backends.get(name)
@@ -89,8 +97,7 @@ class UpstreamStage:
         self, route_model: str, backend: str
     ) -> tuple[ModelRoute | None, ModelBackend | None]:
         """The model route Envoy chose (or the wildcard one) and its entry for ``backend``."""
-        config = self._config
-        model = config.model(route_model) or config.model(WILDCARD_MODEL)
+        model = self._routes.route(route_model)
         return model, model.backend_entry(backend) if model else None
 
     def pricing(self, route_model: str, backend: str) -> Pricing | None:
@@ -111,17 +118,6 @@ class UpstreamStage:
     @property
     def header_attributes(self) -> Mapping[str, str]:
         return self._config.telemetry.header_attributes
-
-    @property
-    def owned_headers(self) -> list[str]:
-        """The headers any attempt may have set, removed from each (a shared list: copy it to
-        change it)."""
-        return self._owned_headers
-
-    @property
-    def buffer_limit(self) -> int:
-        """The largest body Envoy buffers, hence the largest an answer may decode to."""
-        return self._config.http.max_request_bytes
 
     def start_span(self, operation: str, headers: Mapping[str, str]) -> Span:
         return self._telemetry.start_span(operation, headers)
@@ -158,15 +154,19 @@ class Exchange:
         "_first_chunk",
         "_may_hand_off",
         "_recorded",
+        "_router_stage",
         "_serving",
         "_stage",
         "_started",
         "_status",
     )
 
-    def __init__(self, stage: UpstreamStage, may_hand_off: bool = False) -> None:
+    def __init__(
+        self, stage: UpstreamStage, may_hand_off: bool = False, router_stage: bool = False
+    ) -> None:
         self._stage = stage
         self._may_hand_off = may_hand_off
+        self._router_stage = router_stage
         self._serving: Serving | None = None  # set once by the request headers
         self._started = time.monotonic()
         self._status = 0
@@ -205,8 +205,8 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = stage.route(route_model, backend_name)
         path = state.path if state else ""
-        endpoint = POST_ENDPOINTS.get(path)
-        if state is None or backend is None or entry is None or endpoint is None:
+        api = BY_PATH.get(path)
+        if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
                 500,
@@ -215,7 +215,7 @@ class Exchange:
                 SERVER,
             )
         ctx = RequestContext(
-            endpoint=endpoint,
+            endpoint=api.operation,
             route_model=route_model,
             upstream_model=entry.model or route_model,
             body_model=state.body_model,
@@ -228,7 +228,7 @@ class Exchange:
             ctx=ctx,
             backend=backend,
             pricing=pricing_for(model, entry),
-            span=stage.start_span(endpoint, headers),
+            span=stage.start_span(api.operation, headers),
             number=int(number) if number.isdigit() else 1,
             extra={attr: headers.get(name, "") for name, attr in stage.header_attributes.items()},
             buckets=state.ratelimit,
@@ -237,15 +237,15 @@ class Exchange:
         try:
             translator = backend.translator(ctx)
         except GatewayError as err:
-            # The backend refused the request outright (a model name it cannot put in its
-            # path): still an attempt of the request, recorded as such.
+            # The backend refused the request outright (an endpoint it does not serve, a
+            # model name it cannot put in its path): still an attempt, recorded as such.
             return self._fail(err, attempt)
         serving = Serving(
             attempt,
             translator,
             handed_off=self._may_hand_off
-            # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
-            and endpoint == "chat"
+            # Envoy's readers know where its usage is (not embeddings': see endpoints.py).
+            and api.envoy_usage is not None
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.
@@ -337,7 +337,11 @@ class Exchange:
         coding = encoding.codings(headers.get("content-encoding")) if mode != "none" else []
         limit = self._stage.buffer_limit
         if mode == "buffered" and _length(headers) > limit and self._unbuffered(status, coding):
-            mode = "streamed"  # announced too large to buffer, and needs no rewrite: passed on
+            # Announced too large to buffer, and needs no rewrite: passed on, and read as it
+            # passes where Envoy allows it. In an upstream filter chain, Envoy 1.40 crashes
+            # (SIGSEGV, measured) when an ext_proc that streamed a large body lowers its
+            # watermark after the provider's response ended: there Envoy passes it on alone.
+            mode = "streamed" if self._router_stage else "none"
         self._buffered = mode == "buffered"
         step = Step(
             set_headers=dict(head.set), remove_headers=list(head.remove), response_body=mode

@@ -9,7 +9,13 @@ import sys
 
 import orjson
 
-CONTROL_PLANE = ("extproc.render", "extproc.cli", "extproc.supervisor")
+CONTROL_PLANE = (
+    "extproc.render",
+    "extproc.cli",
+    "extproc.supervisor",
+    "extproc.kubernetes",
+    "extproc.podstop",
+)
 # Libraries and modules only the sidecar's workers need.
 DATA_PLANE = (
     "grpc",

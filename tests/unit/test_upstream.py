@@ -72,9 +72,11 @@ def telemetry() -> Recorded:
     return Recorded()
 
 
-def exchange(telemetry: Recorded, model: str = "m", stream: bool = False) -> Exchange:
+def exchange(
+    telemetry: Recorded, model: str = "m", stream: bool = False, router_stage: bool = False
+) -> Exchange:
     stage = UpstreamStage(parse_config(CONFIG, {"KEY": "unused"}), telemetry)
-    ex = stage.exchange()
+    ex = stage.exchange(router_stage=router_stage)
     state = RouteState(model, model, "/v1/chat/completions", 0, "usage" if stream else "")
     backend = "oa" if model == "m" else "br"
     step = asyncio.run(ex.request_headers({}, backend, state))
@@ -139,7 +141,7 @@ def test_a_json_answer_over_the_buffer_limit_that_needs_no_rewrite_is_passed_on(
 def test_a_json_answer_announced_over_the_buffer_limit_is_read_as_it_passes(
     telemetry: Recorded,
 ) -> None:
-    ex = exchange(telemetry)
+    ex = exchange(telemetry, router_stage=True)
     body = completion("x" * (33 * 1024 * 1024))
     head = {**JSON, "content-length": str(len(body))}
     assert ex.response_headers(head, False).response_body == "streamed"
@@ -150,6 +152,15 @@ def test_a_json_answer_announced_over_the_buffer_limit_is_read_as_it_passes(
     rec = only(telemetry)
     assert rec.error_type is None and rec.usage is not None and not rec.usage.estimated
     assert rec.usage.total_tokens == USAGE["total_tokens"]
+
+
+def test_in_the_upstream_stage_envoy_passes_it_on_alone(telemetry: Recorded) -> None:
+    ex = exchange(telemetry)
+    head = {**JSON, "content-length": str(33 * 1024 * 1024)}
+    step = ex.response_headers(head, False)
+    assert step.response_body == "none" and step.done
+    rec = only(telemetry)
+    assert rec.error_type is None and rec.usage is not None and rec.usage.estimated
 
 
 def test_a_json_answer_to_translate_over_the_buffer_limit_is_a_502(telemetry: Recorded) -> None:
