@@ -29,7 +29,7 @@ Set one of these and restart, or pass a config file with -c:
 """
 
 
-_FLUSH_TIME = 10.0  # seconds a stopping worker may spend exporting its last telemetry
+FLUSH_TIME = 10.0  # seconds a stopping worker may spend exporting its last telemetry
 
 
 def _load(path: str | None, secrets: bool = True) -> GatewayConfig:
@@ -77,7 +77,7 @@ def _supervise_workers(
     # its telemetry: that is how long it may take before it is killed.
     # A worker that cannot listen would only be restarted over and over.
     check_free(_tcp(a, "a sidecar worker's") for a in addresses if not a.startswith("unix:"))
-    sup = Supervisor(drain, grace=config.http.drain_time + _FLUSH_TIME)
+    sup = Supervisor(drain, grace=config.http.drain_time + FLUSH_TIME)
     for i, address in enumerate(addresses):
         sup.add(f"worker-{i}", _worker_argv(args, address, state, host), restart=True)
     return sup

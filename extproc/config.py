@@ -357,12 +357,12 @@ class ModelIndex:
 
 # --- loading ---------------------------------------------------------------------------------
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Discriminated-union tags pydantic puts in an error's location: the schemas and their models.
 _UNION_TAGS = frozenset(SCHEMAS) | {cls.__name__ for cls in BACKEND_TYPES}
 
 
-def _substitute(
+def substitute(
     value: Any, env: Mapping[str, str], path: str, errors: list[str], secrets: bool, secret: bool
 ) -> Any:
     if isinstance(value, dict):
@@ -370,18 +370,17 @@ def _substitute(
         for k, v in value.items():
             sub = f"{path}.{k}" if path else str(k)
             is_secret = k in SECRET_FIELDS
-            if is_secret and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
+            if is_secret and isinstance(v, str) and not ENV_REF.fullmatch(v.strip()):
                 errors.append(
                     f"{sub}: secrets must come from the environment (${{VAR}}) or a *_file key,"
                     " not a literal"
                 )
                 continue
-            out[k] = _substitute(v, env, sub, errors, secrets, is_secret)
+            out[k] = substitute(v, env, sub, errors, secrets, is_secret)
         return out
     if isinstance(value, list):
         return [
-            _substitute(v, env, f"{path}[{i}]", errors, secrets, secret)
-            for i, v in enumerate(value)
+            substitute(v, env, f"{path}[{i}]", errors, secrets, secret) for i, v in enumerate(value)
         ]
     if isinstance(value, str):
 
@@ -396,7 +395,7 @@ def _substitute(
             errors.append(f"{path}: environment variable {name} is not set")
             return ""
 
-        return _ENV_REF.sub(repl, value)
+        return ENV_REF.sub(repl, value)
     return value
 
 
@@ -425,7 +424,7 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError("config: the top level must be a mapping")
     errors: list[str] = []
-    data = _substitute(data, os.environ if env is None else env, "", errors, secrets, False)
+    data = substitute(data, os.environ if env is None else env, "", errors, secrets, False)
     if errors:
         raise ConfigError("\n".join(errors))
     try:

@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from extproc.backendconfig import SECRET_FIELDS
-from extproc.cli import _FLUSH_TIME
-from extproc.config import _ENV_REF, ConfigError, GatewayConfig, parse_config
-from extproc.config import _substitute as substitute
+from extproc.cli import FLUSH_TIME
+from extproc.config import ENV_REF, ConfigError, GatewayConfig, parse_config, substitute
 from extproc.render import render_yaml, sidecar_addresses
 
 APP = "ai-gateway"
@@ -97,7 +96,7 @@ def secret_variables(raw: Any) -> list[str]:
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]", secret)
         elif isinstance(value, str) and secret:
-            found.extend(m.group(1) for m in _ENV_REF.finditer(value))
+            found.extend(m.group(1) for m in ENV_REF.finditer(value))
 
     walk(raw, "", False)
     if problems:
@@ -275,7 +274,7 @@ def _deployment(layout: Layout, replicas: int, image: str, checksum: str) -> dic
     config = layout.config
     # preStop (endpoints delay, drain, settle), then the workers' own drain and telemetry
     # flush after SIGTERM, then a margin.
-    grace = ENDPOINTS_DELAY + config.http.drain_time + layout.settle + _FLUSH_TIME + 5
+    grace = ENDPOINTS_DELAY + config.http.drain_time + layout.settle + FLUSH_TIME + 5
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(config.admin.port),
