@@ -56,7 +56,7 @@ log = logging.getLogger("extproc.server")
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
 # The router reads the body; if one backend serves the model, this stream serves the response
-# too, so its header phase is turned on (the filter's default is off, see render.py). Envoy
+# too, so its header phase is turned on (the filter's default is off, see render_filters.py). Envoy
 # replaces the whole mode with an override, so every phase is spelled out.
 _READ_BODY = pb.ProcessingResponse(
     request_headers=pb.HeadersResponse(),
