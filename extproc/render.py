@@ -32,11 +32,17 @@ from extproc.render_common import (
     ENVOY_ADMIN_CLUSTER,
     EXTPROC_CLUSTER,
     METRICS_CLUSTER,
+    UNROUTED_CLUSTER,
     _secs,
 )
 from extproc.render_filters import _compressor, _router_filter, usage_filters
 from extproc.render_logs import _records_to_sidecar, _upstream_logs
-from extproc.render_routes import _embeddings_before_routing, _local_reply_config, _routes
+from extproc.render_routes import (
+    _before_routing,
+    _embeddings_before_routing,
+    _local_reply_config,
+    _routes,
+)
 from extproc.wire import (
     NAMESPACE,
     STAT_PREFIX,
@@ -124,7 +130,8 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
     routes = [route for m in ordered for route in _routes(m, config)]
     handing_off = config.accounting.by_envoy
     if handing_off:
-        routes.append(_embeddings_before_routing())
+        routes.append(_embeddings_before_routing(config))
+    routes.append(_before_routing(config))
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": STAT_PREFIX,
@@ -229,7 +236,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                     # Envoy's Linux default (on) lets a second gateway bind the same port and
                     # take a share of the connections; off, it fails to start instead.
                     "enable_reuse_port": False,
-                    "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
+                    "per_connection_buffer_limit_bytes": config.http.stream_buffer_bytes,
                     "filter_chains": [
                         {
                             "filters": [
@@ -254,6 +261,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
                 _plain_cluster(
                     ENVOY_ADMIN_CLUSTER, [f"unix:{config.admin.envoy_socket}"], http2=False
                 ),
+                _plain_cluster(UNROUTED_CLUSTER, [], http2=False),
             ],
         },
     }

@@ -100,7 +100,7 @@ def _cluster(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _secs(config.timeouts.connect),
         "lb_policy": "ROUND_ROBIN",
-        "per_connection_buffer_limit_bytes": config.http.max_request_bytes,
+        "per_connection_buffer_limit_bytes": config.http.stream_buffer_bytes,
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {
                 _TYPE: f"type.googleapis.com/{_HTTP_OPTIONS}",

@@ -17,6 +17,7 @@ METRICS_CLUSTER = "ai_gateway_metrics"
 
 
 ENVOY_ADMIN_CLUSTER = "envoy_admin"
+UNROUTED_CLUSTER = "ai_gateway_unrouted"
 
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

@@ -10,6 +10,7 @@ from extproc.render_common import _EXT_PROC, _SIDECAR_RETRY, _TYPE, EXTPROC_CLUS
 from extproc.wire import (
     NAMESPACE,
     ROUTER_STAGE,
+    SOURCE_ADDRESS,
     STAGE_METADATA,
     UPSTREAM_HOST_METADATA,
     UPSTREAM_STAGE,
@@ -64,6 +65,13 @@ def _router_filter(config: GatewayConfig) -> dict[str, Any]:
             },
             mutation_rules=_MUTATION_RULES,
             metadata_options=_RECEIVING,
+            # Uploads are counted per client: without gateway keys, per address (uploads.py).
+            **(
+                {"request_attributes": [SOURCE_ADDRESS]}
+                if not config.clients
+                and (config.http.uploads_per_client or config.http.upload_bytes_per_client)
+                else {}
+            ),
         ),
     }
 

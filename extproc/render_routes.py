@@ -7,7 +7,7 @@ from typing import Any
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.render_clusters import cluster_name
-from extproc.render_common import _MODEL, _TYPE, _secs
+from extproc.render_common import _MODEL, _TYPE, UNROUTED_CLUSTER, _secs
 from extproc.render_filters import _JSON_READER, _SSE_READER
 from extproc.wire import (
     ATTEMPTS_HEADER,
@@ -21,18 +21,34 @@ from extproc.wire import (
 )
 
 
-def _embeddings_before_routing() -> dict[str, Any]:
+def _embeddings_before_routing(config: GatewayConfig) -> dict[str, Any]:
     """The route an embeddings request matches on arrival, before the router stage names its
     model: Envoy builds a request's filter chain from that first route, so the usage readers
     are left out here. Embeddings are never handed off, and Envoy's JSON parser takes ten times
     the sidecar's time over a large answer (87 KB: about 1.1 ms of Envoy's one thread)."""
     off = {_TYPE: "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
     return {
+        **_before_routing(config),
         "name": "embeddings-before-routing",
         "match": {"path": "/v1/embeddings"},
-        # Reached only if the router stage let a request through unrouted: Envoy's "no route".
-        "direct_response": {"status": 404},
         "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
+    }
+
+
+def _before_routing(config: GatewayConfig) -> dict[str, Any]:
+    """The route every other request matches on arrival, before the router stage names its
+    model. It exists for its buffer limit: Envoy sets a request's buffer limit (both directions)
+    from the first route it matches, which the routes matched after the router stage do not
+    change (measured), and without one it would be the connections' small
+    ``http.stream_buffer_bytes``: the router stage could not buffer a body, nor the sidecar
+    a buffered answer, over it."""
+    return {
+        "name": "before-routing",
+        "match": {"prefix": "/"},
+        # A direct response has no route entry, hence no buffer limit: a cluster without
+        # endpoints, reached only if the router stage let a request through unrouted (503).
+        "route": {"cluster": UNROUTED_CLUSTER, "timeout": _secs(config.timeouts.request)},
+        "request_body_buffer_limit": config.http.max_request_bytes,
     }
 
 

@@ -38,6 +38,7 @@ from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
 from extproc.telemetry import Telemetry
 from extproc.transport import grpc_server_credentials, is_unix, owner_only
+from extproc.uploads import Upload, Uploads, client_address
 from extproc.upstream import Exchange, Step, UpstreamStage
 from extproc.wire import (
     ATTEMPT_HEADER,
@@ -45,6 +46,7 @@ from extproc.wire import (
     ERROR_DETAILS,
     EXT_PROC_FILTER,
     NAMESPACE,
+    SOURCE_ADDRESS,
     STAGE_METADATA,
     UPSTREAM_HOST_METADATA,
     UPSTREAM_STAGE,
@@ -138,10 +140,43 @@ def _internal_error() -> pb.ProcessingResponse:
 # --- router stage -----------------------------------------------------------------------------
 
 
+def _uploader(request: ReadBody, req: pb.ProcessingRequest) -> str:
+    """Whose upload this is: the gateway key's name, else the client's address."""
+    if request.client is not None:
+        return "key:" + request.client.name
+    attrs = req.attributes.get(EXT_PROC_FILTER)
+    value = attrs.fields.get(SOURCE_ADDRESS) if attrs is not None else None
+    return "address:" + client_address(value.string_value if value is not None else "")
+
+
 async def _router_stream(
-    router: Router, stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
+    router: Router,
+    stage: UpstreamStage,
+    uploads: Uploads,
+    requests: AsyncIterator[pb.ProcessingRequest],
 ) -> AsyncIterator[pb.ProcessingResponse]:
+    upload: Upload | None = None
+    try:
+        async for reply in _router_phases(router, stage, uploads, requests):
+            if isinstance(reply, Upload):
+                upload = reply
+            else:
+                yield reply
+    finally:
+        # However the stream ends (the body arrived, or Envoy cut the stream: the client left,
+        # timeouts.upload), the upload no longer counts.
+        if upload is not None:
+            upload.end()
+
+
+async def _router_phases(
+    router: Router,
+    stage: UpstreamStage,
+    uploads: Uploads,
+    requests: AsyncIterator[pb.ProcessingRequest],
+) -> AsyncIterator[pb.ProcessingResponse | Upload]:
     pending: ReadBody | None = None
+    upload: Upload | None = None
     client_headers: dict[str, str] = {}
     body = b""
     async for req in requests:
@@ -153,10 +188,20 @@ async def _router_stream(
                 if req.request_headers.end_of_stream:
                     decision = await router.on_body(decision, b"")
                 else:
+                    if uploads.enabled:
+                        who = _uploader(decision, req)
+                        try:
+                            upload = uploads.begin(who, client_headers.get("content-length"))
+                        except GatewayError as err:
+                            yield _error_reply(err)
+                            return
+                        yield upload
                     pending = decision
                     yield _READ_BODY
                     continue
         elif kind == "request_body" and pending is not None:
+            if upload is not None:
+                upload.end()
             body = req.request_body.body
             decision = await router.on_body(pending, body)
         elif kind == "response_headers":
@@ -375,6 +420,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         )
         catalog = Catalog(config)
         self._router = Router(config, self._limiter, catalog)
+        self._uploads = Uploads(config.http)
         self._upstream = UpstreamStage(config, telemetry, self._limiter)
         self.access_log = AccessLogReceiver(self._upstream)
         # Built by serve(), on the worker's loop: the catch-all backends' model lists are read
@@ -397,7 +443,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         stream = (
             _upstream_stream(self._upstream, request_iterator)
             if stage == UPSTREAM_STAGE
-            else _router_stream(self._router, self._upstream, request_iterator)
+            else _router_stream(self._router, self._upstream, self._uploads, request_iterator)
         )
         try:
             async for reply in stream:
