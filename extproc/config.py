@@ -149,8 +149,10 @@ class HTTPLimits(_Model):
     # Per client (gateway key, else client address) and sidecar worker: uploads whose body
     # Envoy is still receiving, and the bytes they announced (content-length; a chunked body
     # counts as max_request_bytes). Over either: 429 too_many_uploads at the headers. 0 = none.
-    uploads_per_client: int = Field(default=8, ge=0)
-    upload_bytes_per_client: int = Field(default=64 * 1024 * 1024, ge=0)
+    # The defaults leave room for bursts of ordinary requests (each counts from its headers to
+    # its body's arrival) and admit three unfinished 31 MiB uploads per worker.
+    uploads_per_client: int = Field(default=128, ge=0)
+    upload_bytes_per_client: int = Field(default=96 * 1024 * 1024, ge=0)
     max_connections: int = Field(default=50_000, ge=1)
     # On SIGTERM: new connections are refused at once, open requests (streams included) get
     # this long to finish before Envoy stops.
