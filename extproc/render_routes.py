@@ -38,10 +38,10 @@ def _embeddings_before_routing(config: GatewayConfig) -> dict[str, Any]:
 def _before_routing(config: GatewayConfig) -> dict[str, Any]:
     """The route every other request matches on arrival, before the router stage names its
     model. It exists for its buffer limit: Envoy sets a request's buffer limit (both directions)
-    from the first route it matches, which the routes matched after the router stage do not
-    change (measured), and without one it would be the connections' small
-    ``http.stream_buffer_bytes``: the router stage could not buffer a body, nor the sidecar
-    a buffered answer, over it."""
+    from the route it matches, and the router stage buffers the body under the limit of the
+    route matched on arrival; a route matched later may raise the limit, never lower it
+    (measured). Without it the limit would be the connections' small
+    ``http.stream_buffer_bytes``."""
     return {
         "name": "before-routing",
         "match": {"prefix": "/"},
