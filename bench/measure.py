@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import cpu
 from bench.payloads import Scenario, answer_problems
 from bench.processes import BenchError, SystemDied, counters
-from bench.report import Measurement
+from bench.records import Measurement
 from bench.wrk import lua_script, run_wrk
 
 # Envoy counters read before and after each phase: responses by class, sidecar messages.

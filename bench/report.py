@@ -7,67 +7,30 @@ import os
 import platform
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.wrk import WrkResult
+from bench.records import (
+    BARE,
+    FLOOR,
+    FLOOR_2,
+    GATEWAYS,
+    PEERS,
+    SYSTEMS,
+    Measurement,
+    Results,
+    RunInfo,
+    find,
+    find_ttft,
+    floor_of,
+)
+from bench.targets import GOALS, targets, targets_table
 
 if TYPE_CHECKING:
     from bench.streams import StreamsResult
     from bench.ttft import TtftResult
 
-BARE = "bare envoy"
-FLOOR = "python floor"  # bare Envoy + a do-nothing Python ext_proc (bench/floor.py)
-FLOOR_2 = "python floor, 2 msgs"  # the same, ending each stream after the request body
-GATEWAY = "gateway"
-# The same gateway with accounting.mode: envoy (Envoy reads pass-through answers; see README).
-GATEWAY_ENVOY = "gateway, envoy accounting"
-GATEWAYS = (GATEWAY, GATEWAY_ENVOY)
-LITELLM = "litellm"
-PORTKEY = "portkey"
-SYSTEMS = (BARE, FLOOR, FLOOR_2, GATEWAY, GATEWAY_ENVOY, LITELLM, PORTKEY)
-PEERS = (LITELLM, PORTKEY)
 CPU_COLUMNS = ("machine", "envoy", "sidecar", "peer", "upstream", "wrk", "bench", "rest")
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    scenario: str
-    system: str
-    throughput: WrkResult  # at N connections
-    latency: WrkResult  # at 1 connection
-    non_2xx: int  # answers that were not 2xx, both measured phases
-    cpu_us_per_request: dict[str, float]  # at N connections, by process group
-    extproc_msgs_per_request: float | None  # Envoy -> sidecar messages, None for bare Envoy
-    other_cores: float = 0.0  # cores busy with work outside the bench's processes
-    runs: int = 1  # measured runs (more than one: the earlier ones were disturbed)
-
-
-@dataclass(slots=True)
-class RunInfo:
-    date: str
-    commit: str
-    machine: list[str]
-    versions: dict[str, str]
-    settings: list[str]
-    connections: int
-    scenarios: list[str]  # report order
-    names: dict[str, str]  # scenario key (chat, stream, ...) -> name
-    peer_scenarios: list[str]  # the ones LiteLLM and Portkey run
-    stream_scenarios: list[str]  # the ones with a time-to-first-token figure
-    streams: int  # open streams of the memory test (0: not run)
-    noise_limit: float
-    unavailable: dict[str, str] = field(default_factory=dict)  # peer -> reason
-    failures: dict[tuple[str, str], str] = field(default_factory=dict)  # (system, scenario)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Results:
-    rows: list[Measurement] = field(default_factory=list)
-    ttft: list[TtftResult] = field(default_factory=list)
-    streams: list[StreamsResult] = field(default_factory=list)
 
 
 def cpu_model() -> str:
@@ -141,17 +104,6 @@ def _errors(m: Measurement) -> str:
     return f"{http} / {sockets}"
 
 
-def find(rows: Sequence[Measurement], scenario: str, system: str) -> Measurement | None:
-    return next((m for m in rows if m.scenario == scenario and m.system == system), None)
-
-
-def floor_of(gw: Measurement) -> str:
-    """The floor with the gateway's shape in this scenario: two messages per request when it
-    handed the answers off to Envoy (envoy accounting, pass-through chat), four otherwise."""
-    msgs = gw.extproc_msgs_per_request
-    return FLOOR_2 if msgs is not None and msgs < 3 else FLOOR
-
-
 def _ratio_row(scenario: str, gw: Measurement, other: Measurement) -> str:
     ratio = gw.throughput.rps / other.throughput.rps if other.throughput.rps else math.inf
     p50 = gw.latency.p50_us - other.latency.p50_us
@@ -215,10 +167,6 @@ def cpu_table(rows: Sequence[Measurement]) -> list[str]:
     return out
 
 
-def _find_ttft(results: Sequence[TtftResult], scenario: str, system: str) -> TtftResult | None:
-    return next((t for t in results if t.scenario == scenario and t.system == system), None)
-
-
 def ttft_table(info: RunInfo, results: Sequence[TtftResult]) -> list[str]:
     out = [
         "| scenario | system | TTFT p50 ms | p90 ms | p99 ms | added p50 ms vs bare | samples"
@@ -226,9 +174,9 @@ def ttft_table(info: RunInfo, results: Sequence[TtftResult]) -> list[str]:
         "|---|---|--:|--:|--:|--:|--:|",
     ]
     for scenario in info.stream_scenarios:
-        bare = _find_ttft(results, scenario, BARE)
+        bare = find_ttft(results, scenario, BARE)
         for system in SYSTEMS:
-            t = _find_ttft(results, scenario, system)
+            t = find_ttft(results, scenario, system)
             if t is None:
                 if (why := _missing(info, system, scenario)) is not None:
                     out.append(f"| {scenario} | {system} | {why} | | | | |")
@@ -275,195 +223,6 @@ def streams_table(info: RunInfo, results: Sequence[StreamsResult]) -> list[str]:
     return out
 
 
-# --- targets -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRow:
-    target: str
-    measured: str
-    verdict: str
-    score: float | None  # measured / target for "at least", target / measured for "at most"
-
-
-def _not_measured(name: str, why: str) -> TargetRow:
-    failed = "failed" in why or "crashed" in why
-    return TargetRow(
-        name, "-", f"**not measured**: {why}" if failed else f"not measured ({why})", None
-    )
-
-
-def _at_least(name: str, value: float | None, goal: float, unit: str, why: str) -> TargetRow:
-    if value is None:
-        return _not_measured(name, why)
-    fmt = f"{{:.2f}}{unit}"
-    measured = fmt.format(value)
-    if value >= goal:
-        verdict = f"met, by {fmt.format(value - goal)}"
-    else:
-        verdict = f"**missed**, short by {fmt.format(goal - value)} ({value / goal:.0%} of target)"
-    return TargetRow(name, measured, verdict, value / goal if goal else None)
-
-
-def _at_most(
-    name: str, value: float | None, goal: float, unit: str, why: str, digits: int = 2
-) -> TargetRow:
-    if value is None:
-        return _not_measured(name, why)
-    fmt = f"{{:.{digits}f}} {unit}"
-    measured = fmt.format(value)
-    if value <= goal:
-        verdict = f"met, {fmt.format(goal - value)} to spare"
-    else:
-        verdict = f"**missed**, over by {fmt.format(value - goal)} ({value / goal:.1f}x the target)"
-    score = goal / value if value > 0 else math.inf
-    return TargetRow(name, measured, verdict, score)
-
-
-def _why(info: RunInfo, scenario: str | None, *systems: str) -> str:
-    """Why a target needing ``systems`` on ``scenario`` has no figure."""
-    if scenario is None:
-        return "scenario not selected"
-    for system in systems:
-        if (system, scenario) in info.failures:
-            return f"{system} {info.failures[system, scenario]}"
-        if system in info.unavailable:
-            return f"{system} not available: {info.unavailable[system]}"
-    return "not run: " + " and ".join(systems) + " were not all selected"
-
-
-def _rps_ratio(rows: Sequence[Measurement], scenario: str | None, a: str, b: str) -> float | None:
-    if scenario is None:
-        return None
-    ma, mb = find(rows, scenario, a), find(rows, scenario, b)
-    if ma is None or mb is None or mb.throughput.rps <= 0:
-        return None
-    return ma.throughput.rps / mb.throughput.rps
-
-
-def _flag_noise(
-    row: TargetRow, info: RunInfo, rows: Sequence[Measurement], scenario: str | None, *systems: str
-) -> TargetRow:
-    """Say so when a figure the row rests on was measured on a busy machine."""
-    busy = [
-        f"{m.system} {m.other_cores:.1f}"
-        for system in systems
-        if scenario is not None
-        and (m := find(rows, scenario, system)) is not None
-        and m.other_cores > info.noise_limit
-    ]
-    if not busy or row.score is None:
-        return row
-    note = f" (noisy: cores of other work during the run: {', '.join(busy)})"
-    return TargetRow(row.target, row.measured, row.verdict + note, row.score)
-
-
-def targets(info: RunInfo, results: Results) -> list[TargetRow]:
-    """Every target, for each gateway system measured."""
-    measured = {m.system for m in results.rows} | {s.system for s in results.streams}
-    gateways = [g for g in GATEWAYS if g in measured] or [GATEWAY]
-    return [row for gateway in gateways for row in _targets(info, results, gateway)]
-
-
-def _targets(info: RunInfo, results: Results, gateway: str) -> list[TargetRow]:
-    rows = results.rows
-    chat, stream = info.names.get("chat"), info.names.get("stream")
-    out = [
-        _flag_noise(
-            _at_least(
-                f"non-streaming chat throughput, {gateway} / bare Envoy >= 0.35x",
-                _rps_ratio(rows, chat, gateway, BARE),
-                0.35,
-                "x",
-                _why(info, chat, gateway, BARE),
-            ),
-            info,
-            rows,
-            chat,
-            gateway,
-            BARE,
-        ),
-        _flag_noise(
-            _at_least(
-                f"{stream or 'stream-20'} throughput, {gateway} / bare Envoy >= 0.7x",
-                _rps_ratio(rows, stream, gateway, BARE),
-                0.7,
-                "x",
-                _why(info, stream, gateway, BARE),
-            ),
-            info,
-            rows,
-            stream,
-            gateway,
-            BARE,
-        ),
-    ]
-    for scenario in info.stream_scenarios:
-        gw = _find_ttft(results.ttft, scenario, gateway)
-        bare = _find_ttft(results.ttft, scenario, BARE)
-        added = None
-        if gw and bare and gw.samples_us and bare.samples_us:
-            added = (gw.p50_us - bare.p50_us) / 1000
-        why = _why(info, scenario, gateway, BARE)
-        out.append(
-            _at_most(
-                f"added TTFT p50, {scenario}, {gateway} <= 0.5 ms", added, 0.5, "ms", why, digits=3
-            )
-        )
-    added_p50 = None
-    if chat is not None:
-        gw_m, bare_m = find(rows, chat, gateway), find(rows, chat, BARE)
-        if gw_m and bare_m:
-            added_p50 = (gw_m.latency.p50_us - bare_m.latency.p50_us) / 1000
-    out.append(
-        _flag_noise(
-            _at_most(
-                f"added p50 latency @1, non-streaming chat, {gateway} <= 0.5 ms",
-                added_p50,
-                0.5,
-                "ms",
-                _why(info, chat, gateway, BARE),
-            ),
-            info,
-            rows,
-            chat,
-            gateway,
-            BARE,
-        )
-    )
-    for peer, goal in ((LITELLM, 20.0), (PORTKEY, 1.5)):
-        for key in ("chat", "stream", "embeddings"):
-            name = info.names.get(key)
-            if name is None:
-                continue
-            row = _at_least(
-                f"{name} throughput, {gateway} / {peer} >= {goal:g}x",
-                _rps_ratio(rows, name, gateway, peer),
-                goal,
-                "x",
-                _why(info, name, gateway, peer),
-            )
-            out.append(_flag_noise(row, info, rows, name, gateway, peer))
-    gw_streams = next((s for s in results.streams if s.system == gateway), None)
-    label = f"sidecar RSS with {info.streams:,} open streams, {gateway} <= 300 MB"
-    if gw_streams is not None and "sidecar" in gw_streams.peak:
-        rss = gw_streams.peak["sidecar"].rss_mb
-        row = _at_most(label, rss, 300, "MB", "", digits=0)
-        if gw_streams.opened < gw_streams.wanted:
-            row = TargetRow(
-                label,
-                f"{row.measured} with only {gw_streams.opened:,} open",
-                f"**missed**: {gw_streams.wanted - gw_streams.opened:,} streams did not open",
-                0.0,
-            )
-        out.append(row)
-    elif not info.streams:
-        out.append(_not_measured(label, "memory test skipped (--streams 0)"))
-    else:
-        out.append(_not_measured(label, _why(info, "held streams", gateway)))
-    return out
-
-
 def floor_summary(info: RunInfo, results: Results) -> list[str]:
     """What the do-nothing Python ext_procs reached: the ceiling of each mode, for scale."""
     out = []
@@ -500,12 +259,6 @@ def floor_summary(info: RunInfo, results: Results) -> list[str]:
         "",
         *(f"- {line}" for line in out),
     ]
-
-
-def targets_table(rows: Sequence[TargetRow]) -> list[str]:
-    out = ["| target | measured | result |", "|---|--:|---|"]
-    out += [f"| {r.target} | {r.measured} | {r.verdict} |" for r in rows]
-    return out
 
 
 def render_markdown(info: RunInfo, results: Results) -> str:
@@ -626,7 +379,7 @@ def chart_spec(info: RunInfo, results: Results) -> dict[str, Any]:
                 "categories": info.stream_scenarios,
                 "series": {
                     system: [
-                        t.p50_us / 1000 if (t := _find_ttft(results.ttft, s, system)) else None
+                        t.p50_us / 1000 if (t := find_ttft(results.ttft, s, system)) else None
                         for s in info.stream_scenarios
                     ]
                     for system in systems
@@ -634,6 +387,7 @@ def chart_spec(info: RunInfo, results: Results) -> dict[str, Any]:
             }
         )
     if results.streams:
+        rss = GOALS["sidecar rss"]
         bars: dict[str, list[float | None]] = {}
         labels = []
         for r in results.streams:
@@ -647,7 +401,7 @@ def chart_spec(info: RunInfo, results: Results) -> dict[str, Any]:
                 "log": False,
                 "categories": labels,
                 "series": bars,
-                "hline": {"y": 300, "label": "sidecar target 300 MB"},
+                "hline": {"y": rss.goal, "label": f"sidecar target {rss.goal:g}{rss.unit}"},
             }
         )
     panels.append(

@@ -30,6 +30,7 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from extproc import tokens
 from extproc.cost import cost_usd
+from extproc.endpoints import BY_OPERATION
 from extproc.telemetry import Record, error_type
 from extproc.translate import BAD_UPSTREAM_RESPONSE
 from extproc.upstream import UpstreamStage
@@ -39,7 +40,6 @@ from extproc.wire import (
     ATTEMPT_HEADER,
     BACKEND_TAG,
     NAMESPACE,
-    OPERATIONS,
     USAGE_FIELDS,
     Key,
 )
@@ -186,7 +186,7 @@ def unanswered(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) ->
         return None
     route, choice = stage.route(model, backend.name)
     endpoint = tags.get(Key.OPERATION, "")
-    if route is None or choice is None or endpoint not in OPERATIONS.values():
+    if route is None or choice is None or endpoint not in BY_OPERATION:
         return None
     if route.single_backend() is not None:
         return None

@@ -1,32 +1,70 @@
-"""What each configured backend needs at run time: a translator factory, auth, headers.
+"""What each configured backend needs at run time: its translators, auth, headers.
 
-The one place that maps a backend ``schema`` to its translator and its credential, so adding a
-provider means adding one branch here plus its modules under ``translate/`` and ``auth/``.
+The one place that maps a backend ``schema`` to its translator factory per endpoint
+(:mod:`extproc.endpoints`) and to its credential, dispatched exhaustively on the schemas'
+config models (:mod:`extproc.backendconfig`): a new schema that is not registered here fails
+the type check. An endpoint a schema has no translator for is answered 404, naming the
+endpoint and the backend (:meth:`BackendRuntime.translator`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
 from extproc.auth import Auth, NoAuth, bearer, entra
 from extproc.auth.sigv4 import SigV4
-from extproc.config import AWSBedrockBackend, AzureOpenAIBackend, GatewayConfig, OpenAIBackend
-from extproc.translate import RequestContext, Translator, azure, bedrock
+from extproc.config import (
+    AWSBedrockBackend,
+    AzureOpenAIBackend,
+    Backend,
+    GatewayConfig,
+    OpenAIBackend,
+)
+from extproc.endpoints import Operation
+from extproc.errors import NOT_FOUND, GatewayError
+from extproc.translate import RequestContext, Translator, azure
+from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
+
+TranslatorFactory = Callable[[RequestContext], Translator]
+UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """A backend's schema, registered: a translator factory per endpoint it serves, its auth."""
+
+    translators: Mapping[Operation, TranslatorFactory]
+    auth: Auth
 
 
 @dataclass(frozen=True, slots=True)
 class BackendRuntime:
     name: str
     provider: str  # gen_ai.provider.name
-    translator: Callable[[RequestContext], Translator]
+    translators: Mapping[Operation, TranslatorFactory]  # the endpoints it serves
     auth: Auth
     static_headers: dict[str, str]
     authority: str  # the Host the provider expects
 
+    def translator(self, ctx: RequestContext) -> Translator:
+        """The translator of one attempt; a 404 for an endpoint this backend does not serve."""
+        factory = self.translators.get(ctx.endpoint)
+        if factory is None:
+            raise GatewayError(
+                404,
+                f"POST {ctx.path} ({ctx.endpoint}) is not served by backend {self.name!r}"
+                f" ({self.provider}), which model {ctx.route_model!r} routes to.",
+                NOT_FOUND,
+                code=UNSUPPORTED_ENDPOINT,
+            )
+        return factory(ctx)
 
-def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
+
+def _openai(backend: OpenAIBackend) -> Schema:
     prefix = backend.endpoint()[3]
     query = backend.query
 
@@ -34,41 +72,53 @@ def _openai(name: str, backend: OpenAIBackend) -> BackendRuntime:
         return PassThrough(ctx, join_path(prefix, ctx.path, query))
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
-    return BackendRuntime(name, "openai", translator, auth, backend.headers, backend.authority())
+    return Schema({"chat": translator, "embeddings": translator}, auth)
 
 
-def _azure(name: str, backend: AzureOpenAIBackend) -> BackendRuntime:
+def _azure(backend: AzureOpenAIBackend) -> Schema:
     def translator(ctx: RequestContext) -> Translator:
         return azure.translator(ctx, backend)
 
+    return Schema({"chat": translator, "embeddings": translator}, entra.backend_auth(backend))
+
+
+def _bedrock(backend: AWSBedrockBackend) -> Schema:
+    # The backend URL's path (a proxy in front of Bedrock) goes before /model/... in the
+    # translator: the signature must cover the final path.
+    prefix = backend.endpoint()[3]
+
+    def chat(ctx: RequestContext) -> Translator:
+        return BedrockChat(ctx, prefix)
+
+    def embeddings(ctx: RequestContext) -> Translator:
+        return BedrockEmbeddings(ctx, prefix)
+
+    return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
+
+
+def schema(backend: Backend) -> Schema:
+    match backend:
+        case OpenAIBackend():
+            return _openai(backend)
+        case AzureOpenAIBackend():
+            return _azure(backend)
+        case AWSBedrockBackend():
+            return _bedrock(backend)
+        case _:
+            assert_never(backend)
+
+
+def runtime(name: str, backend: Backend) -> BackendRuntime:
+    registered = schema(backend)
     return BackendRuntime(
         name,
-        "azure.openai",
-        translator,
-        entra.backend_auth(backend),
+        backend.provider,
+        registered.translators,
+        registered.auth,
         backend.headers,
         backend.authority(),
     )
 
 
-def _bedrock(name: str, backend: AWSBedrockBackend) -> BackendRuntime:
-    prefix = backend.endpoint()[3]
-
-    def translator(ctx: RequestContext) -> Translator:
-        return bedrock.translator(ctx, prefix)
-
-    return BackendRuntime(
-        name, "aws.bedrock", translator, SigV4(backend), backend.headers, backend.authority()
-    )
-
-
 def build_backends(config: GatewayConfig) -> dict[str, BackendRuntime]:
-    out: dict[str, BackendRuntime] = {}
-    for name, backend in config.backends.items():
-        if isinstance(backend, OpenAIBackend):
-            out[name] = _openai(name, backend)
-        elif isinstance(backend, AzureOpenAIBackend):
-            out[name] = _azure(name, backend)
-        else:
-            out[name] = _bedrock(name, backend)
-    return out
+    return {name: runtime(name, backend) for name, backend in config.backends.items()}

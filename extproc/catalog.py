@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute, OpenAIBackend
+from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.errors import GatewayError
 from extproc.fanout import FanOutClient
 from extproc.translate import UpstreamRequest
@@ -91,9 +91,7 @@ class Catalog:
         wildcard = config.model(WILDCARD_MODEL)
         self._route: ModelRoute | None = wildcard
         entries = sorted(wildcard.backends, key=lambda e: e.priority) if wildcard else []
-        self._sources = [
-            e.backend for e in entries if isinstance(config.backends[e.backend], OpenAIBackend)
-        ]
+        self._sources = [e.backend for e in entries if config.backends[e.backend].lists_models]
         self._discovered: dict[str, list[Item]] = {}
         self._failing: set[str] = set()  # backends whose last read failed (logged once)
         self.items: dict[str, Item] = dict(self._configured)

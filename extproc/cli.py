@@ -14,16 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from extproc.config import (
-    WILDCARD_MODEL,
-    AWSBedrockBackend,
-    AzureOpenAIBackend,
-    ConfigError,
-    GatewayConfig,
-    OpenAIBackend,
-    default_config,
-    load_config,
-)
+from extproc.backendconfig import CREDENTIAL_VARIABLES
+from extproc.config import WILDCARD_MODEL, ConfigError, GatewayConfig, default_config, load_config
 from extproc.ports import PortInUse, check_free
 from extproc.supervisor import Drain, Supervisor
 
@@ -44,15 +36,32 @@ def _load(path: str | None, secrets: bool = True) -> GatewayConfig:
     return load_config(path, secrets=secrets) if path else default_config()
 
 
-def _worker_argv(config_path: str | None, address: str, log_level: str) -> list[str]:
-    argv = [sys.executable, "-m", "extproc", "--log-level", log_level, "worker", address]
-    return argv + (["-c", config_path] if config_path else [])
+def _adjusted(config: GatewayConfig, state: str | None, host: str | None) -> GatewayConfig:
+    """The config as ``run`` (its state directory holds the sockets) or ``serve --host`` sees
+    it. The supervisor renders Envoy from it and each worker makes it from the same file and
+    options (:func:`_worker_argv`): one config on both sides."""
+    sidecar, admin = config.sidecar, config.admin
+    if state is not None:
+        sidecar = sidecar.model_copy(update={"socket_dir": state})
+        admin = admin.model_copy(update={"envoy_socket": str(Path(state) / "envoy-admin.sock")})
+    if host is not None:
+        sidecar = sidecar.model_copy(update={"host": host})
+    return config.model_copy(update={"sidecar": sidecar, "admin": admin})
+
+
+def _worker_argv(
+    args: argparse.Namespace, address: str, state: str | None, host: str | None
+) -> list[str]:
+    argv = [sys.executable, "-m", "extproc", "--log-level", args.log_level, "worker", address]
+    argv += ["-c", args.config] if args.config else []
+    argv += ["--state-dir", state] if state is not None else []
+    return argv + (["--host", host] if host is not None else [])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from extproc.server import run_worker
 
-    run_worker(_load(args.config), args.address)
+    run_worker(_adjusted(_load(args.config), args.state_dir, args.host), args.address)
     return 0
 
 
@@ -61,6 +70,8 @@ def _supervise_workers(
     config: GatewayConfig,
     addresses: list[str],
     drain: Drain | None = None,
+    state: str | None = None,
+    host: str | None = None,
 ) -> Supervisor:
     # A worker given SIGTERM keeps serving its open streams for the drain time, then flushes
     # its telemetry: that is how long it may take before it is killed.
@@ -68,7 +79,7 @@ def _supervise_workers(
     check_free(_tcp(a, "a sidecar worker's") for a in addresses if not a.startswith("unix:"))
     sup = Supervisor(drain, grace=config.http.drain_time + _FLUSH_TIME)
     for i, address in enumerate(addresses):
-        sup.add(f"worker-{i}", _worker_argv(args.config, address, args.log_level), restart=True)
+        sup.add(f"worker-{i}", _worker_argv(args, address, state, host), restart=True)
     return sup
 
 
@@ -91,18 +102,16 @@ def _tcp(address: str, what: str) -> tuple[str, int, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.render import sidecar_addresses
 
-    config = _load(args.config)
-    if args.host:
-        config = config.model_copy(
-            update={"sidecar": config.sidecar.model_copy(update={"host": args.host})}
-        )
+    override = args.host or None
+    config = _adjusted(_load(args.config), None, override)
     refusal = config.sidecar.plaintext_error()
     if refusal:
         raise ConfigError(refusal)
     host = config.sidecar.host
     with tempfile.TemporaryDirectory(prefix="ai-gateway-metrics-") as metrics_dir:
         _start_metrics(config, Path(metrics_dir), host)
-        sup = _supervise_workers(args, config, sidecar_addresses(config, host))
+        addresses = sidecar_addresses(config, host)
+        sup = _supervise_workers(args, config, addresses, host=override)
         sup.start_all()
         log.info("sidecar serving %d workers", len(sup.children))
         return sup.run()
@@ -138,35 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(state, ignore_errors=True)
 
 
-# Variables that hold provider credentials in the standard chains, whatever the config says.
-_CREDENTIAL_VARIABLES = {
-    "OPENAI_API_KEY",
-    "AZURE_OPENAI_API_KEY",
-    "AZURE_CLIENT_SECRET",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-}
-
-
-def _secret_values(config: GatewayConfig) -> set[str]:
-    """Every credential the config holds (the sidecar's business, never Envoy's)."""
-    found = []
-    for backend in config.backends.values():
-        if isinstance(backend, OpenAIBackend):
-            found.append(backend.api_key)
-        elif isinstance(backend, AzureOpenAIBackend):
-            found.append(backend.api_key)
-            found.append(backend.entra.client_secret if backend.entra else None)
-        elif isinstance(backend, AWSBedrockBackend):
-            found += [backend.access_key_id, backend.secret_access_key, backend.session_token]
-    return {s.get_secret_value() for s in found if s is not None and s.get_secret_value()}
-
-
 def envoy_environment(config: GatewayConfig, env: dict[str, str]) -> dict[str, str]:
-    """The environment Envoy runs with: the supervisor's, without any credential in it."""
-    secrets_ = _secret_values(config)
-    return {k: v for k, v in env.items() if k not in _CREDENTIAL_VARIABLES and v not in secrets_}
+    """The environment Envoy runs with: the supervisor's, without any credential in it: the
+    variables every schema's credential chain reads, whatever the config says, and every
+    value the config's backends hold as a secret."""
+    secrets_ = {
+        s.get_secret_value()
+        for backend in config.backends.values()
+        for s in backend.secrets()
+        if s.get_secret_value()
+    }
+    return {k: v for k, v in env.items() if k not in CREDENTIAL_VARIABLES and v not in secrets_}
 
 
 def upstreams(config: GatewayConfig) -> str:
@@ -187,16 +178,14 @@ def _run(args: argparse.Namespace, config: GatewayConfig, state: Path) -> int:
     from extproc.render import render_yaml, sidecar_addresses
     from extproc.supervisor import EnvoyDrain, envoy_binary, wait_ready
 
-    sidecar = config.sidecar.model_copy(update={"socket_dir": str(state)})
-    admin = config.admin.model_copy(update={"envoy_socket": str(state / "envoy-admin.sock")})
-    config = config.model_copy(update={"sidecar": sidecar, "admin": admin})
+    config = _adjusted(config, str(state), None)
     _start_metrics(config, state / "prometheus")
     envoy_yaml = state / "envoy.yaml"
     envoy_yaml.write_text(render_yaml(config, source=args.config or "<embedded default>"))
     addresses = sidecar_addresses(config)
     settle = 2 * config.accounting.flush_interval if config.accounting.by_envoy else 0.0
     drain = EnvoyDrain(config.admin.envoy_socket, config.http.drain_time, settle=settle)
-    sup = _supervise_workers(args, config, addresses, drain)
+    sup = _supervise_workers(args, config, addresses, drain, str(state))
     concurrency = args.envoy_concurrency or max(1, (os.cpu_count() or 2) // 2)
     envoy_argv = [
         envoy_binary(),
@@ -296,6 +285,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from extproc.importer import run_import
+
+    return run_import(args.files, args.output, args.allow_partial)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from extproc.render import render_yaml
     from extproc.supervisor import envoy_binary
@@ -326,7 +321,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 _LOG_SECRETS_AT_DEBUG = ("botocore", "boto3", "urllib3")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ai-gateway", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("AI_GATEWAY_LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,11 +369,23 @@ def main(argv: list[str] | None = None) -> int:
     hash_cmd = sub.add_parser("hash-key", help="print the key_sha256 of a gateway key (from stdin)")
     hash_cmd.add_argument("--new", action="store_true", help="make a new random key and its hash")
     hash_cmd.set_defaults(func=cmd_hash_key)
+    imp = sub.add_parser("import", help="write a gateway config from Envoy AI Gateway resources")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="YAML with the resources")
+    imp.add_argument("-o", "--output", default="-", help="the config to write (default: stdout)")
+    imp.add_argument(
+        "--allow-partial", action="store_true", help="write it even if something cannot carry over"
+    )
+    imp.set_defaults(func=cmd_import)
     worker = add("worker", argparse.SUPPRESS)
     worker.add_argument("address")
+    worker.add_argument("--state-dir")  # run's, see _adjusted
+    worker.add_argument("--host")  # serve's
     worker.set_defaults(func=cmd_worker)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

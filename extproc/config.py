@@ -10,63 +10,42 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from extproc.backendconfig import (
+    BACKEND_TYPES,
+    SCHEMAS,
+    SECRET_FIELDS,
+    env_backends,
+)
+from extproc.backendconfig import DEFAULT_AZURE_API_VERSION as DEFAULT_AZURE_API_VERSION
+from extproc.backendconfig import TLS as TLS
+from extproc.backendconfig import AWSBedrockBackend as AWSBedrockBackend
+from extproc.backendconfig import AzureOpenAIBackend as AzureOpenAIBackend
+from extproc.backendconfig import Backend as Backend
+from extproc.backendconfig import EntraID as EntraID
+from extproc.backendconfig import OpenAIBackend as OpenAIBackend
 from extproc.clients import ClientKey, client_errors
+from extproc.configbase import ConfigError as ConfigError
+from extproc.configbase import ConfigModel, Duration
 from extproc.limits import LimitRule, rule_errors
 from extproc.limitstore import StoreSpec
-from extproc.wire import INTERNAL_PREFIX
 
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
 # A fixed epoch for ``/v1/models`` ``created``: stable across restarts and replicas.
 DEFAULT_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-
-def _parse_duration(value: object) -> object:
-    """Accept ``30s``, ``100ms``, ``2m``, ``1h`` or a number of seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h)")
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-
-
-class ConfigError(Exception):
-    """A configuration problem, with the key path of every offending value."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Address(_Model):
+class Address(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535)
 
 
-class Admin(_Model):
+class Admin(ConfigModel):
     """The admin port: ``/metrics`` (the sidecar's Prometheus metrics) and Envoy's read-only
     ``/ready``, ``/stats`` and ``/stats/prometheus``. Envoy's own admin interface, which can
     also change state, only listens on a Unix socket (``envoy_socket``).
@@ -77,7 +56,7 @@ class Admin(_Model):
     envoy_socket: str = "/tmp/ai-gateway-envoy-admin.sock"
 
 
-class SidecarTLS(_Model):
+class SidecarTLS(ConfigModel):
     """Mutual TLS on the sidecar's TCP ports (ext_proc, access log, metrics).
 
     Whoever reaches those ports is served as Envoy: given provider credentials on the requests
@@ -96,7 +75,7 @@ class SidecarTLS(_Model):
     server_name: str = "sidecar"
 
 
-class Sidecar(_Model):
+class Sidecar(ConfigModel):
     """Where the ext_proc workers listen.
 
     Worker ``i`` listens on ``port + i`` (TCP) or on ``<socket_dir>/worker-<i>.sock`` (Unix
@@ -139,7 +118,7 @@ class Sidecar(_Model):
         return self.workers or (os.cpu_count() or 1)
 
 
-class HTTPLimits(_Model):
+class HTTPLimits(ConfigModel):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Envoy's per-connection buffer (client and provider side): how much of an answer it holds
     # for a client that reads slowly before it stops reading from the provider, and the most
@@ -153,6 +132,11 @@ class HTTPLimits(_Model):
     # its body's arrival) and admit three unfinished 31 MiB uploads per worker.
     uploads_per_client: int = Field(default=128, ge=0)
     upload_bytes_per_client: int = Field(default=96 * 1024 * 1024, ge=0)
+    # What parsing one JSON body may build (extproc/parsework.py): objects and arrays, and
+    # values (array elements and object members). Measured worst cases under the defaults:
+    # see docs/architecture.md, "Bounds".
+    max_json_containers: int = Field(default=100_000, ge=16)
+    max_json_items: int = Field(default=1_000_000, ge=16)
     max_connections: int = Field(default=50_000, ge=1)
     # On SIGTERM: new connections are refused at once, open requests (streams included) get
     # this long to finish before Envoy stops.
@@ -166,7 +150,7 @@ class HTTPLimits(_Model):
     expose_backend: bool = False
 
 
-class Timeouts(_Model):
+class Timeouts(ConfigModel):
     request: Duration = 600.0
     idle: Duration = 300.0
     connect: Duration = 10.0
@@ -176,159 +160,7 @@ class Timeouts(_Model):
     upload: Duration = 60.0
 
 
-class TLS(_Model):
-    ca_file: str | None = None
-    sni: str | None = None
-
-
-def _internal(header: str) -> bool:
-    """A pseudo-header or one of the gateway's own: never the config's to set or pass."""
-    return header.startswith(":") or header.lower().startswith(INTERNAL_PREFIX)
-
-
-def _read_secret_file(path: str) -> SecretStr:
-    return SecretStr(Path(path).read_text().strip())
-
-
-class _BackendBase(_Model):
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    query: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration | None = None
-    tls: TLS = TLS()
-    # Client headers this backend gets although the gateway never forwards them otherwise
-    # (router.NEVER_FORWARDED: e.g. openai-organization for a backend billed per project).
-    forward_headers: list[str] = Field(default_factory=list)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be http(s)://host[:port][/prefix], got {url!r}")
-        if parts.query or parts.fragment:
-            raise ValueError("url must not carry a query or fragment (use `query:`)")
-        return url.rstrip("/")
-
-    @field_validator("headers")
-    @classmethod
-    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        reserved = {"host", "content-length", "authorization", "api-key"}
-        bad = sorted(h for h in headers if h.lower() in reserved or _internal(h))
-        if bad:
-            raise ValueError(f"headers may not set {', '.join(bad)}")
-        return {k.lower(): v for k, v in headers.items()}
-
-    @field_validator("forward_headers")
-    @classmethod
-    def _check_forward_headers(cls, names: list[str]) -> list[str]:
-        # The client's gateway credential is never a provider's business.
-        reserved = {"authorization", "api-key", "x-api-key"}
-        bad = sorted(h for h in names if h.lower() in reserved or _internal(h))
-        if bad:
-            raise ValueError(f"forward_headers may not name {', '.join(bad)}")
-        return [h.lower() for h in names]
-
-    def endpoint(self) -> tuple[str, str, int, str]:
-        """(scheme, host, port, path prefix) of the upstream."""
-        parts = urlsplit(self.base_url())
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        return scheme, host, port, parts.path.rstrip("/")
-
-    def base_url(self) -> str:
-        if self.url is None:
-            raise ValueError("backend has no url")
-        return self.url
-
-    def authority(self) -> str:
-        """The Host header the provider gets: the host, with the port when it is not default."""
-        scheme, host, port, _ = self.endpoint()
-        return host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
-
-
-class OpenAIBackend(_BackendBase):
-    """Any OpenAI-compatible API: OpenAI, Groq, Together, Mistral, vLLM, Ollama..."""
-
-    schema_: Literal["openai"] = Field(alias="schema")
-    url: str | None = "https://api.openai.com/v1"
-    api_key: SecretStr | None = None
-    api_key_file: str | None = None
-
-    @model_validator(mode="after")
-    def _key_file(self) -> OpenAIBackend:
-        if self.api_key_file and self.api_key is None:
-            object.__setattr__(self, "api_key", _read_secret_file(self.api_key_file))
-        return self
-
-
-class EntraID(_Model):
-    tenant_id: str
-    client_id: str
-    client_secret: SecretStr | None = None
-    client_secret_file: str | None = None
-    authority: str = "https://login.microsoftonline.com"
-    scope: str = "https://cognitiveservices.azure.com/.default"
-
-    @model_validator(mode="after")
-    def _secret_file(self) -> EntraID:
-        if self.client_secret_file and self.client_secret is None:
-            object.__setattr__(self, "client_secret", _read_secret_file(self.client_secret_file))
-        if self.client_secret is None:
-            raise ValueError(
-                "entra needs client_secret (from the environment) or client_secret_file"
-            )
-        return self
-
-
-class AzureOpenAIBackend(_BackendBase):
-    schema_: Literal["azure_openai"] = Field(alias="schema")
-    api_version: str = DEFAULT_AZURE_API_VERSION
-    # "deployments": /openai/deployments/{deployment}/...?api-version=V; "v1": /openai/v1/...
-    surface: Literal["deployments", "v1"] = "deployments"
-    api_key: SecretStr | None = None
-    api_key_file: str | None = None
-    entra: EntraID | None = None
-
-    @model_validator(mode="after")
-    def _auth(self) -> AzureOpenAIBackend:
-        if self.url is None:
-            raise ValueError("azure_openai needs url: https://<resource>.openai.azure.com")
-        if self.api_key_file and self.api_key is None:
-            object.__setattr__(self, "api_key", _read_secret_file(self.api_key_file))
-        if (self.api_key is None) == (self.entra is None):
-            raise ValueError("azure_openai needs exactly one of api_key / api_key_file or entra")
-        return self
-
-
-class AWSBedrockBackend(_BackendBase):
-    schema_: Literal["aws_bedrock"] = Field(alias="schema")
-    region: str
-    # Explicit keys are optional: without them the standard AWS credential chain is used.
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
-    session_token: SecretStr | None = None
-    profile: str | None = None
-
-    def base_url(self) -> str:
-        return self.url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
-
-    @model_validator(mode="after")
-    def _keys(self) -> AWSBedrockBackend:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("access_key_id and secret_access_key go together")
-        return self
-
-
-Backend = Annotated[
-    OpenAIBackend | AzureOpenAIBackend | AWSBedrockBackend, Field(discriminator="schema_")
-]
-
-
-class Pricing(_Model):
+class Pricing(ConfigModel):
     """USD per 1M tokens."""
 
     input: float = Field(default=0.0, ge=0)
@@ -338,7 +170,7 @@ class Pricing(_Model):
     per_request: float = Field(default=0.0, ge=0)
 
 
-class ModelBackend(_Model):
+class ModelBackend(ConfigModel):
     backend: str
     model: str | None = Field(default=None, description="model name sent upstream")
     priority: int = Field(default=0, ge=0, le=127)
@@ -346,12 +178,12 @@ class ModelBackend(_Model):
     pricing: Pricing | None = None
 
 
-class Backoff(_Model):
+class Backoff(ConfigModel):
     base: Duration = 0.1
     max: Duration = 2.0
 
 
-class Retry(_Model):
+class Retry(ConfigModel):
     """Envoy's retry policy for a model: attempts across its backends."""
 
     attempts: int | None = Field(default=None, ge=1, le=10, description="total tries")
@@ -380,14 +212,14 @@ class Retry(_Model):
         return values
 
 
-class Outlier(_Model):
+class Outlier(ConfigModel):
     consecutive_failures: int = Field(default=5, ge=1)
     eject_for: Duration = 30.0
     interval: Duration = 5.0
     max_ejection_percent: int = Field(default=100, ge=0, le=100)
 
 
-class ModelRoute(_Model):
+class ModelRoute(ConfigModel):
     name: str = Field(min_length=1)
     owned_by: str = "system"
     created: int = DEFAULT_MODEL_CREATED
@@ -420,7 +252,7 @@ class ModelRoute(_Model):
         return None
 
 
-class TelemetryConfig(_Model):
+class TelemetryConfig(ConfigModel):
     # Request header -> metric/span attribute, e.g. {x-tenant-id: tenant}. Every distinct value
     # is a new time series: only name headers with a bounded set of values.
     header_attributes: dict[str, str] = Field(default_factory=dict)
@@ -458,7 +290,7 @@ class TelemetryConfig(_Model):
         return self
 
 
-class Accounting(_Model):
+class Accounting(ConfigModel):
     # Who reads the answers of OpenAI-compatible and Azure backends that the gateway passes on
     # unchanged. "sidecar": the sidecar, which can also replace a provider's broken answer with
     # an error. "envoy": Envoy's own filters read the usage and the sidecar gets each record
@@ -473,7 +305,7 @@ class Accounting(_Model):
         return self.mode == "envoy"
 
 
-class GatewayConfig(_Model):
+class GatewayConfig(ConfigModel):
     listen: Address = Address(port=1975)
     admin: Admin = Admin()
     sidecar: Sidecar = Sidecar()
@@ -517,20 +349,29 @@ class GatewayConfig(_Model):
         return self.sidecar.worker_count()
 
     def model(self, name: str) -> ModelRoute | None:
-        return self._models_by_name().get(name)
+        """The route named ``name``; a scan, for start-up. Per request, use a
+        :class:`ModelIndex` (kept by its user: a config changed with ``model_copy`` is a new
+        object, and an index cached inside the old one would be copied with it, stale)."""
+        return next((m for m in self.models if m.name == name), None)
 
-    def _models_by_name(self) -> dict[str, ModelRoute]:
-        cached: dict[str, ModelRoute] | None = self.__dict__.get("_by_name")
-        if cached is None:
-            cached = {m.name: m for m in self.models}
-            self.__dict__["_by_name"] = cached
-        return cached
+
+class ModelIndex:
+    """The model routes by name, for the stages that look one up per request."""
+
+    def __init__(self, models: Sequence[ModelRoute]) -> None:
+        self._by_name = {m.name: m for m in models}
+        self._wildcard = self._by_name.get(WILDCARD_MODEL)
+
+    def route(self, name: str) -> ModelRoute | None:
+        """The route named ``name``, else the catch-all route, if any."""
+        return self._by_name.get(name) or self._wildcard
 
 
 # --- loading ---------------------------------------------------------------------------------
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEYS = {"api_key", "client_secret", "access_key_id", "secret_access_key", "session_token"}
+# Discriminated-union tags pydantic puts in an error's location: the schemas and their models.
+_UNION_TAGS = frozenset(SCHEMAS) | {cls.__name__ for cls in BACKEND_TYPES}
 
 
 def _substitute(
@@ -540,7 +381,7 @@ def _substitute(
         out = {}
         for k, v in value.items():
             sub = f"{path}.{k}" if path else str(k)
-            is_secret = k in _SECRET_KEYS
+            is_secret = k in SECRET_FIELDS
             if is_secret and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
                 errors.append(
                     f"{sub}: secrets must come from the environment (${{VAR}}) or a *_file key,"
@@ -576,12 +417,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"OpenAIBackend", "AzureOpenAIBackend", "AWSBedrockBackend"} or part in {
-            "openai",
-            "azure_openai",
-            "aws_bedrock",
-        }:
-            continue  # discriminated-union tags pydantic puts in the location
+        elif part in _UNION_TAGS:
+            continue
         else:
             out += f".{part}" if out else str(part)
     return out.replace("schema_", "schema")
@@ -628,16 +465,6 @@ def load_config(
     return parse_config(data, env, secrets)
 
 
-# Any of these says the AWS credential chain has something to find.
-_AWS_CREDENTIAL_HINTS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_PROFILE",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-)
-
-
 def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     """The embedded config of ``ai-gateway run`` without ``-c``, built from the environment.
 
@@ -646,26 +473,7 @@ def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     OpenAI-compatible server at ``OPENAI_BASE_URL``), then Azure OpenAI, then AWS Bedrock
     (the client's model name is then a Bedrock model id).
     """
-    env = os.environ if env is None else env
-    backends: dict[str, Any] = {}
-    if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
-        backend: dict[str, Any] = {"schema": "openai"}
-        if env.get("OPENAI_BASE_URL"):
-            backend["url"] = "${OPENAI_BASE_URL}"
-        if env.get("OPENAI_API_KEY"):
-            backend["api_key"] = "${OPENAI_API_KEY}"
-        backends["openai"] = backend
-    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
-        backends["azure"] = {
-            "schema": "azure_openai",
-            "url": "${AZURE_OPENAI_ENDPOINT}",
-            "api_key": "${AZURE_OPENAI_API_KEY}",
-            "api_version": env.get("OPENAI_API_VERSION", DEFAULT_AZURE_API_VERSION),
-        }
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region and any(env.get(k) for k in _AWS_CREDENTIAL_HINTS):
-        # Credentials themselves come from the standard AWS chain at run time.
-        backends["bedrock"] = {"schema": "aws_bedrock", "region": region}
+    backends = env_backends(os.environ if env is None else env)
     entries = [{"backend": name, "priority": i} for i, name in enumerate(backends)]
     models = [{"name": WILDCARD_MODEL, "backends": entries}] if backends else []
     return parse_config({"backends": backends, "models": models}, env)

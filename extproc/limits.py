@@ -178,14 +178,21 @@ class Admission:
 
     error: GatewayError | None = None
     """The 429 (or 503 when the store is down and failing closed) to answer; None = admitted."""
-    headers: dict[str, str] = field(default_factory=dict)
-    """``x-ratelimit-*`` of the tightest bucket of each kind (also set on ``error``)."""
     debit_buckets: tuple[str, ...] = ()
     """Token and cost buckets to pass to :meth:`Limiter.debit`; ids contain no comma."""
+    counted: tuple[Sequence[_Bucket], Sequence[int], float] | None = field(default=None, repr=False)
+    """An admitted request's buckets, their values after it and the time, for :attr:`headers`."""
 
     @property
     def allowed(self) -> bool:
         return self.error is None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``x-ratelimit-*`` of the tightest bucket of each kind, for an admitted request (a
+        refusal carries its own on ``error``). Built when read: only refusals send them (README,
+        "Rate limits"), so admission does not pay for them on every request."""
+        return _headers(*self.counted) if self.counted is not None else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +220,8 @@ class Limiter:
         self._fail_open = fail_open
         self._clock = clock
         self._store_down = False
+        self.needs_model = any(rule.match.model is not None for rule in self._rules)
+        """Whether admission depends on the model: else the router admits before it parses."""
 
     async def admit(self, client: str | None, model: str, headers: Mapping[str, str]) -> Admission:
         """``client`` is the authenticated client's name (None without ``clients``), ``model``
@@ -233,10 +242,10 @@ class Limiter:
                 return Admission(error=_store_error())
             return Admission(debit_buckets=_debits(buckets))
         self._store_ok()
-        headers_out = _headers(buckets, values, now)
         if admitted:
-            return Admission(headers=headers_out, debit_buckets=_debits(buckets))
-        return Admission(error=_refusal(buckets, counters, values, now, headers_out))
+            return Admission(debit_buckets=_debits(buckets), counted=(buckets, values, now))
+        refusal = _refusal(buckets, counters, values, now, _headers(buckets, values, now))
+        return Admission(error=refusal)
 
     async def debit(self, buckets: Sequence[str], tokens: int, cost_usd: float) -> None:
         """Add a finished response's usage to ``Admission.debit_buckets``.

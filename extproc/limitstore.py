@@ -58,15 +58,16 @@ class LimitStore(Protocol):
 
 
 def has_room(value: int, amount: int, limit: int) -> bool:
-    """The admission rule; the Lua script below applies the same one."""
+    """The admission rule; RedisStore's Lua script (extproc/redisstore.py) applies the same."""
     return value + max(amount, 1) <= limit
 
 
 class MemoryStore:
     """Counters of this process only.
 
-    The gateway runs one sidecar process per core and each has its own MemoryStore, so a limit
-    is enforced per process; use Redis to share counters between processes and replicas.
+    With limits counted here the gateway runs a single sidecar worker, whatever
+    ``sidecar.workers`` says (``GatewayConfig.worker_count``), so a limit is exact for one
+    gateway; replicas, which would each count on their own, need Redis.
     ``acquire`` never awaits, so on one event loop it is atomic without a lock.
 
     With a ``snapshot`` file the counters outlive the process: they are written there (to a

@@ -39,8 +39,8 @@ from extproc.render_filters import _compressor, _router_filter, usage_filters
 from extproc.render_logs import _records_to_sidecar, _upstream_logs
 from extproc.render_routes import (
     _before_routing,
-    _embeddings_before_routing,
     _local_reply_config,
+    _never_read_by_envoy,
     _routes,
 )
 from extproc.wire import (
@@ -130,7 +130,7 @@ def render(config: GatewayConfig, sidecar_host: str | None = None) -> dict[str, 
     routes = [route for m in ordered for route in _routes(m, config)]
     handing_off = config.accounting.by_envoy
     if handing_off:
-        routes.append(_embeddings_before_routing(config))
+        routes += _never_read_by_envoy(config)
     routes.append(_before_routing(config))
     hcm = {
         _TYPE: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

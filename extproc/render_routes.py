@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
+from extproc.endpoints import APIS, BY_PATH
 from extproc.render_clusters import cluster_name
 from extproc.render_common import _MODEL, _TYPE, UNROUTED_CLUSTER, _secs
 from extproc.render_filters import _JSON_READER, _SSE_READER
@@ -15,24 +16,29 @@ from extproc.wire import (
     DETAILS,
     MODEL_HEADER,
     NAMESPACE,
-    OPERATIONS,
     Key,
     encode_model,
 )
 
 
-def _embeddings_before_routing(config: GatewayConfig) -> dict[str, Any]:
-    """The route an embeddings request matches on arrival, before the router stage names its
-    model: Envoy builds a request's filter chain from that first route, so the usage readers
-    are left out here. Embeddings are never handed off, and Envoy's JSON parser takes ten times
-    the sidecar's time over a large answer (87 KB: about 1.1 ms of Envoy's one thread)."""
+def _never_read_by_envoy(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The routes a request of an API Envoy never accounts (``envoy_usage`` None: embeddings)
+    matches on arrival, before the router stage names its model: Envoy builds a request's
+    filter chain from that first route, so the usage readers are left out here. Such answers
+    are never handed off, and Envoy's JSON parser takes ten times the sidecar's time over a
+    large one (87 KB of embeddings: about 1.1 ms of Envoy's one thread)."""
     off = {_TYPE: "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
-    return {
-        **_before_routing(config),
-        "name": "embeddings-before-routing",
-        "match": {"path": "/v1/embeddings"},
-        "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
-    }
+    return [
+        {
+            **_before_routing(config),
+            "name": f"{api.operation}-before-routing",
+            "match": {"path": path},
+            "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
+        }
+        for api in APIS
+        if api.envoy_usage is None
+        for path in api.paths
+    ]
 
 
 def _before_routing(config: GatewayConfig) -> dict[str, Any]:
@@ -167,8 +173,8 @@ def _routes(model: ModelRoute, config: GatewayConfig) -> list[dict[str, Any]]:
     if model.single_backend() is not None:
         return [route]
     out = []
-    for path, operation in OPERATIONS.items():
-        tags = {Key.MODEL: model.name, Key.OPERATION: operation}
+    for path, api in BY_PATH.items():
+        tags = {Key.MODEL: model.name, Key.OPERATION: api.operation}
         match = {**route["match"], "path": path}
         del match["prefix"]
         out.append({**route, "match": match, "metadata": {"filter_metadata": {NAMESPACE: tags}}})

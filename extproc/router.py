@@ -14,21 +14,21 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, assert_never
 
 import orjson
 
 from extproc import encoding, wire
 from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
-from extproc.config import WILDCARD_MODEL, GatewayConfig
+from extproc.config import GatewayConfig, ModelIndex
 from extproc.duplicates import repeated_keys
+from extproc.endpoints import API, APIS, BY_PATH, ErrorShape
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
-from extproc.translate import Endpoint, json_object
+from extproc.parsework import ParseBounds
+from extproc.translate import json_object
 from extproc.wire import MODEL_HEADER, Key, encode_model
-
-POST_ENDPOINTS = cast(dict[str, Endpoint], wire.OPERATIONS)
 
 # Client headers that never reach a provider, whatever the route (README, "Security"): the
 # gateway's own x-ai-eg-* headers, credentials for the gateway or for another service, and the
@@ -50,6 +50,7 @@ NEVER_FORWARDED = frozenset(
 )
 NEVER_FORWARDED_PREFIXES = (wire.INTERNAL_PREFIX, "x-amz-")
 _MODELS = wire.MODELS_PATH
+_SUPPORTED = ", ".join([f"POST {path}" for api in APIS for path in api.paths] + [f"GET {_MODELS}"])
 # The longest model name accepted (real ones, Bedrock ARNs included, are far shorter): a name
 # travels in headers and labels, which must stay small.
 MAX_MODEL_LENGTH = 256
@@ -92,7 +93,7 @@ class Respond:
 class ReadBody:
     """Continue: the body is needed to pick the model."""
 
-    endpoint: Endpoint
+    api: API
     header_model: str | None
     path: str  # without the query: no endpoint served defines one (README, "Security")
     client: ClientKey | None = None
@@ -156,9 +157,16 @@ class Route:
 Decision = Respond | ReadBody | Route
 
 
-def error_response(err: GatewayError) -> Respond:
+def error_response(err: GatewayError, shape: ErrorShape = "openai") -> Respond:
+    """The client's answer to ``err``, in the shape its API's clients expect (before the
+    endpoint is known, OpenAI's: every path the gateway serves is OpenAI's)."""
+    match shape:
+        case "openai":
+            body = err.body()
+        case _:
+            assert_never(shape)
     headers = {"content-type": "application/json", **err.headers}
-    return Respond(err.status, err.body(), headers)
+    return Respond(err.status, body, headers)
 
 
 class Router:
@@ -168,11 +176,14 @@ class Router:
         self, config: GatewayConfig, limiter: Limiter | None = None, catalog: Catalog | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._clients = Clients(config.clients)
         self._limiter = limiter
         self._catalog = catalog or Catalog(config)
         self._model_list = (-1, b"")  # (catalog version, the list for a keyless client)
         self._forwarded = _forwarded(config)
+        http = config.http
+        self._parse_bounds = ParseBounds(http.max_json_containers, http.max_json_items)
 
     def _list(self, client: ClientKey | None) -> bytes:
         items = self._catalog.items
@@ -188,12 +199,12 @@ class Router:
             return error_response(err)
 
     def _dispatch(self, method: str, path: str, headers: Mapping[str, str]) -> Decision:
-        endpoint = POST_ENDPOINTS.get(path)
-        known = endpoint is not None or path == _MODELS or path.startswith(_MODELS + "/")
+        api = BY_PATH.get(path)
+        known = api is not None or path == _MODELS or path.startswith(_MODELS + "/")
         if not known:
             raise _unsupported(method, path)
         client = self._clients.authenticate(headers)
-        if endpoint is not None:
+        if api is not None:
             if method != "POST":
                 raise _method_not_allowed(method, path, "POST")
             if "upgrade" in headers:
@@ -209,9 +220,7 @@ class Router:
             if refused is not None:
                 raise refused
             coded = coding if encoding.codings(coding) else ""
-            return ReadBody(
-                endpoint, headers.get(MODEL_HEADER) or None, path, client, headers, coded
-            )
+            return ReadBody(api, headers.get(MODEL_HEADER) or None, path, client, headers, coded)
         if method != "GET":
             raise _method_not_allowed(method, path, "GET")
         return self._models(path[len(_MODELS) + 1 :], client)
@@ -231,31 +240,48 @@ class Router:
 
     async def on_body(self, request: ReadBody, body: bytes) -> Decision:
         try:
+            limiter = self._limiter
+            # When the key alone decides, a client over its limits costs no parse.
+            early = limiter is not None and not limiter.needs_model
+            buckets = await self._admission(limiter, request, "") if early else ""
+            if isinstance(buckets, Respond):
+                return buckets
             route = self._route(request, body)
-            return await self._admit(request, route)
-        except GatewayError as err:
-            return error_response(err)
-
-    async def _admit(self, request: ReadBody, route: Route) -> Decision:
-        model = route.state.model
-        authorize(request.client, model)
-        if self._limiter is None:
+            authorize(request.client, route.state.model)
+            if not early:
+                buckets = await self._admission(limiter, request, route.state.model)
+                if isinstance(buckets, Respond):
+                    return buckets
+            if buckets:
+                route.state = dataclasses.replace(route.state, ratelimit=buckets)
             return route
+        except GatewayError as err:
+            return error_response(err, request.api.errors)
+
+    @staticmethod
+    async def _admission(limiter: Limiter | None, request: ReadBody, model: str) -> Respond | str:
+        """The 429 (or 503) for a request over its limits, else its buckets to debit."""
+        if limiter is None:
+            return ""
         client = request.client.name if request.client else None
-        admission = await self._limiter.admit(client, model, request.headers)
+        admission = await limiter.admit(client, model, request.headers)
         if admission.error is not None:
-            return error_response(admission.error)
-        route.state = dataclasses.replace(route.state, ratelimit=",".join(admission.debit_buckets))
-        return route
+            return error_response(admission.error, request.api.errors)
+        return ",".join(admission.debit_buckets)
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
         decoded = None
         if request.content_encoding:
             limit = self._config.http.max_request_bytes
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
-        doc = json_object(body)
-        _refuse_repeated_keys(body)
-        body_model = doc.get("model")
+        match request.api.body:
+            case "json":
+                self._parse_bounds.check(body)
+                doc = json_object(body)
+                _refuse_repeated_keys(body)
+                body_model = doc.get("model")
+            case _:
+                assert_never(request.api.body)
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
         header_model = _header_text(request.header_model)
@@ -269,7 +295,7 @@ class Router:
         _check_model(model)
         if body_model and header_model:
             _check_model(body_model)
-        route = self._config.model(model) or self._config.model(WILDCARD_MODEL)
+        route = self._routes.route(model)
         if route is None:
             if not self._config.models:
                 raise _no_provider()
@@ -379,8 +405,7 @@ def _unsupported(method: str, path: str) -> GatewayError:
     )
     return GatewayError(
         404,
-        f"{method} {path} {detail}. Supported: POST /v1/chat/completions, POST /v1/embeddings,"
-        " GET /v1/models.",
+        f"{method} {path} {detail}. Supported: {_SUPPORTED}.",
         NOT_FOUND,
         code="unsupported_endpoint",
     )

@@ -237,7 +237,7 @@ async def _router_phases(
         return
     # One backend: this stream serves the request the way the upstream stage would serve an
     # attempt, which saves Envoy and the sidecar a second gRPC stream per request.
-    exchange = stage.exchange(hand_off=True)
+    exchange = stage.exchange(router_stage=True)
     try:
         step = await _single_backend_request(exchange, decision, client_headers, body)
         yield _step_reply(kind, step, clear_route_cache=True)
@@ -515,5 +515,5 @@ def run_worker(config: GatewayConfig, address: str) -> None:
         uvloop.install()
     except ImportError:  # uvloop is optional (e.g. on Windows); asyncio's loop works too
         pass
-    max_bytes = config.http.max_request_bytes + 1024 * 1024
+    max_bytes = 3 * config.http.max_request_bytes + 1024 * 1024
     asyncio.run(serve(config, address, max_bytes))

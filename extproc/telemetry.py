@@ -32,6 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client import Histogram as PromHistogram
 
+from extproc.endpoints import BY_OPERATION
 from extproc.labels import LabelBounds
 from extproc.usage import Usage
 
@@ -138,7 +139,8 @@ class Record:
         if u is None:
             return {}
         counts = {"input": u.input_tokens}
-        if self.operation != "embeddings":  # embeddings have no output tokens to observe
+        api = BY_OPERATION.get(self.operation)
+        if api is None or api.output_tokens:  # embeddings have no output tokens to observe
             counts["output"] = u.output_tokens
         if u.cached_input_tokens:
             counts["cached_input"] = u.cached_input_tokens

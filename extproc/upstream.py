@@ -25,18 +25,20 @@ from typing import Any
 from extproc import encoding, tokens
 from extproc.auth import Auth
 from extproc.backends import BackendRuntime, build_backends
-from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelBackend, ModelRoute, Pricing
+from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import cost_usd, pricing_for
+from extproc.endpoints import BY_PATH
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
-from extproc.router import POST_ENDPOINTS, Respond, RouteState
+from extproc.router import Respond, RouteState
 from extproc.telemetry import Record, Span, Telemetry, error_type
 from extproc.translate import (
     BodyMode,
     FanOut,
     RequestContext,
     Translator,
+    Unbuffered,
     UpstreamRequest,
     bad_upstream_response,
 )
@@ -84,6 +86,7 @@ class UpstreamStage:
         self, config: GatewayConfig, telemetry: Telemetry, limiter: Limiter | None = None
     ) -> None:
         self._config = config
+        self._routes = ModelIndex(config.models)
         self._backends = build_backends(config)
         self._telemetry = telemetry
         self._limiter = limiter
@@ -94,10 +97,12 @@ class UpstreamStage:
             owned.update(backend.static_headers)
         self._owned_headers = sorted(owned)
 
-    def exchange(self, hand_off: bool = False) -> Exchange:
-        """``hand_off``: the attempt may leave its answer to Envoy (``accounting.mode:
-        envoy``); only the router stage can, whose dynamic metadata Envoy's access log sees."""
-        return Exchange(self, hand_off and self._config.accounting.by_envoy)
+    def exchange(self, router_stage: bool = False) -> Exchange:
+        """``router_stage``: the attempt is served by the router stage (a model with one
+        backend), a downstream filter of Envoy's, not by the upstream stage. Only it may leave
+        the answer to Envoy (``accounting.mode: envoy``): Envoy's access log sees its dynamic
+        metadata."""
+        return Exchange(self, router_stage and self._config.accounting.by_envoy, router_stage)
 
     def backend(self, name: str) -> BackendRuntime | None:
         return self._backends.get(name)
@@ -106,8 +111,7 @@ class UpstreamStage:
         self, route_model: str, backend: str
     ) -> tuple[ModelRoute | None, ModelBackend | None]:
         """The model route Envoy chose (or the wildcard one) and its entry for ``backend``."""
-        config = self._config
-        model = config.model(route_model) or config.model(WILDCARD_MODEL)
+        model = self._routes.route(route_model)
         return model, model.backend_entry(backend) if model else None
 
     def pricing(self, route_model: str, backend: str) -> Pricing | None:
@@ -146,15 +150,20 @@ class UpstreamStage:
 class Exchange:
     """One attempt, from request headers to the last response chunk."""
 
-    def __init__(self, stage: UpstreamStage, may_hand_off: bool = False) -> None:
+    def __init__(
+        self, stage: UpstreamStage, may_hand_off: bool = False, router_stage: bool = False
+    ) -> None:
         self._stage = stage
         self._may_hand_off = may_hand_off
+        self._router_stage = router_stage
         self._handed_off = False  # the answer is Envoy's to read (see _hand_off)
         self._translator: Translator | None = None
         self._auth: Auth | None = None
         self._host = ""
         self._length = 0
-        self._decoder: encoding.Decoder | None = None  # an answer compressed although unasked
+        self._coding = ""  # the answer's content coding, when compressed although unasked
+        self._decoder: encoding.Decoder | None = None
+        self._billed = False  # a 2xx answer the client got an error for: usage is estimated
         self._started = time.monotonic()
         self._first_chunk: float | None = None
         self._status = 0
@@ -189,8 +198,8 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = self._stage.route(route_model, backend_name)
         path = state.path if state else ""
-        endpoint = POST_ENDPOINTS.get(path)
-        if state is None or backend is None or entry is None or endpoint is None:
+        api = BY_PATH.get(path)
+        if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
                 500,
@@ -199,7 +208,7 @@ class Exchange:
                 SERVER,
             )
         ctx = RequestContext(
-            endpoint=endpoint,
+            endpoint=api.operation,
             route_model=route_model,
             upstream_model=entry.model or route_model,
             body_model=state.body_model,
@@ -212,7 +221,7 @@ class Exchange:
         self._pricing = pricing_for(model, entry)
         attempt = headers.get(ATTEMPT_HEADER, "1")
         self._attempt = int(attempt) if attempt.isdigit() else 1
-        self._span = self._stage._telemetry.start_span(endpoint, headers)
+        self._span = self._stage._telemetry.start_span(api.operation, headers)
         self._extra = {
             attr: headers.get(name, "") for name, attr in config.telemetry.header_attributes.items()
         }
@@ -224,8 +233,8 @@ class Exchange:
         self._length = state.request_bytes
         self._handed_off = (
             self._may_hand_off
-            # Envoy's JSON parser reads a large embeddings answer far slower than the sidecar.
-            and endpoint == "chat"
+            # Envoy's readers know where its usage is (not embeddings': see endpoints.py).
+            and api.envoy_usage is not None
             and isinstance(translator, PassThrough)
             and translator.forwards_unchanged
             # Rate-limit debits are made at once by the sidecar; the access log comes later.
@@ -337,6 +346,14 @@ class Exchange:
         self._status = status
         head = self._translator.response_headers(status, headers)
         mode = "none" if end_of_stream else self._translator.response_body_mode(status, headers)
+        coding = encoding.codings(headers.get("content-encoding")) if mode != "none" else []
+        limit = self._stage._config.http.max_request_bytes
+        if mode == "buffered" and _length(headers) > limit and self._unbuffered(status, coding):
+            # Announced too large to buffer, and needs no rewrite: passed on, and read as it
+            # passes where Envoy allows it. In an upstream filter chain, Envoy 1.40 crashes
+            # (SIGSEGV, measured) when an ext_proc that streamed a large body lowers its
+            # watermark after the provider's response ended: there Envoy passes it on alone.
+            mode = "streamed" if self._router_stage else "none"
         self._buffered = mode == "buffered"
         step = Step(
             set_headers=dict(head.set), remove_headers=list(head.remove), response_body=mode
@@ -344,18 +361,26 @@ class Exchange:
         if head.status is not None:
             step.set_headers[":status"] = str(head.status)
             self._status = head.status
-        coding = encoding.codings(headers.get("content-encoding"))
-        if coding and mode != "none":
+        if coding:
             # The gateway asked for identity; a provider that compressed anyway is read too.
             if len(coding) > 1 or coding[0] not in encoding.SUPPORTED:
                 return self._fail(encoding.unreadable_answer(", ".join(coding)))
-            limit = self._stage._config.http.max_request_bytes
-            self._decoder = encoding.Decoder(coding[0], limit, whole=self._buffered)
+            self._coding = coding[0]
             step.remove_headers += ["content-encoding", "content-length"]
         if mode == "none":
             step.metadata = self._finish(cut=False)
             step.done = True
         return step
+
+    def _unbuffered(self, status: int, coding: list[str]) -> bool:
+        """Whether the answer may be read as it passes (see :class:`Unbuffered`), from now on.
+        Not when compressed unasked: each chunk would be replaced by its decoded bytes, more
+        than one gRPC message may carry, and the rest Envoy passes on unread stays compressed."""
+        translator = self._translator
+        if coding or not (200 <= status < 300 and isinstance(translator, Unbuffered)):
+            return False
+        translator.read_unbuffered()
+        return True
 
     def response_body(self, chunk: bytes, end_of_stream: bool) -> Step:
         assert self._translator is not None
@@ -363,30 +388,52 @@ class Exchange:
             self._first_chunk = time.monotonic()
         if self._buffered and not end_of_stream:
             # Envoy sends a buffered body before its end only when it outgrew the buffer limit
-            # (see server._mode_override): no translator can read part of a JSON document.
-            return self._fail(
-                GatewayError(
-                    502,
-                    f"The provider's answer is larger than the gateway's buffer limit"
-                    f" ({len(chunk)} bytes).",
-                    UPSTREAM,
-                    code=RESPONSE_TOO_LARGE,
-                )
-            )
-        raw = chunk
+            # (see server._mode_override), and then passes the rest on without the sidecar. An
+            # answer that needs no rewrite goes on too, accounted from what was seen; no
+            # translator can read part of a JSON document.
+            self._buffered = False
+            if not self._unbuffered(self._status, [self._coding] if self._coding else []):
+                return self._too_large(len(chunk))
+            out = self._passed_on(chunk, end_of_stream=False)
+            return Step(body=out, metadata=self._finish(cut=False), done=True)
         try:
-            if self._decoder is not None:
-                chunk = self._decode(chunk, end_of_stream)
-            out = self._translator.response_body(chunk, end_of_stream)
+            out = self._passed_on(chunk, end_of_stream)
         except GatewayError as err:
             # A buffered 2xx answer the translator cannot pass on: its head is still held by
             # Envoy, so an immediate response replaces the whole answer.
             return self._fail(err)
-        step = Step(body=None if out is raw else out, done=end_of_stream)
+        step = Step(body=out, done=end_of_stream)
         if end_of_stream:
             step.metadata = self._finish(cut=False)
             self._cost_header(step.metadata, step.set_headers)
         return step
+
+    def _passed_on(self, chunk: bytes, end_of_stream: bool) -> bytes | None:
+        """What the client gets of ``chunk`` (None: the chunk as it came)."""
+        assert self._translator is not None
+        raw = chunk
+        if self._coding:
+            if self._decoder is None:
+                limit = self._stage._config.http.max_request_bytes
+                self._decoder = encoding.Decoder(self._coding, limit, whole=self._buffered)
+            chunk = self._decode(chunk, end_of_stream)
+        out = self._translator.response_body(chunk, end_of_stream)
+        return None if out is raw else out
+
+    def _too_large(self, seen: int) -> Step:
+        """The 502 in place of an answer too large to buffer that must be rewritten; the
+        provider billed it all the same, so its usage is estimated (see :meth:`_finish`)."""
+        self._billed = 200 <= self._status < 300
+        return self._fail(
+            GatewayError(
+                502,
+                f"The provider's answer is larger than the gateway's buffer limit ({seen}"
+                " bytes) and must be translated whole; ask for less (fewer inputs, a shorter"
+                " answer) or raise http.max_request_bytes.",
+                UPSTREAM,
+                code=RESPONSE_TOO_LARGE,
+            )
+        )
 
     def _decode(self, chunk: bytes, end_of_stream: bool) -> bytes:
         assert self._decoder is not None
@@ -436,7 +483,7 @@ class Exchange:
         # client that leaves after either (the SDK closes the connection right after the last
         # event) cut nothing.
         cut = cut and usage is None and not (translator is not None and translator.complete)
-        if usage is None and translator is not None and 200 <= self._status < 300:
+        if usage is None and translator is not None and (self._billed or 200 <= self._status < 300):
             # The provider billed it all the same: counted here, marked as estimated.
             usage = self._estimate(translator)
         if failure is None and translator is not None:
@@ -495,3 +542,9 @@ class Exchange:
         else:
             prompt = tokens.body_tokens(self._length)
         return estimated(prompt, translator.output_tokens(model))
+
+
+def _length(headers: Mapping[str, str]) -> int:
+    """The body length a response head announces; 0 when it announces none (chunked)."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0

@@ -84,12 +84,10 @@ class Key(StrEnum):
     NOT_JSON = "not_json"  # a buffered answer's body that Envoy's JSON reader could not parse
 
 
-# The OpenAI API paths the gateway serves, and the operation (gen_ai.operation.name) of each
-# POST endpoint.
+# The OpenAI API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
-OPERATIONS = {CHAT_PATH: "chat", EMBEDDINGS_PATH: "embeddings"}
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and
 # the key they write it under: the renderer writes the rules, the access-log reader reads them.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ FUZZ = Path(__file__).resolve().parent
 REPO = FUZZ.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.vocabulary import WORDS, bug_signature  # noqa: E402 - needs the repo on the path
 
 # signature (exception type @ innermost extproc frame) -> the test that pins it down.
 KNOWN: dict[str, str] = {}  # none open: every bug the runs and properties found is fixed
@@ -34,12 +35,6 @@ def argv() -> list[str]:
     return [os.environ.get("FUZZ_ARGV0", sys.argv[0]), *sys.argv[1:]]
 
 
-def signature(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/extproc/" in f.filename]
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "?"
-    return f"{type(exc).__name__}@{where}"
-
-
 def guard(target: str, check: Callable[[bytes], None]) -> Callable[[bytes], None]:
     """``check`` with known bugs recorded instead of raised."""
     crashes = FUZZ / "crashes" / target
@@ -48,7 +43,7 @@ def guard(target: str, check: Callable[[bytes], None]) -> Callable[[bytes], None
         try:
             check(data)
         except Exception as exc:
-            sig = signature(exc)
+            sig = bug_signature(exc)
             if sig not in KNOWN:
                 raise
             if sig not in _seen and os.environ.get("FUZZ_KEEP_KNOWN", "1") == "1":
@@ -61,28 +56,6 @@ def guard(target: str, check: Callable[[bytes], None]) -> Callable[[bytes], None
                     path.write_bytes(data)
 
     return run
-
-
-# Names and values of the OpenAI and Bedrock APIs: a generated document uses them often, so
-# the fuzzer reaches the code behind each field instead of stopping at "unknown field".
-VOCABULARY = [
-    "model", "messages", "role", "content", "user", "assistant", "system", "developer", "tool",
-    "type", "text", "image_url", "url", "refusal", "tool_calls", "function", "name",
-    "arguments", "id", "tool_call_id", "tools", "tool_choice", "auto", "none", "required",
-    "parameters", "description", "response_format", "json_schema", "json_object", "schema",
-    "object", "properties", "stream", "stream_options", "include_usage", "max_tokens",
-    "max_completion_tokens", "temperature", "top_p", "stop", "n", "logprobs", "top_logprobs",
-    "logit_bias", "presence_penalty", "frequency_penalty", "seed", "parallel_tool_calls",
-    "user", "metadata", "store", "service_tier", "reasoning_effort", "verbosity", "modalities",
-    "input", "encoding_format", "base64", "float", "dimensions", "data:image/png;base64,AAAA",
-    "https://example.com/a.png", "{}", '{"a": 1}', "usage", "prompt_tokens",
-    "completion_tokens", "total_tokens", "choices", "delta", "finish_reason", "[DONE]",
-    "output", "message", "toolUse", "toolUseId", "reasoningContent", "reasoningText",
-    "contentBlockIndex", "start", "stopReason", "end_turn", "tool_use", "max_tokens",
-    "inputTokens", "outputTokens", "cacheReadInputTokens", "embedding", "embeddings",
-    "inputTextTokenCount", "input", "Message", "prompt_tokens_details", "cached_tokens",
-    "completion_tokens_details", "reasoning_tokens", "anthropic.claude-v1:0", "",
-]  # fmt: skip
 
 
 def json_value(fdp: Any, depth: int = 0) -> object:
@@ -100,13 +73,13 @@ def json_value(fdp: Any, depth: int = 0) -> object:
         return value if value == value and abs(value) != float("inf") else 0.5
     if kind in (4, 5):
         if fdp.ConsumeBool():
-            return VOCABULARY[consume_int(0, len(VOCABULARY) - 1)]
+            return WORDS[consume_int(0, len(WORDS) - 1)]
         return fdp.ConsumeUnicodeNoSurrogates(consume_int(0, 24))
     if kind in (6, 7):
         return [json_value(fdp, depth + 1) for _ in range(consume_int(0, 4))]
     out: dict[str, object] = {}
     for _ in range(consume_int(0, 6)):
-        key = VOCABULARY[consume_int(0, len(VOCABULARY) - 1)]
+        key = WORDS[consume_int(0, len(WORDS) - 1)]
         out[key] = json_value(fdp, depth + 1)
     return out
 

@@ -1,4 +1,4 @@
-"""The Bedrock request translators (translate/bedrock.py): any client body.
+"""The Bedrock request translators (translate/bedrock/): any client body.
 
 Invariants: the only exception is a 4xx :class:`GatewayError`; every upstream request carries a
 JSON object body and a path under ``/model/<quoted id>/``; a Titan batch fans out into one
@@ -14,7 +14,8 @@ from _common import argv, guard, json_object
 with atheris.instrument_imports():
     from extproc.errors import GatewayError
     from extproc.translate import RequestContext, UpstreamRequest
-    from extproc.translate.bedrock import BedrockChat, BedrockEmbeddings
+    from extproc.translate.bedrock.chat import BedrockChat
+    from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 
 CHAT_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 EMBEDDING_MODELS = [

@@ -16,7 +16,8 @@ with atheris.instrument_imports():
     from extproc.errors import GatewayError
     from extproc.eventstream import encode_message
     from extproc.translate import RequestContext, Translator, UpstreamReply
-    from extproc.translate.bedrock import BedrockChat, BedrockEmbeddings
+    from extproc.translate.bedrock.chat import BedrockChat
+    from extproc.translate.bedrock.embeddings import BedrockEmbeddings
     from extproc.translate.openai import PassThrough
 
 EVENTS = [

@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import orjson
 
+from extproc.endpoints import Operation
 from extproc.errors import UPSTREAM, GatewayError, bad_request
 from extproc.usage import Usage
 
-Endpoint = Literal["chat", "embeddings"]
 BodyMode = Literal["none", "streamed", "buffered"]
 
 # Translator.failure values (and the error code the client sees for them).
@@ -79,7 +79,7 @@ def dump_json(doc: Any) -> bytes:
 class RequestContext:
     """What the upstream stage knows about one attempt before it sees the body."""
 
-    endpoint: Endpoint
+    endpoint: Operation
     route_model: str  # the model name the client asked for (what Envoy routed on)
     upstream_model: str  # the model (or deployment, or Bedrock model id) sent to the backend
     body_model: str | None  # the body's "model" as the router saw it; None when absent
@@ -170,6 +170,15 @@ class Translator(Protocol):
     def output_tokens(self, model: str) -> int:
         """Output tokens of what the answer said so far (text, reasoning, tool calls), counted
         by the gateway (:mod:`extproc.tokens`) for an answer that ended without usage."""
+
+
+@runtime_checkable
+class Unbuffered(Protocol):
+    """Optional part of a :class:`Translator` whose buffered answers pass on unchanged: one too
+    large to buffer can then be read as it passes (streamed), its usage from its ends."""
+
+    def read_unbuffered(self) -> None:
+        """From now on, :meth:`Translator.response_body` gets the body in chunks."""
 
 
 @runtime_checkable

@@ -18,11 +18,12 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode
 
 from extproc.config import AzureOpenAIBackend
-from extproc.translate import Endpoint, RequestContext, Translator, path_segment
+from extproc.endpoints import Operation
+from extproc.translate import RequestContext, Translator, path_segment
 from extproc.translate.openai import PassThrough, join_path
 
 # From the endpoint the router classified, not the client's path: Azure has only these.
-_OPERATIONS: dict[Endpoint, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+_OPERATIONS: dict[Operation, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
 
 
 def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:

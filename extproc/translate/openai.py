@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from extproc import tokens
 from extproc.errors import UPSTREAM, error_body
+from extproc.largejson import HeadTail
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
     EVENT_TOO_LARGE,
@@ -30,6 +31,7 @@ from extproc.usage import (
     Usage,
     answer_text,
     from_json_doc,
+    from_openai,
     json_document,
 )
 
@@ -97,6 +99,7 @@ class PassThrough:
 
     def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
         self._path = path
+        self._chat = ctx.endpoint == "chat"
         self._model = (
             ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
         )
@@ -110,6 +113,7 @@ class PassThrough:
         self._ended = False  # the whole body was seen
         self._failure: str | None = None
         self._said = ""  # a buffered answer's text, kept when it came without usage
+        self._large: HeadTail | None = None  # the ends of an answer too large to buffer
 
     @property
     def forwards_unchanged(self) -> bool:
@@ -148,8 +152,21 @@ class PassThrough:
     def response_headers(self, status: int, headers: Mapping[str, str]) -> ResponseHead:
         return ResponseHead()
 
+    def read_unbuffered(self) -> None:
+        """Read a JSON answer too large to buffer as it passes, keeping only its ends: it is
+        passed on unchanged, so its usage is all the gateway needs of it."""
+        self._large = HeadTail()
+
     def response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
         observer = self._observer
+        large = self._large
+        if large is not None:
+            large.feed(chunk)
+            if end_of_stream:
+                self._ended = True
+                usage, model = large.fields()
+                self.usage, self.response_model = from_openai(usage), model
+            return chunk
         if observer is None:
             # Buffered: the whole body in one chunk, its head still held by Envoy.
             self._ended = self._ended or end_of_stream
@@ -180,4 +197,9 @@ class PassThrough:
 
     def output_tokens(self, model: str) -> int:
         observer = self._observer
-        return observer.output_tokens(model) if observer else tokens.count(self._said, model)
+        if observer is not None:
+            return observer.output_tokens(model)
+        if self._large is not None:
+            # Only a chat answer's size says something of its output; an embedding has none.
+            return tokens.answer_tokens(self._large.length, stream=False) if self._chat else 0
+        return tokens.count(self._said, model)

@@ -398,6 +398,16 @@ class FakeBedrock(FakeServer):
         self.tool_input: Json | None = None  # replaces the schema example of a tool call input
         self._rng = Random(seed)
 
+    def backend(self, url: str | None = None) -> dict[str, str]:
+        """The gateway's backend config for this fake (``url``: another server in its place)."""
+        return {
+            "schema": "aws_bedrock",
+            "url": url or self.url,
+            "region": self.region,
+            "access_key_id": self.access_key,
+            "secret_access_key": self.secret_key,
+        }
+
     @property
     def authority(self) -> str:
         """What a client sends as ``Host`` / ``:authority``."""

@@ -12,6 +12,7 @@ More ways for a provider to misbehave, each answering every request it gets the 
 - ``short_body``: a 200 ``application/json`` that announces more bytes than it sends, then
   closes the connection;
 - ``huge_json``: a valid chat completion whose content is ``size`` bytes of text;
+- ``huge_converse``: a valid Bedrock Converse answer whose text is ``size`` bytes, chunked;
 - ``huge_sse``: a valid chat stream of about ``size`` bytes (``[DONE]`` included);
 - ``endless_event``: a chat stream whose second event never ends: ``size`` bytes without a
   blank line, then the end of the body;
@@ -43,6 +44,7 @@ Behaviour = Literal[
     "truncated_json",
     "short_body",
     "huge_json",
+    "huge_converse",
     "huge_sse",
     "endless_event",
     "bad_crc",
@@ -214,6 +216,18 @@ class FaultyUpstream:
         elif behaviour == "huge_json":
             body = completion("x" * self.size)
             conn.sendall(_json_head(len(body)) + body)
+        elif behaviour == "huge_converse":
+            body = orjson.dumps(
+                {
+                    "output": {
+                        "message": {"role": "assistant", "content": [{"text": "x" * self.size}]}
+                    },
+                    "stopReason": "end_turn",
+                    "usage": {"inputTokens": 3, "outputTokens": 5, "totalTokens": 8},
+                }
+            )
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            conn.sendall(head + b"transfer-encoding: chunked\r\n\r\n" + _chunk(body) + b"0\r\n\r\n")
         elif behaviour == "huge_sse":
             self._huge_sse(conn)
         elif behaviour == "endless_event":

@@ -241,9 +241,12 @@ def completion_chunks(reply: Reply, include_usage: bool) -> list[Json]:
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-def sse_events(chunks: Iterable[Json]) -> list[bytes]:
+def sse_events(chunks: Iterable[Json], crlf: bool = False) -> list[bytes]:
+    """The stream's events; ``crlf``: lines end in CR LF, which SSE allows and some servers
+    (behind some proxies) send."""
     events = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
-    return [KEEP_ALIVE, *events[:1], KEEP_ALIVE, *events[1:], b"data: [DONE]\n\n"]
+    out = [KEEP_ALIVE, *events[:1], KEEP_ALIVE, *events[1:], b"data: [DONE]\n\n"]
+    return [e.replace(b"\n", b"\r\n") for e in out] if crlf else out
 
 
 def embeddings(body: Json) -> Json:
@@ -302,13 +305,15 @@ class FakeOpenAI(FakeServer):
         ssl_context: ssl.SSLContext | None = None,
         chunk_delay: float = DEFAULT_CHUNK_DELAY,
         compress: Compress = "asked",
+        chunked: bool = False,
         models: Iterable[str] = DEFAULT_MODELS,
         ignore_include_usage: bool = False,
         omit_usage: bool = False,
         linger: float = 0.0,
         json_content_type: str = "application/json",
+        crlf: bool = False,
     ) -> None:
-        super().__init__(ssl_context=ssl_context, compress=compress)
+        super().__init__(ssl_context=ssl_context, compress=compress, chunked=chunked)
         self.json_content_type = json_content_type  # of chat answers (not streams)
         self.prefix = prefix.rstrip("/")
         self.api_key = api_key
@@ -317,6 +322,7 @@ class FakeOpenAI(FakeServer):
         self.ignore_include_usage = ignore_include_usage or omit_usage
         self.omit_usage = omit_usage
         self.linger = linger
+        self.crlf = crlf
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
@@ -380,7 +386,8 @@ class FakeOpenAI(FakeServer):
             return json_response(doc, content_type=self.json_content_type)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = sse_events(
-            self.completion_chunks(reply, include_usage and not self.ignore_include_usage)
+            self.completion_chunks(reply, include_usage and not self.ignore_include_usage),
+            crlf=self.crlf,
         )
         return await stream_chunks(
             request,

@@ -18,19 +18,18 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import yaml
 from aiohttp import web
 
+from extproc.endpoints import Operation
 from extproc.errors import error_body
 from tests.fakes.server import DEFAULT_CHUNK_DELAY, FakeServer, Reject, stream_chunks
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "openai"
-
-Endpoint = Literal["chat", "embeddings"]
 
 # Framing and transport headers describe the recorded connection, not this one.
 _HOP_HEADERS = {"content-length", "content-encoding", "transfer-encoding", "connection", "date"}
@@ -65,7 +64,7 @@ class Cassette:
     response_body: bytes
 
     @property
-    def endpoint(self) -> Endpoint | None:
+    def endpoint(self) -> Operation | None:
         if self.path.endswith("/chat/completions"):
             return "chat"
         if self.path.endswith("/embeddings"):
@@ -126,7 +125,7 @@ def load_cassette(path: Path) -> list[Cassette]:
 
 
 def cassettes(
-    endpoint: Endpoint | None = None, directory: Path = CONFORMANCE_DIR
+    endpoint: Operation | None = None, directory: Path = CONFORMANCE_DIR
 ) -> list[Cassette]:
     """Every recorded interaction, or only those of one endpoint (by URL path), by name."""
     found = [c for path in sorted(directory.glob("*.yaml")) for c in load_cassette(path)]

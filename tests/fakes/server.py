@@ -127,10 +127,16 @@ class FakeServer:
     """An aiohttp application served from a private event loop; a context manager."""
 
     def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, compress: Compress = "asked"
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        compress: Compress = "asked",
+        chunked: bool = False,
     ) -> None:
         self.requests: list[RecordedRequest] = []
         self.compress: Compress = compress
+        # Whole answers without a content-length (chunked), as servers that stream their JSON.
+        self.chunked = chunked
         self._ssl_context = ssl_context
         self._port = 0
         self._faults: list[_Fault] = []
@@ -291,7 +297,10 @@ class FakeServer:
             body = gz.piece(body) + gz.end()
             headers["content-encoding"] = "gzip"
         out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
-        out.content_length = len(body)
+        if self.chunked:
+            out.enable_chunked_encoding()
+        else:
+            out.content_length = len(body)
         await out.prepare(request)
         try:
             for piece in _pieces(body, random.Random(len(self.requests))):

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from extproc.usage import Usage
 from tests.harness import Gateway
 
 _WORKER = re.compile(r"\bworker unix:\S*/(worker-\d+)\.sock")
@@ -64,12 +65,13 @@ def envoy_pid(gw: Gateway) -> int:
     raise AssertionError("no envoy process")
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of ``pid`` now, or its peak so far with ``field="VmHWM"``."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def open_fds(pid: int) -> int:
@@ -210,3 +212,15 @@ def tracebacks(gw: Gateway) -> list[str]:
             out.append(line.strip())
             inside = False
     return out
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def reported_usage(usage: Any) -> Usage:
+    """The usage an SDK answer reported (it must report one), as the gateway's ``Usage``."""
+    assert usage is not None
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)

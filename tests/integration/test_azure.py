@@ -84,6 +84,21 @@ def test_chat_non_streaming_with_api_key(client: OpenAI, azure: FakeAzure) -> No
     assert "authorization" not in seen.headers
 
 
+def test_a_client_api_version_in_any_case_never_reaches_azure(
+    client: OpenAI, azure: FakeAzure
+) -> None:
+    # Azure reads its query parameters without regard to case: a client's spelling beside the
+    # gateway's would pick the API version (issue 29). The client's query is dropped whole.
+    client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hello azure"}],
+        extra_query={"API-Version": "2020-01-01", "Api-version": "2021-01-01", "x": "1"},
+    )
+    seen = azure.requests[-1]
+    assert seen.query == {"api-version": "2024-10-21"}
+    assert seen.raw_path.lower().count("api-version") == 1
+
+
 def test_chat_streaming(client: OpenAI) -> None:
     stream = client.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "stream this please"}], stream=True

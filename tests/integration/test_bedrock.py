@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from extproc.config import Pricing
 from extproc.cost import cost_usd
-from extproc.translate.bedrock import MAX_TITAN_INPUTS
+from extproc.translate.bedrock.fields import MAX_TITAN_INPUTS
 from extproc.usage import Usage
 from tests.fakes.bedrock import RECORDED_MODEL, THROTTLE, THROTTLED_MODEL, FakeBedrock
 from tests.fakes.openai import count_tokens, vector

@@ -89,11 +89,6 @@ def gateway(request: pytest.FixtureRequest, fakes: dict[str, Any]) -> Iterator[G
         yield gw
 
 
-@pytest.fixture(scope="module")
-def client(gateway: Gateway) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/v1", api_key="c", max_retries=0)
-
-
 def _recorded(gateway: Gateway, model: str) -> tuple[float, float]:
     """Input and output tokens recorded so far for ``model`` (summed over its attempts)."""
     return tuple(  # type: ignore[return-value]

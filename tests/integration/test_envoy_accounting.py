@@ -22,7 +22,7 @@ from tests.fakes.faulty import FaultyUpstream
 from tests.fakes.openai import FakeOpenAI, chat_reply
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
-from tests.integration.probes import envoy_stat, metric, tracebacks, wait_for
+from tests.integration.probes import envoy_stat, metric, reported_usage, tracebacks, wait_for
 
 PRICE = {"input": 0.15, "cached_input": 0.075, "output": 0.60, "per_request": 0.0001}
 MSGS_SENT = "http.ai_gateway.ext_proc.stream_msgs_sent"
@@ -78,25 +78,15 @@ def gateway(
             yield gw
 
 
-@pytest.fixture(scope="module")
-def client(gateway: Gateway) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/v1", api_key="c", max_retries=0)
-
-
 def _messages(i: int, words: int = 4) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"v{i}x{j}" for j in range(words))}]
-
-
-def _usage(usage: Any) -> Usage:
-    assert usage is not None
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
 
 def _stream(client: OpenAI, model: str, i: int) -> Usage:
     chunks = list(client.chat.completions.create(
         model=model, messages=_messages(i, 6), stream=True, stream_options={"include_usage": True}
     ))  # fmt: skip
-    return _usage(chunks[-1].usage)
+    return reported_usage(chunks[-1].usage)
 
 
 def _messages_sent(gateway: Gateway) -> int:
@@ -119,7 +109,7 @@ def test_handed_off_requests_take_two_messages_and_are_accounted_exactly(
     before = _messages_sent(gateway)
     tenant = {"x-tenant-id": "acme"}
     chats = [
-        _usage(
+        reported_usage(
             client.chat.completions.create(
                 model="free", messages=_messages(i), extra_headers=tenant
             ).usage
@@ -127,7 +117,9 @@ def test_handed_off_requests_take_two_messages_and_are_accounted_exactly(
         for i in range(4)
     ]
     streams = [_stream(client, "free", i) for i in range(4)]
-    azure = [_usage(client.chat.completions.create(model="az", messages=_messages(7)).usage)]
+    azure = [
+        reported_usage(client.chat.completions.create(model="az", messages=_messages(7)).usage)
+    ]
     handed_off = len(chats) + len(streams) + len(azure)
     # Request headers and body, nothing of the answer (the default mode sends at least four).
     # At times the answer's head reaches the ext_proc filter before the sidecar's end of the
@@ -168,7 +160,7 @@ def test_priced_streams_are_handed_off_and_priced_answers_keep_their_cost_header
     assert 2 * 3 <= _messages_sent(gateway) - before < 3 * 3
     # A buffered answer of a priced model carries its cost header: the sidecar reads that one.
     reply = client.chat.completions.with_raw_response.create(model="priced", messages=_messages(9))
-    usage = _usage(reply.parse().usage)
+    usage = reported_usage(reply.parse().usage)
     assert float(reply.headers["x-ai-eg-cost-usd"]) == pytest.approx(
         cost_usd(usage, Pricing(**PRICE)), abs=1e-6
     )

@@ -35,17 +35,6 @@ ANSWER = count_tokens("Echo: " + TEXT)  # its completion_tokens
 WORD_DELAY = 0.1
 
 
-@pytest.fixture(scope="module", params=["sidecar", "envoy"])
-def accounting(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def otlp(accounting: str) -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as receiver:
-        yield receiver
-
-
 @pytest.fixture(scope="module")
 def gateway(otlp: OTLPReceiver, accounting: str) -> Iterator[Gateway]:
     with (

@@ -19,7 +19,7 @@ import httpx2
 import orjson
 import pytest
 
-from extproc.translate.bedrock import CHAT_FIELDS, EMBEDDINGS_FIELDS
+from extproc.translate.bedrock.fields import CHAT_FIELDS, EMBEDDINGS_FIELDS
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway
@@ -44,18 +44,6 @@ CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TITAN = "amazon.titan-embed-text-v2:0"
 CHAT = "/v1/chat/completions"
 OK_BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bedrock() -> Iterator[FakeBedrock]:
-    with FakeBedrock() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

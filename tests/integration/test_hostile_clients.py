@@ -223,12 +223,6 @@ def test_invalid_names_are_a_400_in_openai_shape(gw: Gateway, fake: FakeOpenAI, 
 
 
 @pytest.fixture(scope="module")
-def bedrock() -> Iterator[FakeBedrock]:
-    with FakeBedrock() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def azure() -> Iterator[FakeAzure]:
     with FakeAzure() as server:
         yield server

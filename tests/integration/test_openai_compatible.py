@@ -19,6 +19,7 @@ from openai import OpenAI
 from tests.fakes.faulty import FaultyUpstream
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway, free_port
+from tests.integration.probes import metric, wait_for
 
 UPSTREAM_KEY = "sk-upstream-canary-7f3a"
 CLIENT_KEY = "sk-client-canary-91bd"
@@ -39,7 +40,8 @@ def plain() -> Iterator[FakeOpenAI]:
 def secure(tls_ca: trustme.CA) -> Iterator[FakeOpenAI]:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls_ca.issue_cert("localhost").configure_cert(server_ctx)
-    with FakeOpenAI(prefix="/openai/v1", ssl_context=server_ctx) as fake:
+    # Rude as some servers are: its streams end their lines in CR LF.
+    with FakeOpenAI(prefix="/openai/v1", ssl_context=server_ctx, crlf=True) as fake:
         yield fake
 
 
@@ -149,6 +151,32 @@ def test_streaming_usage_passes_through(client: OpenAI) -> None:
     )
     chunks = list(stream)
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_stream_with_crlf_lines_is_read_and_its_usage_hidden_unless_asked(
+    client: OpenAI, gateway: Gateway, include_usage: bool
+) -> None:
+    before = metric(gateway, "gen_ai_client_token_usage_count", gen_ai_request_model="secure-model")
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    stream = client.chat.completions.create(
+        model="secure-model",
+        messages=[{"role": "user", "content": "lines end in cr lf"}],
+        stream=True,
+        **options,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: lines end in cr lf"
+    assert (chunks[-1].usage is not None) is include_usage
+    assert all(c.usage is None for c in chunks[:-1])
+    wait_for(
+        lambda: (
+            metric(gateway, "gen_ai_client_token_usage_count", gen_ai_request_model="secure-model")
+            > before
+        ),
+        what="the stream's usage recorded",
+    )
 
 
 def test_tools_and_json_schema_pass_through_untouched(client: OpenAI, plain: FakeOpenAI) -> None:

@@ -20,7 +20,7 @@ from openai import OpenAI
 from tests.fakes.faulty import FaultyUpstream
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import Gateway, free_port
-from tests.integration.probes import metric, wait_for
+from tests.integration.probes import listening, metric, wait_for
 
 
 def _config(fake: FakeOpenAI, model: str) -> dict[str, Any]:
@@ -28,17 +28,6 @@ def _config(fake: FakeOpenAI, model: str) -> dict[str, Any]:
         "backends": {"fake": {"schema": "openai", "url": fake.url + "/v1"}},
         "models": [{"name": model, "backends": [{"backend": "fake"}]}],
     }
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def test_a_second_gateway_on_a_used_port_fails_fast_and_the_first_keeps_all_traffic(
@@ -140,14 +129,14 @@ def test_a_hard_killed_gateway_leaves_no_envoy_and_its_state_is_recognised(
     proc = _start(gw.config_path, state)
     try:
         _wait_ready(proc)
-        assert _listening(gw.port)
+        assert listening(gw.port)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while _listening(gw.port) and time.monotonic() < deadline:
+        while listening(gw.port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _listening(gw.port), "an Envoy outlived its killed gateway"
-        assert not _listening(gw.admin_port)
+        assert not listening(gw.port), "an Envoy outlived its killed gateway"
+        assert not listening(gw.admin_port)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

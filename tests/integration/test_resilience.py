@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import os
 import signal
 import socket
@@ -282,13 +283,14 @@ FAULTS: list[Behaviour] = [
     "truncated_json",
     "short_body",
     "huge_json",
+    "huge_converse",
     "huge_sse",
     "endless_event",
     "bad_crc",
     "eventstream_cut",
     "garbage",
 ]
-BEDROCK_FAULTS = {"bad_crc", "eventstream_cut"}
+BEDROCK_FAULTS = {"bad_crc", "eventstream_cut", "huge_converse"}
 IDLE_TIMEOUT = 3.0
 BUFFER_LIMIT = 1024 * 1024  # http.max_request_bytes: the answers below are 10x that
 
@@ -441,7 +443,7 @@ def test_the_attempt_is_recorded_as_failed(misbehaving: Gateway, kind: str, stre
         ("eventstream_cut", True, "stream_truncated"),
         ("bad_crc", True, "bad_upstream_response"),
         ("truncated_json", False, "bad_upstream_response"),
-        ("huge_json", False, "response_too_large"),
+        ("huge_converse", False, "response_too_large"),
         ("endless_event", True, "event_too_large"),
         ("reset", True, "interrupted"),  # Envoy cannot tell the sidecar who broke the stream
     ],
@@ -505,7 +507,18 @@ def test_unreadable_bedrock_answer_is_a_502(misbehaving: Gateway) -> None:
     assert (error["type"], error["code"]) == ("upstream_error", "bad_upstream_response")
 
 
-def test_answer_10x_larger_than_the_buffer_is_a_prompt_502(misbehaving: Gateway) -> None:
-    status, body, _ = _call(misbehaving, "huge_json", False)
+def test_answer_10x_larger_than_the_buffer_to_translate_is_a_prompt_502(
+    misbehaving: Gateway,
+) -> None:
+    status, body, _ = _call(misbehaving, "huge_converse", False)
     assert status == 502, (status, body[:200])
     assert "large" in openai_error(body)["message"]
+
+
+def test_answer_10x_larger_than_the_buffer_that_needs_no_rewrite_is_passed_on(
+    misbehaving: Gateway,
+) -> None:
+    status, raw, _ = _call(misbehaving, "huge_json", False)
+    body = gzip.decompress(raw)  # by the gateway's compressor, as the client asked
+    assert status == 200 and len(body) > 10 * BUFFER_LIMIT, (status, body[:200])
+    assert orjson.loads(body)["usage"] == USAGE

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,15 @@ import pytest
 
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import RecordedRequest
+from tests.integration.probes import listening
 
 URL = "http://127.0.0.1:1975/v1"
-
-
-def _busy(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextmanager
 def default_gateway(provider: Mapping[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``ai-gateway run`` without ``-c``; yields the process and its output up to "ready"."""
-    if _busy(1975) or _busy(1064):
+    if listening(1975) or listening(1064):
         pytest.skip("default ports are in use on this machine")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_", "AWS_"))}
     proc = subprocess.Popen(

@@ -83,12 +83,6 @@ def _port_outside(taken: set[int]) -> int:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def deployment(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The compose deployment on one host: the example's ``sidecar`` section (mutual TLS),
     certificates from ``ai-gateway certs``, ``serve --host``, Envoy from ``render``."""

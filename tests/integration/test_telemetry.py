@@ -21,6 +21,7 @@ from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI, chat_reply, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
+from tests.integration.probes import reported_usage
 
 PRICE = {"input": 0.15, "cached_input": 0.075, "output": 0.60, "per_request": 0.0001}
 AZURE_PRICE = {"input": 2.5, "output": 10.0}
@@ -29,19 +30,9 @@ CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 CUT_STREAMS = 50
 
 
-# The whole module runs once per accounting mode: in "envoy" mode the streams that asked for
-# their usage are accounted from Envoy's access log, everything else as in "sidecar" mode.
-@pytest.fixture(scope="module", params=["sidecar", "envoy"])
-def accounting(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def otlp(accounting: str) -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as receiver:
-        yield receiver
-
-
+# The whole module runs once per accounting mode (conftest's ``accounting``): in "envoy" mode
+# the streams that asked for their usage are accounted from Envoy's access log, everything else
+# as in "sidecar" mode.
 @pytest.fixture(scope="module")
 def fake(accounting: str) -> Iterator[FakeOpenAI]:
     with FakeOpenAI(chunk_delay=0.01) as server:
@@ -51,12 +42,6 @@ def fake(accounting: str) -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="module")
 def azure() -> Iterator[FakeAzure]:
     with FakeAzure(api_key="az-key") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bedrock() -> Iterator[FakeBedrock]:
-    with FakeBedrock() as server:
         yield server
 
 
@@ -92,11 +77,6 @@ def gateway(
         yield gw
 
 
-@pytest.fixture(scope="module")
-def client(gateway: Gateway) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/v1", api_key="c", max_retries=0)
-
-
 def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -109,14 +89,11 @@ def _messages(i: int, words: int = 4) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"w{i}x{j}" for j in range(words))}]
 
 
-def _reported(usage: Any) -> Usage:
-    assert usage is not None
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
-
-
 def _chat(client: OpenAI, model: str, i: int, **kw: Any) -> Usage:
     """One chat; the usage the client was told."""
-    return _reported(client.chat.completions.create(model=model, messages=_messages(i), **kw).usage)
+    return reported_usage(
+        client.chat.completions.create(model=model, messages=_messages(i), **kw).usage
+    )
 
 
 def _stream(client: OpenAI, model: str, i: int, words: int) -> Usage:
@@ -124,7 +101,7 @@ def _stream(client: OpenAI, model: str, i: int, words: int) -> Usage:
     chunks = list(client.chat.completions.create(
         model=model, messages=_messages(i, words), stream=True, stream_options={"include_usage": True}
     ))  # fmt: skip
-    return _reported(chunks[-1].usage)
+    return reported_usage(chunks[-1].usage)
 
 
 def _usage(body: dict[str, Any]) -> Usage:

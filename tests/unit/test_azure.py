@@ -12,8 +12,9 @@ import pytest
 from extproc.auth import StaticHeader
 from extproc.auth.entra import EntraIDAuth, backend_auth
 from extproc.config import AzureOpenAIBackend
+from extproc.endpoints import Operation
 from extproc.errors import GatewayError
-from extproc.translate import Endpoint, RequestContext, Translator, UpstreamRequest
+from extproc.translate import RequestContext, Translator, UpstreamRequest
 from extproc.translate.azure import translator
 from tests.fakes.azure import CONTENT_FILTER_MARKER, FakeAzure
 from tests.fakes.replay import Replay, cassette
@@ -30,7 +31,7 @@ def backend(url: str = "https://res.openai.azure.com", **extra: Any) -> AzureOpe
 
 def context(
     deployment: str = "gpt-4o",
-    endpoint: Endpoint = "chat",
+    endpoint: Operation = "chat",
     body_model: str | None = "gpt-4o",
     path: str | None = None,
 ) -> RequestContext:

@@ -15,7 +15,7 @@ from extproc.render import render
 from extproc.router import MAX_MODEL_LENGTH, ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext
 from extproc.translate import azure as azure_translate
-from extproc.translate import bedrock as bedrock_translate
+from extproc.translate.bedrock.chat import BedrockChat
 from extproc.wire import MODEL_HEADER, decode_model, encode_model
 
 CONFIG = parse_config(
@@ -112,7 +112,7 @@ def _ctx(model: str) -> RequestContext:
 
 @pytest.mark.parametrize("name", DOT_NAMES)
 def test_dot_segment_names_never_reach_a_bedrock_path(name: str) -> None:
-    t = bedrock_translate.translator(_ctx(name))
+    t = BedrockChat(_ctx(name))
     body = orjson.dumps({"model": name, "messages": [{"role": "user", "content": "hi"}]})
     with pytest.raises(GatewayError) as caught:
         t.request(body)
@@ -131,7 +131,7 @@ def test_dot_segment_names_never_reach_an_azure_path(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["...", "a..b", ".hidden", "arn:aws:bedrock:x/y"])
 def test_names_with_dots_that_are_no_segment_pass_encoded(name: str) -> None:
-    t = bedrock_translate.translator(_ctx(name))
+    t = BedrockChat(_ctx(name))
     body = orjson.dumps({"model": name, "messages": [{"role": "user", "content": "hi"}]})
     path = t.request(body).path
     assert path.startswith("/model/") and "/" not in path[len("/model/") : -len("/converse")]

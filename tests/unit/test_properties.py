@@ -18,9 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import string
-import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -42,7 +40,9 @@ from extproc.eventstream import (
 )
 from extproc.router import ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext, UpstreamReply
-from extproc.translate.bedrock import CHAT_FIELDS, BedrockChat, BedrockEmbeddings
+from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+from extproc.translate.bedrock.fields import CHAT_FIELDS
 from extproc.translate.openai import PassThrough, rewrite_body
 from extproc.usage import (
     _EVENT_END,
@@ -55,6 +55,7 @@ from extproc.usage import (
 )
 from extproc.wire import MODEL_HEADER
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
+from tests.vocabulary import WORDS, bug_signature
 
 # Hypothesis runs inside the ordinary suite: a bounded number of examples, no deadline (the
 # machine may be busy with integration tests).
@@ -65,12 +66,6 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 KNOWN_BUGS: set[str] = set()
 
 
-def _signature(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/extproc/" in f.filename]
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].name}" if frames else "?"
-    return f"{type(exc).__name__}@{where}"
-
-
 def _unless_known(call: Callable[[], Any]) -> Any:
     """``call()``; an exception of a known bug sets the example aside, any other propagates."""
     try:
@@ -78,27 +73,11 @@ def _unless_known(call: Callable[[], Any]) -> Any:
     except GatewayError:
         raise
     except Exception as exc:
-        assume(_signature(exc) not in KNOWN_BUGS)
+        assume(bug_signature(exc) not in KNOWN_BUGS)
         raise
 
 
 # --- strategies ---------------------------------------------------------------------------------
-
-# Keys and values of the OpenAI and Bedrock APIs, so generated documents reach the code behind
-# each field instead of stopping at "unknown field".
-WORDS = [
-    "model", "messages", "role", "content", "user", "assistant", "system", "developer", "tool",
-    "type", "text", "image_url", "url", "refusal", "tool_calls", "function", "name",
-    "arguments", "id", "tool_call_id", "tools", "tool_choice", "auto", "none", "required",
-    "parameters", "description", "response_format", "json_schema", "json_object", "schema",
-    "object", "properties", "stream", "stream_options", "include_usage", "max_tokens",
-    "max_completion_tokens", "temperature", "top_p", "stop", "n", "logprobs", "seed",
-    "parallel_tool_calls", "input", "encoding_format", "base64", "float", "dimensions",
-    "data:image/png;base64,AAAA", "https://example.com/a.png", "{}", "usage", "choices",
-    "delta", "output", "message", "toolUse", "toolUseId", "reasoningContent", "reasoningText",
-    "contentBlockIndex", "start", "stopReason", "inputTokens", "outputTokens", "embedding",
-    "embeddings", "inputTextTokenCount", "prompt_tokens", "completion_tokens", "",
-]  # fmt: skip
 
 keys = st.sampled_from(WORDS) | st.text(max_size=8)
 scalars = (

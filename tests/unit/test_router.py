@@ -61,7 +61,7 @@ def test_model_retrieve() -> None:
 def test_body_model_routes() -> None:
     router = Router(CONFIG)
     pending = router.on_headers(_headers("POST", "/v1/chat/completions?x=1"))
-    assert isinstance(pending, ReadBody) and pending.endpoint == "chat"
+    assert isinstance(pending, ReadBody) and pending.api.operation == "chat"
     body = b'{"model": "m1", "messages": []}'
     decision = _body(router, pending, body)
     assert isinstance(decision, Route)
@@ -289,3 +289,45 @@ def test_a_protocol_upgrade_is_refused_at_the_headers() -> None:
         "invalid_request_error",
     )
     assert "websocket" in str(err["message"])
+
+
+# --- parse work and admission (issue 29) ------------------------------------------------------
+
+BOMB = b'{"model": "m1", "messages": [' + b",".join([b"{}"] * 200_000) + b"]}"
+
+
+def _limited(rules: list[dict[str, object]]) -> Router:
+    from extproc.limits import Limiter, LimitRule
+    from extproc.limitstore import MemoryStore
+
+    limiter = Limiter([LimitRule.model_validate(r) for r in rules], MemoryStore())
+    return Router(CONFIG, limiter)
+
+
+def test_a_body_of_too_many_values_is_a_400_before_parsing() -> None:
+    router = Router(CONFIG)
+    pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
+    assert isinstance(pending, ReadBody)
+    status, error = _error(_body(router, pending, BOMB))
+    assert (status, error["code"]) == (400, "request_too_complex")
+
+
+def test_when_the_key_alone_decides_a_client_over_its_limit_costs_no_parse() -> None:
+    router = _limited([{"requests": 1, "per": "minute"}])
+    pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
+    assert isinstance(pending, ReadBody)
+    first = _body(router, pending, b'{"model": "m1", "messages": []}')
+    assert isinstance(first, Route)
+    # Not JSON at all: admission answers before the body is read.
+    status, error = _error(_body(router, pending, b"not json"))
+    assert (status, error["code"]) == (429, "rate_limit_exceeded")
+
+
+def test_when_a_rule_names_a_model_the_body_is_read_first() -> None:
+    router = _limited([{"match": {"model": "m2"}, "requests": 1, "per": "minute"}])
+    pending = router.on_headers(_headers("POST", "/v1/chat/completions"))
+    assert isinstance(pending, ReadBody)
+    body = b'{"model": "m2", "messages": []}'
+    assert isinstance(_body(router, pending, body), Route)
+    assert _error(_body(router, pending, body))[0] == 429
+    assert _error(_body(router, pending, b"not json"))[0] == 400

@@ -19,7 +19,7 @@ from extproc.eventstream import encode_message
 from extproc.router import RouteState
 from extproc.telemetry import Record, Telemetry
 from extproc.upstream import Exchange, UpstreamStage
-from tests.fakes.faulty import FIRST_CHUNK, bedrock_frames, completion
+from tests.fakes.faulty import FIRST_CHUNK, USAGE, bedrock_frames, completion
 
 CONFIG = {
     "backends": {
@@ -65,9 +65,11 @@ def telemetry() -> Recorded:
     return Recorded()
 
 
-def exchange(telemetry: Recorded, model: str = "m", stream: bool = False) -> Exchange:
+def exchange(
+    telemetry: Recorded, model: str = "m", stream: bool = False, router_stage: bool = False
+) -> Exchange:
     stage = UpstreamStage(parse_config(CONFIG, {"KEY": "unused"}), telemetry)
-    ex = stage.exchange()
+    ex = stage.exchange(router_stage=router_stage)
     state = RouteState(model, model, "/v1/chat/completions", 0, "usage" if stream else "")
     backend = "oa" if model == "m" else "br"
     step = asyncio.run(ex.request_headers({}, backend, state))
@@ -115,16 +117,56 @@ def test_an_unreadable_json_answer_is_replaced_by_a_502(telemetry: Recorded) -> 
     assert (rec.status, rec.error_type) == (502, "bad_upstream_response")
 
 
-def test_a_json_answer_over_the_buffer_limit_is_replaced_by_a_502(telemetry: Recorded) -> None:
+def test_a_json_answer_over_the_buffer_limit_that_needs_no_rewrite_is_passed_on(
+    telemetry: Recorded,
+) -> None:
     ex = exchange(telemetry)
     ex.response_headers(JSON, False)
-    # Envoy sends a buffered body before its end only once it outgrew the buffer limit.
+    # Envoy sends a buffered body before its end only once it outgrew the buffer limit, and
+    # passes the rest on without the sidecar: the attempt is accounted from what was seen.
     step = ex.response_body(b'{"id": "' + b"x" * 4096, False)
+    assert step.error is None and step.body is None and step.done
+    rec = only(telemetry)
+    assert (rec.status, rec.error_type) == (200, None)
+    assert rec.usage is not None and rec.usage.estimated
+
+
+def test_a_json_answer_announced_over_the_buffer_limit_is_read_as_it_passes(
+    telemetry: Recorded,
+) -> None:
+    ex = exchange(telemetry, router_stage=True)
+    body = completion("x" * (33 * 1024 * 1024))
+    head = {**JSON, "content-length": str(len(body))}
+    assert ex.response_headers(head, False).response_body == "streamed"
+    pieces = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
+    for piece in pieces[:-1]:
+        assert ex.response_body(piece, False).body is None
+    assert ex.response_body(pieces[-1], True).done
+    rec = only(telemetry)
+    assert rec.error_type is None and rec.usage is not None and not rec.usage.estimated
+    assert rec.usage.total_tokens == USAGE["total_tokens"]
+
+
+def test_in_the_upstream_stage_envoy_passes_it_on_alone(telemetry: Recorded) -> None:
+    ex = exchange(telemetry)
+    head = {**JSON, "content-length": str(33 * 1024 * 1024)}
+    step = ex.response_headers(head, False)
+    assert step.response_body == "none" and step.done
+    rec = only(telemetry)
+    assert rec.error_type is None and rec.usage is not None and rec.usage.estimated
+
+
+def test_a_json_answer_to_translate_over_the_buffer_limit_is_a_502(telemetry: Recorded) -> None:
+    ex = exchange(telemetry, model="claude")
+    ex.response_headers(JSON, False)
+    step = ex.response_body(b'{"output": "' + b"x" * 4096, False)
     assert step.error is not None and step.done
     assert (step.error.status, step.error.code) == (502, "response_too_large")
-    assert "4104 bytes" in step.error.message
+    assert "4108 bytes" in step.error.message
     rec = only(telemetry)
     assert (rec.status, rec.error_type) == (502, "response_too_large")
+    # Billed by the provider all the same.
+    assert rec.usage is not None and rec.usage.estimated and rec.usage.input_tokens > 0
 
 
 def test_a_readable_json_answer_is_a_success(telemetry: Recorded) -> None:

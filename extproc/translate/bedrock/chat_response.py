@@ -1,0 +1,137 @@
+"""Converse's answer as OpenAI's chat completion: the whole document (``stream: false``), and
+what a stream's chunks share with it (the completion's id, finish reasons, usage)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from extproc.translate.bedrock.buffered import Unreadable
+from extproc.translate.bedrock.request import Plan
+from extproc.usage import Usage, token_count
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionId:
+    """What every document (or chunk) of one completion repeats."""
+
+    id: str
+    created: int
+    model: str  # the route's model: Converse does not name the model that served
+
+    def document(self, kind: str, choices: list[Json]) -> Json:
+        """``kind``: ``chat.completion`` or ``chat.completion.chunk``."""
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+
+def usage_of(usage: Mapping[str, Any]) -> Usage:
+    def count(key: str) -> int:
+        return token_count(usage, key)
+
+    # Bedrock counts cache reads and writes apart from inputTokens; OpenAI's prompt_tokens
+    # includes cached tokens.
+    cached = count("cacheReadInputTokens")
+    prompt = count("inputTokens") + cached + count("cacheWriteInputTokens")
+    completion = count("outputTokens")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_input_tokens=cached,
+    )
+
+
+def openai_usage(usage: Usage) -> Json:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
+
+
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "content_filtered": "content_filter",
+    "guardrail_intervened": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any, has_calls: bool) -> str:
+    finish = _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+    if finish in ("stop", "tool_calls"):
+        # The answer tool ends with tool_use but is no tool call for the client.
+        return "tool_calls" if has_calls else "stop"
+    return finish
+
+
+def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
+    """The OpenAI chat completion for a Converse response document, and its usage; raises
+    :class:`Unreadable` for a document without a message."""
+    output = doc.get("output")
+    message = output.get("message") if isinstance(output, dict) else None
+    if not isinstance(message, dict):
+        raise Unreadable
+    blocks = message.get("content")
+    # Content is the text blocks and the answer tool's input, in the model's order.
+    parts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[Json] = []
+    for block in blocks if isinstance(blocks, list) else []:
+        if not isinstance(block, dict):
+            continue
+        tool = block.get("toolUse")
+        thought = block.get("reasoningContent")
+        if isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        elif isinstance(tool, dict):
+            arguments = orjson.dumps(tool.get("input", {})).decode()
+            if tool.get("name") == plan.answer_tool:
+                parts.append(arguments)
+            elif not (plan.single_call and calls):
+                function = {"name": tool.get("name"), "arguments": arguments}
+                calls.append(
+                    {"id": tool.get("toolUseId"), "type": "function", "function": function}
+                )
+        elif isinstance(thought, dict):
+            said = thought.get("reasoningText")
+            text = said.get("text") if isinstance(said, dict) else None
+            if isinstance(text, str):
+                reasoning.append(text)
+    content = "".join(parts)
+    reply: Json = {
+        "role": "assistant",
+        "content": content or (None if calls else ""),
+        "refusal": None,
+    }
+    if calls:
+        reply["tool_calls"] = calls
+    if reasoning:
+        reply["reasoning_content"] = "".join(reasoning)
+    choice = {
+        "index": 0,
+        "message": reply,
+        "logprobs": None,
+        "finish_reason": finish_reason(doc.get("stopReason"), bool(calls)),
+    }
+    completion = ident.document("chat.completion", [choice])
+    reported = doc.get("usage")
+    usage = usage_of(reported) if isinstance(reported, dict) else None
+    if usage is not None:
+        completion["usage"] = openai_usage(usage)
+    return completion, usage
