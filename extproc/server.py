@@ -38,7 +38,7 @@ from extproc.prometheus import multiproc_directory
 from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_response
 from extproc.telemetry import Telemetry
 from extproc.transport import grpc_server_credentials, is_unix, owner_only
-from extproc.uploads import Upload, Uploads, client_address
+from extproc.uploads import Upload, Uploads, uploader
 from extproc.upstream import Exchange, Step, UpstreamStage
 from extproc.wire import (
     ATTEMPT_HEADER,
@@ -58,8 +58,8 @@ log = logging.getLogger("extproc.server")
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
 # The router reads the body; if one backend serves the model, this stream serves the response
-# too, so its header phase is turned on (the filter's default is off, see render_filters.py). Envoy
-# replaces the whole mode with an override, so every phase is spelled out.
+# too, so its header phase is turned on (the filter's default is off, see render_filters.py).
+# Envoy replaces the whole mode with an override, so every phase is spelled out.
 _READ_BODY = pb.ProcessingResponse(
     request_headers=pb.HeadersResponse(),
     mode_override=_Mode(
@@ -140,43 +140,13 @@ def _internal_error() -> pb.ProcessingResponse:
 # --- router stage -----------------------------------------------------------------------------
 
 
-def _uploader(request: ReadBody, req: pb.ProcessingRequest) -> str:
-    """Whose upload this is: the gateway key's name, else the client's address."""
-    if request.client is not None:
-        return "key:" + request.client.name
-    attrs = req.attributes.get(EXT_PROC_FILTER)
-    value = attrs.fields.get(SOURCE_ADDRESS) if attrs is not None else None
-    return "address:" + client_address(value.string_value if value is not None else "")
-
-
 async def _router_stream(
     router: Router,
     stage: UpstreamStage,
-    uploads: Uploads,
+    upload: Upload,
     requests: AsyncIterator[pb.ProcessingRequest],
 ) -> AsyncIterator[pb.ProcessingResponse]:
-    upload: Upload | None = None
-    try:
-        async for reply in _router_phases(router, stage, uploads, requests):
-            if isinstance(reply, Upload):
-                upload = reply
-            else:
-                yield reply
-    finally:
-        # However the stream ends (the body arrived, or Envoy cut the stream: the client left,
-        # timeouts.upload), the upload no longer counts.
-        if upload is not None:
-            upload.end()
-
-
-async def _router_phases(
-    router: Router,
-    stage: UpstreamStage,
-    uploads: Uploads,
-    requests: AsyncIterator[pb.ProcessingRequest],
-) -> AsyncIterator[pb.ProcessingResponse | Upload]:
     pending: ReadBody | None = None
-    upload: Upload | None = None
     client_headers: dict[str, str] = {}
     body = b""
     async for req in requests:
@@ -188,20 +158,18 @@ async def _router_phases(
                 if req.request_headers.end_of_stream:
                     decision = await router.on_body(decision, b"")
                 else:
-                    if uploads.enabled:
-                        who = _uploader(decision, req)
-                        try:
-                            upload = uploads.begin(who, client_headers.get("content-length"))
-                        except GatewayError as err:
-                            yield _error_reply(err)
-                            return
-                        yield upload
+                    key = decision.client.name if decision.client else None
+                    who = uploader(key, _attribute(req, SOURCE_ADDRESS))
+                    try:
+                        upload.begin(who, client_headers.get("content-length"))
+                    except GatewayError as err:
+                        yield _error_reply(err)
+                        return
                     pending = decision
                     yield _READ_BODY
                     continue
         elif kind == "request_body" and pending is not None:
-            if upload is not None:
-                upload.end()
+            upload.end()
             body = req.request_body.body
             decision = await router.on_body(pending, body)
         elif kind == "response_headers":
@@ -299,10 +267,15 @@ def _backend_from_metadata(text: str) -> str:
     return str(ns.fields[Key.BACKEND].string_value)
 
 
-def _backend_of(req: pb.ProcessingRequest) -> str:
+def _attribute(req: pb.ProcessingRequest, key: str) -> str:
     attrs = req.attributes.get(EXT_PROC_FILTER)
-    value = attrs.fields.get(UPSTREAM_HOST_METADATA) if attrs is not None else None
-    return _backend_from_metadata(value.string_value) if value is not None else ""
+    value = attrs.fields.get(key) if attrs is not None else None
+    return str(value.string_value) if value is not None else ""
+
+
+def _backend_of(req: pb.ProcessingRequest) -> str:
+    text = _attribute(req, UPSTREAM_HOST_METADATA)
+    return _backend_from_metadata(text) if text else ""
 
 
 def _route_state(req: pb.ProcessingRequest) -> RouteState | None:
@@ -440,10 +413,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
         stage = dict(context.invocation_metadata() or ()).get(STAGE_METADATA)
+        upload = self._uploads.upload()
         stream = (
             _upstream_stream(self._upstream, request_iterator)
             if stage == UPSTREAM_STAGE
-            else _router_stream(self._router, self._upstream, self._uploads, request_iterator)
+            else _router_stream(self._router, self._upstream, upload, request_iterator)
         )
         try:
             async for reply in stream:
@@ -457,6 +431,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             # A bug of ours must cost one request a clean 500, never the worker.
             log.exception("ext_proc %s stream failed", stage)
             yield _internal_error()
+        finally:
+            # However the stream ended (the body arrived, Envoy cut it: the client left,
+            # timeouts.upload), its upload no longer counts.
+            upload.end()
 
 
 async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> None:

@@ -29,20 +29,26 @@ class _Held:
 
 
 class Upload:
-    """One request's place in its client's count, from its headers until its body arrived or
-    its stream ended; :meth:`end` is idempotent."""
+    """One gRPC stream's upload: counted from :meth:`begin` until :meth:`end`, which the
+    stream's end calls however it ends (idempotent)."""
 
     __slots__ = ("_bytes", "_client", "_uploads")
 
-    def __init__(self, uploads: Uploads, client: str, declared: int) -> None:
-        self._uploads: Uploads | None = uploads
-        self._client = client
-        self._bytes = declared
+    def __init__(self, uploads: Uploads) -> None:
+        self._uploads = uploads
+        self._client: str | None = None
+        self._bytes = 0
+
+    def begin(self, client: str, content_length: str | None) -> None:
+        """Count this upload for ``client``, or raise the 429 that refuses it."""
+        if self._uploads.enabled:
+            self._bytes = self._uploads.admit(client, content_length)
+            self._client = client
 
     def end(self) -> None:
-        if self._uploads is not None:
-            self._uploads._release(self._client, self._bytes)
-            self._uploads = None
+        if self._client is not None:
+            self._uploads.release(self._client, self._bytes)
+            self._client = None
 
 
 class Uploads:
@@ -58,8 +64,12 @@ class Uploads:
     def enabled(self) -> bool:
         return bool(self._max_uploads or self._max_bytes)
 
-    def begin(self, client: str, content_length: str | None) -> Upload:
-        """Count one more upload of ``client``, or raise the 429 that refuses it.
+    def upload(self) -> Upload:
+        return Upload(self)
+
+    def admit(self, client: str, content_length: str | None) -> int:
+        """Count one more upload of ``client`` and return the bytes it counts for, or raise
+        the 429 that refuses it.
 
         ``content_length`` is the header as sent: without one (chunked), or with one Envoy
         will refuse anyway, the upload counts as the largest body the gateway accepts."""
@@ -82,7 +92,7 @@ class Uploads:
         held.uploads += 1
         held.bytes += declared
         self._held[client] = held
-        return Upload(self, client, declared)
+        return declared
 
     def in_progress(self, client: str) -> tuple[int, int]:
         """The uploads of ``client`` in progress and the bytes they announced."""
@@ -95,12 +105,17 @@ class Uploads:
             return self._largest
         return min(int(text), self._largest)
 
-    def _release(self, client: str, declared: int) -> None:
+    def release(self, client: str, declared: int) -> None:
         held = self._held[client]
         held.uploads -= 1
         held.bytes -= declared
         if held.uploads == 0:
             del self._held[client]  # the map holds only clients with uploads in progress
+
+
+def uploader(key: str | None, address: str) -> str:
+    """Whose upload this is: the gateway key's name, else the client's address."""
+    return f"key:{key}" if key is not None else f"address:{client_address(address)}"
 
 
 def client_address(address: str) -> str:

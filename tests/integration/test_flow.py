@@ -114,8 +114,9 @@ def test_slow_readers_of_a_fast_stream_hold_bounded_memory(
         for conn in readers:
             conn.close()
     envoy_growth, sidecar_growth = peak[0] - envoy_before, peak[1] - sidecar_before
-    assert envoy_growth < SLOW_READERS * ENVOY_PER_READER, envoy_growth / MIB
-    assert sidecar_growth < SLOW_READERS * SIDECAR_PER_READER, sidecar_growth / MIB
+    grown = f"Envoy +{envoy_growth / MIB:.0f} MiB, sidecar +{sidecar_growth / MIB:.0f} MiB"
+    assert envoy_growth < SLOW_READERS * ENVOY_PER_READER, grown
+    assert sidecar_growth < SLOW_READERS * SIDECAR_PER_READER, grown
     assert not [line for line in gateway.output if "larger than max" in line]
 
 
