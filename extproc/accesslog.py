@@ -3,7 +3,7 @@
 Such an attempt's router-stage stream ends as soon as the request leaves: the sidecar writes
 what the record needs into dynamic metadata (:meth:`extproc.attempt.Attempt.hand_off`),
 Envoy's ``json_to_metadata`` and ``sse_to_metadata`` filters add the answer's usage to the same
-namespace (:func:`extproc.render.usage_filters`), and Envoy's gRPC access logger brings the
+namespace (:func:`extproc.render_filters.usage_filters`), and Envoy's gRPC access logger brings the
 finished request here, in batches, over a stream this service keeps open.
 
 The record is built from those figures the way :func:`extproc.attempt.build_record` builds it
@@ -178,7 +178,7 @@ def unanswered(entry: accesslog_pb2.HTTPAccessLogEntry, stage: UpstreamStage) ->
     tags = common.custom_tags
     backend = stage.backend(tags.get(BACKEND_TAG, ""))
     headers = dict(entry.request.request_headers)
-    # Only the routes of models with several backends carry the model (render._routes): a
+    # Only the routes of models with several backends carry the model (render_routes._routes): a
     # single-backend model's attempts are the router stage's to record. Without this check an
     # empty name would fall back to the wildcard route in stage.route.
     model = tags.get(Key.MODEL, "")

@@ -120,6 +120,18 @@ class Sidecar(ConfigModel):
 
 class HTTPLimits(ConfigModel):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Envoy's per-connection buffer (client and provider side): how much of an answer it holds
+    # for a client that reads slowly before it stops reading from the provider, and the most
+    # it reads in one go. Request bodies are still buffered up to max_request_bytes (a route
+    # setting), buffered answers too (the sidecar's buffering stage).
+    stream_buffer_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
+    # Per client (gateway key, else client address) and sidecar worker: uploads whose body
+    # Envoy is still receiving, and the bytes they announced (content-length; a chunked body
+    # counts as max_request_bytes). Over either: 429 too_many_uploads at the headers. 0 = none.
+    # The defaults leave room for bursts of ordinary requests (each counts from its headers to
+    # its body's arrival) and admit three unfinished 31 MiB uploads per worker.
+    uploads_per_client: int = Field(default=128, ge=0)
+    upload_bytes_per_client: int = Field(default=96 * 1024 * 1024, ge=0)
     # What parsing one JSON body may build (extproc/parsework.py): objects and arrays, and
     # values (array elements and object members). Measured worst cases under the defaults:
     # see docs/architecture.md, "Bounds".

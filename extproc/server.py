@@ -39,6 +39,7 @@ from extproc.router import ReadBody, Respond, Route, Router, RouteState, error_r
 from extproc.step import Step
 from extproc.telemetry import Telemetry
 from extproc.transport import grpc_server_credentials, is_unix, owner_only
+from extproc.uploads import Upload, Uploads, uploader
 from extproc.upstream import Exchange, UpstreamStage
 from extproc.wire import (
     ATTEMPT_HEADER,
@@ -46,6 +47,7 @@ from extproc.wire import (
     ERROR_DETAILS,
     EXT_PROC_FILTER,
     NAMESPACE,
+    SOURCE_ADDRESS,
     STAGE_METADATA,
     UPSTREAM_HOST_METADATA,
     UPSTREAM_STAGE,
@@ -57,8 +59,8 @@ log = logging.getLogger("extproc.server")
 _Mode = processing_mode_pb2.ProcessingMode
 _BODY_MODES = {"none": _Mode.NONE, "streamed": _Mode.STREAMED, "buffered": _Mode.BUFFERED}
 # The router reads the body; if one backend serves the model, this stream serves the response
-# too, so its header phase is turned on (the filter's default is off, see render.py). Envoy
-# replaces the whole mode with an override, so every phase is spelled out.
+# too, so its header phase is turned on (the filter's default is off, see render_filters.py).
+# Envoy replaces the whole mode with an override, so every phase is spelled out.
 _READ_BODY = pb.ProcessingResponse(
     request_headers=pb.HeadersResponse(),
     mode_override=_Mode(
@@ -140,7 +142,10 @@ def _internal_error() -> pb.ProcessingResponse:
 
 
 async def _router_stream(
-    router: Router, stage: UpstreamStage, requests: AsyncIterator[pb.ProcessingRequest]
+    router: Router,
+    stage: UpstreamStage,
+    upload: Upload,
+    requests: AsyncIterator[pb.ProcessingRequest],
 ) -> AsyncIterator[pb.ProcessingResponse]:
     """Request headers, then for the POST endpoints the body: the router's decision is an
     answer, a route for the upstream stage, or the one backend this stream then serves."""
@@ -158,6 +163,15 @@ async def _router_stream(
         if req.request_headers.end_of_stream:
             decision = await router.on_body(decision, body)
         else:
+            key = decision.client.name if decision.client else None
+            try:
+                upload.begin(
+                    uploader(key, _attribute(req, SOURCE_ADDRESS)),
+                    client_headers.get("content-length"),
+                )
+            except GatewayError as err:
+                yield _error_reply(err)
+                return
             yield _READ_BODY
             req = await anext(requests, None)
             if req is None:
@@ -166,6 +180,7 @@ async def _router_stream(
             if kind != "request_body":
                 yield _unexpected(kind)
                 return
+            upload.end()
             body = req.request_body.body
             decision = await router.on_body(decision, body)
     if isinstance(decision, Respond):
@@ -261,10 +276,15 @@ def _backend_from_metadata(text: str) -> str:
     return str(ns.fields[Key.BACKEND].string_value)
 
 
-def _backend_of(req: pb.ProcessingRequest) -> str:
+def _attribute(req: pb.ProcessingRequest, key: str) -> str:
     attrs = req.attributes.get(EXT_PROC_FILTER)
-    value = attrs.fields.get(UPSTREAM_HOST_METADATA) if attrs is not None else None
-    return _backend_from_metadata(value.string_value) if value is not None else ""
+    value = attrs.fields.get(key) if attrs is not None else None
+    return str(value.string_value) if value is not None else ""
+
+
+def _backend_of(req: pb.ProcessingRequest) -> str:
+    text = _attribute(req, UPSTREAM_HOST_METADATA)
+    return _backend_from_metadata(text) if text else ""
 
 
 def _route_state(req: pb.ProcessingRequest) -> RouteState | None:
@@ -382,6 +402,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         )
         catalog = Catalog(config)
         self._router = Router(config, self._limiter, catalog)
+        self._uploads = Uploads(config.http)
         self._upstream = UpstreamStage(config, telemetry, self._limiter)
         self.access_log = AccessLogReceiver(self._upstream)
         # Built by serve(), on the worker's loop: the catch-all backends' model lists are read
@@ -401,10 +422,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ProcessingResponse]:
         stage = dict(context.invocation_metadata() or ()).get(STAGE_METADATA)
+        upload = self._uploads.upload()
         stream = (
             _upstream_stream(self._upstream, request_iterator)
             if stage == UPSTREAM_STAGE
-            else _router_stream(self._router, self._upstream, request_iterator)
+            else _router_stream(self._router, self._upstream, upload, request_iterator)
         )
         try:
             async for reply in stream:
@@ -418,6 +440,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
             # A bug of ours must cost one request a clean 500, never the worker.
             log.exception("ext_proc %s stream failed", stage)
             yield _internal_error()
+        finally:
+            # However the stream ended (the body arrived, Envoy cut it: the client left,
+            # timeouts.upload), its upload no longer counts.
+            upload.end()
 
 
 async def serve(config: GatewayConfig, address: str, max_message_bytes: int) -> None:

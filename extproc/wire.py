@@ -43,6 +43,8 @@ ROUTER_STAGE = "router"
 UPSTREAM_STAGE = "upstream"
 # The ext_proc request attribute that names the endpoint (hence the backend) Envoy picked.
 UPSTREAM_HOST_METADATA = "xds.upstream_host_metadata"
+# The client's address, asked of the router stage when uploads are counted per address.
+SOURCE_ADDRESS = "source.address"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 
 # `details` of the sidecar's immediate responses: Envoy's local-reply rewrite leaves them alone.

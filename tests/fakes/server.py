@@ -231,7 +231,8 @@ class FakeServer:
     # --- internals --------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        app = web.Application(middlewares=[self._middleware()])
+        # Providers take large prompts (OpenAI: tens of MB); aiohttp's default is 1 MiB.
+        app = web.Application(middlewares=[self._middleware()], client_max_size=64 * 1024 * 1024)
         app[_FAKE] = self
         self.add_routes(app)
         # A short shutdown timeout: a test may leave a slow stream running when it exits.

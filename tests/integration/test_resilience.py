@@ -143,7 +143,7 @@ def test_worker_killed_under_load_is_restarted_and_nothing_completed_is_lost() -
             broken = [o for o in outcomes if o.status is None]
             assert all(o.stream and o.started < restarted_at for o in broken)
             # Only requests the dead worker already held fail: a new request that meets the
-            # dead worker's socket is retried on the other one (render.py _SIDECAR_RETRY).
+            # dead worker's socket is retried on the other one (render_common.py _SIDECAR_RETRY).
             late = [o.started - killed_at for o in outcomes if o.status == 503]
             assert all(t < 0.05 for t in late), late
             # Requests went on being served while worker-0 was down, and after its restart.

@@ -202,7 +202,7 @@ def _two_tier_stage() -> UpstreamStage:
 def _unanswered_entry(model: str = "m", **flags: bool) -> accesslog_pb2.HTTPAccessLogEntry:
     entry = accesslog_pb2.HTTPAccessLogEntry()
     common = entry.common_properties
-    # The tags render._unanswered_to_sidecar asks Envoy for: the router's decision.
+    # The tags render_logs._unanswered_to_sidecar asks Envoy for: the router's decision.
     common.custom_tags.update({"backend": "a", "model": model, "operation": "chat"})
     common.start_time.FromNanoseconds(1_700_000_000_000_000_000)
     common.duration.FromMilliseconds(3)
