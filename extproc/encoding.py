@@ -97,17 +97,22 @@ def decode_request(body: bytes, header: str, limit: int) -> bytes:
     try:
         return Decoder(found[0], limit).feed(body, end=True)
     except OverflowError:
-        raise GatewayError(
-            413,
-            f"Request body is larger than this gateway accepts once decompressed ({limit} bytes).",
-            INVALID_REQUEST,
-            code="request_too_large",
-        ) from None
+        raise too_large(limit, " once decompressed") from None
     except ValueError as exc:
         raise bad_request(
             f"Request body is not what its Content-Encoding says: {exc}.",
             param="content-encoding",
         ) from None
+
+
+def too_large(limit: int, how: str = "") -> GatewayError:
+    """The client's 413 for a body over ``http.max_request_bytes``."""
+    return GatewayError(
+        413,
+        f"Request body is larger than this gateway accepts{how} ({limit} bytes).",
+        INVALID_REQUEST,
+        code="request_too_large",
+    )
 
 
 def unreadable_answer(coding: str) -> GatewayError:

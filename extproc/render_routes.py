@@ -137,6 +137,15 @@ def _local_reply_config() -> dict[str, Any]:
                 "upstream_unavailable",
                 f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
             ),
+            # A request with an Upgrade header matches a route (the one before routing) that
+            # takes no upgrade: Envoy refuses it at once, before any filter.
+            mapper(
+                "response.code == 403 && response.code_details == 'upgrade_failed'",
+                "invalid_request_error",
+                "upgrade_not_supported",
+                "Protocol upgrades are not served: send the request without the Upgrade header.",
+                status=400,
+            ),
             # Envoy's HTTP/1 codec answers 501 to a transfer coding it does not implement
             # ("chunked, identity", "xchunked"): the client's mistake, not the gateway's.
             mapper(

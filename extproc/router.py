@@ -271,8 +271,13 @@ class Router:
 
     def _route(self, request: ReadBody, body: bytes) -> Route:
         decoded = None
+        limit = self._config.http.max_request_bytes
+        if len(body) > limit:
+            # Envoy's buffer limit is the larger of its connection buffers
+            # (http.stream_buffer_bytes) and the route's: a smaller max_request_bytes is ours
+            # to apply.
+            raise encoding.too_large(limit)
         if request.content_encoding:
-            limit = self._config.http.max_request_bytes
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
         match request.api.body:
             case "json":
