@@ -148,6 +148,8 @@ def bare_bootstrap(
         # The router's per-attempt logs are the gateway's bookkeeping, to the sidecar.
         http_filter.get("typed_config", {}).pop("upstream_log", None)
     for vhost in hcm["route_config"]["virtual_hosts"]:
+        # Only the model routes: the catch-all before routing exists for the router stage.
+        vhost["routes"] = [r for r in vhost["routes"] if r["name"] in prefixes]
         for route in vhost["routes"]:
             route["match"] = {"prefix": f"{prefixes[route['name']]}/"}
             # A client of a plain proxy carries the provider key itself; the gateway strips
