@@ -336,7 +336,11 @@ class Exchange:
         mode = "none" if end_of_stream else translator.response_body_mode(status, headers)
         coding = encoding.codings(headers.get("content-encoding")) if mode != "none" else []
         limit = self._stage.buffer_limit
-        if mode == "buffered" and _length(headers) > limit and self._unbuffered(status, coding):
+        if (
+            mode == "buffered"
+            and _length(headers) > limit
+            and self._unbuffered(status, bool(coding))
+        ):
             # Announced too large to buffer, and needs no rewrite: passed on, and read as it
             # passes where Envoy allows it. In an upstream filter chain, Envoy 1.40 crashes
             # (SIGSEGV, measured) when an ext_proc that streamed a large body lowers its
@@ -360,12 +364,12 @@ class Exchange:
             step.done = True
         return step
 
-    def _unbuffered(self, status: int, coding: list[str]) -> bool:
+    def _unbuffered(self, status: int, compressed: bool) -> bool:
         """Whether the answer may be read as it passes (see :class:`Unbuffered`), from now on.
         Not when compressed unasked: each chunk would be replaced by its decoded bytes, more
         than one gRPC message may carry, and the rest Envoy passes on unread stays compressed."""
         translator = self._served().translator
-        if coding or not (200 <= status < 300 and isinstance(translator, Unbuffered)):
+        if compressed or not (200 <= status < 300 and isinstance(translator, Unbuffered)):
             return False
         translator.read_unbuffered()
         return True
@@ -380,7 +384,7 @@ class Exchange:
             # answer that needs no rewrite goes on too, accounted from what was seen; no
             # translator can read part of a JSON document.
             self._buffered = False
-            if not self._unbuffered(self._status, [self._coding] if self._coding else []):
+            if not self._unbuffered(self._status, bool(self._coding)):
                 return self._too_large(len(chunk))
             out = self._passed_on(serving.translator, chunk, end_of_stream=False)
             return Step(body=out, metadata=self._finish(cut=False), done=True)
