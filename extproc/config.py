@@ -165,6 +165,7 @@ class Pricing(ConfigModel):
 
     input: float = Field(default=0.0, ge=0)
     cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
     output: float = Field(default=0.0, ge=0)
     reasoning: float | None = Field(default=None, ge=0)
     per_request: float = Field(default=0.0, ge=0)

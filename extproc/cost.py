@@ -16,20 +16,24 @@ def pricing_for(model: ModelRoute | None, entry: ModelBackend | None) -> Pricing
 
 
 def cost_usd(usage: Usage | None, pricing: Pricing | None) -> float:
-    """Cached input tokens are part of the input tokens (OpenAI and Bedrock count them so), and
-    reasoning tokens part of the output tokens; each is priced at its own rate when one is set.
+    """Cached input tokens (cache reads) and cache writes are part of the input tokens (OpenAI
+    and Bedrock count them so), and reasoning tokens part of the output tokens; each is priced
+    at its own rate when one is set.
     """
     if pricing is None:
         return 0.0
     if usage is None:
         return pricing.per_request
     cached = min(usage.cached_input_tokens, usage.input_tokens)
+    written = min(usage.cache_write_input_tokens, usage.input_tokens - cached)
     reasoning = min(usage.reasoning_tokens, usage.output_tokens)
     cached_rate = pricing.input if pricing.cached_input is None else pricing.cached_input
+    write_rate = pricing.input if pricing.cache_write is None else pricing.cache_write
     reasoning_rate = pricing.output if pricing.reasoning is None else pricing.reasoning
     tokens = (
-        (usage.input_tokens - cached) * pricing.input
+        (usage.input_tokens - cached - written) * pricing.input
         + cached * cached_rate
+        + written * write_rate
         + (usage.output_tokens - reasoning) * pricing.output
         + reasoning * reasoning_rate
     )

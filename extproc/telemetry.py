@@ -144,6 +144,8 @@ class Record:
             counts["output"] = u.output_tokens
         if u.cached_input_tokens:
             counts["cached_input"] = u.cached_input_tokens
+        if u.cache_write_input_tokens:
+            counts["cache_write"] = u.cache_write_input_tokens
         if u.reasoning_tokens:
             counts["reasoning"] = u.reasoning_tokens
         return counts

@@ -36,3 +36,21 @@ def test_backend_price_overrides_model_price() -> None:
     )
     assert pricing_for(model, model.backends[1]) is cheap
     assert pricing_for(model, model.backends[0]) is model.pricing
+
+
+def test_cache_writes_priced_at_their_own_rate() -> None:
+    # Anthropic-style: 1,000 input tokens of which 300 read from the cache and 500 written to it.
+    pricing = Pricing(input=3.0, cached_input=0.3, cache_write=3.75, output=15.0)
+    usage = Usage(
+        input_tokens=1000,
+        output_tokens=100,
+        total_tokens=1100,
+        cached_input_tokens=300,
+        cache_write_input_tokens=500,
+    )
+    expected = (200 * 3.0 + 300 * 0.3 + 500 * 3.75 + 100 * 15.0) / 1e6
+    assert cost_usd(usage, pricing) == pytest.approx(expected, rel=1e-12)
+    # Without a cache_write price, writes cost the input rate.
+    assert cost_usd(usage, Pricing(input=3.0, cached_input=0.3, output=15.0)) == pytest.approx(
+        (700 * 3.0 + 300 * 0.3 + 100 * 15.0) / 1e6, rel=1e-12
+    )

@@ -49,6 +49,7 @@ def usage_of(usage: Mapping[str, Any]) -> Usage:
         output_tokens=completion,
         total_tokens=prompt + completion,
         cached_input_tokens=cached,
+        cache_write_input_tokens=count("cacheWriteInputTokens"),
     )
 
 
