@@ -25,10 +25,10 @@ class Usage:
     output_tokens: int = 0
     total_tokens: int = 0
     cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
     # Tokens written to a prompt cache (Anthropic's and Bedrock's cache writes), part of the
     # input tokens and priced at their own rate.
     cache_write_input_tokens: int = 0
-    reasoning_tokens: int = 0
     # True when counted by the gateway (extproc.tokens): the answer ended without the
     # provider's own report (a stream cut short, a server that never reports usage).
     estimated: bool = False
