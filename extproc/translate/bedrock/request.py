@@ -12,7 +12,16 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 
 from extproc.errors import bad_request, unsupported_parameter
+from extproc.translate.bedrock.caching import (
+    CachePointBlock,
+    after,
+    cache_point,
+    check_count,
+    ends_with_point,
+    marked,
+)
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -57,7 +66,10 @@ class ToolResultBlock(TypedDict):
     toolResult: ToolResult
 
 
-ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
+ContentBlock = (
+    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | CachePointBlock
+)
+SystemBlock = TextBlock | CachePointBlock
 
 
 class Message(TypedDict):
@@ -99,15 +111,16 @@ class ToolChoice(TypedDict, total=False):
 
 
 class ToolConfig(TypedDict):
-    tools: list[Tool]
+    tools: list[Tool | CachePointBlock]
     toolChoice: NotRequired[ToolChoice]
 
 
 class ConverseRequest(TypedDict):
     messages: list[Message]
-    system: NotRequired[list[TextBlock]]
+    system: NotRequired[list[SystemBlock]]
     inferenceConfig: NotRequired[InferenceConfig]
     toolConfig: NotRequired[ToolConfig]
+    additionalModelRequestFields: NotRequired[Json]
 
 
 # --- from OpenAI's request -----------------------------------------------------------------
@@ -138,25 +151,39 @@ def _text_blocks(text: str) -> list[TextBlock]:
     return [{"text": text}] if text.strip() else []
 
 
-def _texts(content: Any, param: str, kinds: tuple[str, ...] = ("text",)) -> list[str]:
-    """The texts of a content made only of text-like parts (system, assistant, tool)."""
+def _texts(
+    content: Any, param: str, kinds: tuple[str, ...] = ("text",)
+) -> list[tuple[str, str | None]]:
+    """The texts of a content made only of text-like parts (system, assistant, tool), each with
+    where its part asks for a cache point (None: it does not)."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [content]
+        return [(content, None)]
     if not isinstance(content, list):
         raise bad_request(f"'{param}' must be a string or an array of content parts.", param)
     texts = []
     for j, part in enumerate(content):
+        where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in kinds:
             raise bad_request(
                 f"Content part type {kind!r} is not supported here by this Bedrock backend.",
-                f"{param}[{j}].type",
+                f"{where}.type",
             )
         # {"type": "text", "text": ...} and {"type": "refusal", "refusal": ...}
-        texts.append(string(part.get(kind), f"{param}[{j}].{kind}", empty=True))
+        text = string(part.get(kind), f"{where}.{kind}", empty=True)
+        texts.append((text, where if marked(part, where) else None))
     return texts
+
+
+def _text_run(content: Any, param: str, blocks: list[Any], kinds: tuple[str, ...]) -> None:
+    """Appends the text blocks of ``content`` to ``blocks``, a cache point after each marked
+    part."""
+    for text, mark in _texts(content, param, kinds):
+        blocks += _text_blocks(text)
+        if mark is not None:
+            blocks.append(after(blocks, mark))
 
 
 def _image_block(image: Any, param: str) -> ImageBlock:
@@ -197,6 +224,8 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
                 f"Content part type {kind!r} is not supported by this Bedrock backend.",
                 f"{where}.type",
             )
+        if marked(part, where):
+            blocks.append(after(blocks, where))
     return blocks
 
 
@@ -220,9 +249,11 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
             raise unsupported_parameter(
                 f"{param}.{legacy}", "not supported by this Bedrock backend."
             )
-    blocks: list[ContentBlock] = []
-    for text in _texts(msg.get("content"), f"{param}.content", ("text", "refusal")):
-        blocks += _text_blocks(text)
+    # Thinking comes first in a turn: Claude refuses a tool-use turn that does not start so.
+    blocks: list[ContentBlock] = [
+        *request_blocks(msg.get("thinking_blocks"), f"{param}.thinking_blocks")
+    ]
+    _text_run(msg.get("content"), f"{param}.content", blocks, ("text", "refusal"))
     calls = msg.get("tool_calls") or []
     if not isinstance(calls, list):
         raise bad_request(f"'{param}.tool_calls' must be an array.", f"{param}.tool_calls")
@@ -242,20 +273,25 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
     return blocks
 
 
-def _tool_result_block(msg: Json, param: str, textify: bool) -> TextBlock | ToolResultBlock:
+def _tool_result_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock]:
+    """The result block, and a cache point after it when a part of it is marked."""
     call_id = string(msg.get("tool_call_id"), f"{param}.tool_call_id")
-    texts = [t for t in _texts(msg.get("content"), f"{param}.content") if t.strip()]
+    parts = _texts(msg.get("content"), f"{param}.content")
+    texts = [t for t, _ in parts if t.strip()]
+    block: TextBlock | ToolResultBlock
     if textify:
-        return {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
-    content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
-    return {"toolResult": {"toolUseId": call_id, "content": content}}
+        block = {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
+    else:
+        content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
+        block = {"toolResult": {"toolUseId": call_id, "content": content}}
+    return [block, cache_point()] if any(mark for _, mark in parts) else [block]
 
 
-def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Message]]:
+def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Message]]:
     """(system blocks, alternating turns). ``textify_tools``: no toolConfig will be sent."""
     if not isinstance(raw, list) or not raw:
         raise bad_request("'messages' must be a non-empty array.", "messages")
-    system: list[TextBlock] = []
+    system: list[SystemBlock] = []
     turns: list[Message] = []
     for i, msg in enumerate(raw):
         param = f"messages[{i}]"
@@ -263,8 +299,9 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
             raise bad_request(f"'{param}' must be an object.", param)
         role = msg.get("role")
         if role in ("system", "developer"):
-            for text in _texts(msg.get("content"), f"{param}.content"):
-                system += _text_blocks(text)
+            _text_run(msg.get("content"), f"{param}.content", system, ("text",))
+            if marked(msg, param):
+                system.append(after(system, param))
             continue
         blocks: list[ContentBlock]
         if role == "user":
@@ -272,9 +309,11 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
         elif role == "assistant":
             blocks = _assistant_blocks(msg, param, textify_tools)
         elif role == "tool":
-            blocks = [_tool_result_block(msg, param, textify_tools)]
+            blocks = _tool_result_blocks(msg, param, textify_tools)
         else:
             raise bad_request(f"Unsupported role {role!r}.", f"{param}.role")
+        if marked(msg, param):
+            blocks.append(after(blocks, param))
         bedrock_role: Role = "assistant" if role == "assistant" else "user"
         if not blocks:
             continue
@@ -408,13 +447,31 @@ def _inference_config(doc: Json) -> InferenceConfig:
     return config
 
 
-def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
-    """The Converse request body for an OpenAI chat request, and what the response needs."""
+def _tool_list(specs: list[ToolSpec], marks: set[int], auto: bool) -> list[Tool | CachePointBlock]:
+    """The tools, a cache point after each marked one and, with ``auto``, after the last."""
+    tools: list[Tool | CachePointBlock] = []
+    for j, spec in enumerate(specs):
+        tools.append({"toolSpec": spec})
+        if j in marks:
+            tools.append(cache_point())
+    if auto and not ends_with_point(tools):
+        tools.append(cache_point())
+    return tools
+
+
+def converse(
+    doc: Json, model: str = "", cache_points: tuple[str, ...] = ()
+) -> tuple[ConverseRequest, Plan]:
+    """The Converse request body for an OpenAI chat request to ``model`` (a Bedrock model id),
+    and what the response needs; ``cache_points``: where the model entry adds cache points."""
     check_fields(doc, CHAT_RULES)
     stream = doc.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", "stream")
     tools = _tool_specs(doc.get("tools"))
+    marked_tools = {
+        j for j, tool in enumerate(doc.get("tools") or []) if marked(tool, f"tools[{j}]")
+    }
     names = [spec["name"] for spec in tools]
     mode, named = _tool_choice(doc.get("tool_choice"), names)
     if mode == "none":
@@ -431,11 +488,21 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
 
     system, messages = _messages(doc.get("messages"), textify_tools=not tools)
     body: ConverseRequest = {"messages": messages}
+    if system and "system" in cache_points and not ends_with_point(system):
+        system.append(cache_point())
     if system:
         body["system"] = system
     config = _inference_config(doc)
+    limit_param = (
+        "max_tokens" if doc.get("max_completion_tokens") is None else "max_completion_tokens"
+    )
+    thought = reasoning(doc, model, config.get("maxTokens"), limit_param)
+    if thought.max_tokens is not None:
+        config["maxTokens"] = thought.max_tokens
     if config:
         body["inferenceConfig"] = config
+    if thought.fields:
+        body["additionalModelRequestFields"] = thought.fields
     tool_choice: ToolChoice | None = None
     if answer is not None:
         # With client tools too, `any` lets the model call one of them or answer through ours.
@@ -448,9 +515,12 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
     elif named is not None:  # mode "named"
         tool_choice = {"tool": {"name": named}}
     if tools:
-        body["toolConfig"] = {"tools": [{"toolSpec": spec} for spec in tools]}
+        body["toolConfig"] = {"tools": _tool_list(tools, marked_tools, "tools" in cache_points)}
         if tool_choice is not None:
             body["toolConfig"]["toolChoice"] = tool_choice
+    check_count(
+        system, body.get("toolConfig", {}).get("tools", []), *(m["content"] for m in messages)
+    )
 
     options = doc.get("stream_options")
     plan = Plan(
