@@ -144,8 +144,8 @@ def reasoning(doc: Json, model: str, limit: int | None, limit_param: str) -> Rea
         return Reasoning({"reasoning_effort": effort})
     if effort == "high":
         # Nova 2 documents that high effort sets these itself.
-        for field in ("temperature", "top_p", limit_param if limit is not None else None):
-            if field is not None and doc.get(field) is not None:
+        for field in ("temperature", "top_p", "max_completion_tokens", "max_tokens"):
+            if doc.get(field) is not None:
                 raise unsupported_parameter(
                     field, f"Amazon Nova 2 takes no '{field}' with reasoning_effort 'high'."
                 )
@@ -243,22 +243,27 @@ def request_blocks(raw: Any, param: str) -> list[ReasoningBlock]:
     return blocks
 
 
+def _openai_block(text: str, signature: str | None, redacted: str | None) -> Json:
+    if redacted is not None:
+        return {"type": "redacted_thinking", "data": redacted}
+    block: Json = {"type": "thinking", "thinking": text}
+    if signature is not None:
+        block["signature"] = signature
+    return block
+
+
 def thinking_block(content: Any) -> Json | None:
     """A Converse ``reasoningContent`` as an OpenAI-side thinking block, or None."""
     if not isinstance(content, dict):
         return None
     redacted = content.get("redactedContent")
     if isinstance(redacted, str):
-        return {"type": "redacted_thinking", "data": redacted}
+        return _openai_block("", None, redacted)
     said = content.get("reasoningText")
-    text = said.get("text") if isinstance(said, dict) else None
-    if not isinstance(text, str):
+    if not isinstance(said, dict) or not isinstance(said.get("text"), str):
         return None
-    block: Json = {"type": "thinking", "thinking": text}
-    signature = said.get("signature") if isinstance(said, dict) else None
-    if isinstance(signature, str):
-        block["signature"] = signature
-    return block
+    signature = said.get("signature")
+    return _openai_block(said["text"], signature if isinstance(signature, str) else None, None)
 
 
 class StreamedThinking:
@@ -284,9 +289,4 @@ class StreamedThinking:
 
     def block(self) -> Json:
         """The block as :func:`thinking_block` gives it for a whole answer."""
-        if self._redacted is not None:
-            return {"type": "redacted_thinking", "data": self._redacted}
-        block: Json = {"type": "thinking", "thinking": "".join(self._text)}
-        if self._signature is not None:
-            block["signature"] = self._signature
-        return block
+        return _openai_block("".join(self._text), self._signature, self._redacted)

@@ -1,7 +1,8 @@
 """The Converse request for an OpenAI chat request, and the :class:`Plan` the response needs.
 
-Converse's request shapes are typed here (:class:`ConverseRequest` and its parts) as far as the
-gateway writes them; a client's schemas and tool inputs stay plain JSON.
+Converse's request shapes are typed here (:class:`ConverseRequest` and its parts; the tools' in
+:mod:`.tools`, reasoning blocks in :mod:`.reasoning`, cache points in :mod:`.caching`) as far as
+the gateway writes them; a client's schemas and tool inputs stay plain JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from extproc.translate.bedrock.caching import (
 )
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
 from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
+from extproc.translate.bedrock.tools import (
+    ToolChoice,
+    ToolConfig,
+    answer_tool,
+    tool_choice_mode,
+    tool_list,
+    tool_specs,
+)
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -84,37 +93,6 @@ class InferenceConfig(TypedDict, total=False):
     stopSequences: list[str]
 
 
-class InputSchema(TypedDict):
-    json: Json  # the client's JSON schema
-
-
-class ToolSpec(TypedDict):
-    name: str
-    inputSchema: InputSchema
-    description: NotRequired[str]
-
-
-class Tool(TypedDict):
-    toolSpec: ToolSpec
-
-
-class ToolName(TypedDict):
-    name: str
-
-
-class ToolChoice(TypedDict, total=False):
-    """One member: ``auto``, ``any`` (some tool) or ``tool`` (this one)."""
-
-    auto: Json
-    any: Json
-    tool: ToolName
-
-
-class ToolConfig(TypedDict):
-    tools: list[Tool | CachePointBlock]
-    toolChoice: NotRequired[ToolChoice]
-
-
 class ConverseRequest(TypedDict):
     messages: list[Message]
     system: NotRequired[list[SystemBlock]]
@@ -126,11 +104,6 @@ class ConverseRequest(TypedDict):
 # --- from OpenAI's request -----------------------------------------------------------------
 
 
-_ANSWER_TOOL = "json_response"
-_ANSWER_DESCRIPTION = (
-    "Give your final answer to the user by calling this tool: its input is the complete answer,"
-    " as JSON matching the schema."
-)
 # Converse rejects blank text blocks, and a tool may legitimately return nothing.
 _EMPTY_TOOL_RESULT = "(no output)"
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
@@ -332,97 +305,6 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Me
     return system, turns
 
 
-def _tool_specs(tools: Any) -> list[ToolSpec]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", "tools")
-    specs = []
-    for j, tool in enumerate(tools):
-        param = f"tools[{j}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise bad_request(
-                "Only function tools are supported by this Bedrock backend.", f"{param}.type"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        spec: ToolSpec = {
-            "name": string(function.get("name"), f"{param}.function.name"),
-            "inputSchema": {"json": schema},
-        }
-        description = function.get("description")
-        # Converse rejects an empty description.
-        if isinstance(description, str) and description.strip():
-            spec["description"] = description
-        specs.append(spec)
-    return specs
-
-
-def _tool_choice(choice: Any, names: list[str]) -> tuple[str, str | None]:
-    """(mode, tool name): mode is absent, auto, none, required or named."""
-    if choice is None:
-        return "absent", None
-    if choice in ("auto", "none", "required"):
-        if choice == "required" and not names:
-            raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice")
-        return choice, None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if name not in names:
-            raise bad_request(f"'tool_choice' names an unknown tool {name!r}.", "tool_choice")
-        return "named", name
-    raise bad_request(
-        "'tool_choice' must be 'none', 'auto', 'required' or a function tool.", "tool_choice"
-    )
-
-
-def _answer_tool(response_format: Any) -> ToolSpec | None:
-    """The forced tool that carries a ``response_format`` schema, or None for plain text."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {
-            "name": _ANSWER_TOOL,
-            "description": _ANSWER_DESCRIPTION,
-            "inputSchema": {"json": {"type": "object"}},
-        }
-    if kind != "json_schema":
-        raise bad_request(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-            "response_format.type",
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict):
-        raise bad_request(
-            "'response_format.json_schema' must be an object.", "response_format.json_schema"
-        )
-    schema = spec.get("schema") or {"type": "object"}
-    # A tool's input is always an object, so only object schemas can travel as one.
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
-        )
-    description = spec.get("description")
-    return {
-        "name": spec.get("name") or _ANSWER_TOOL,
-        "description": description
-        if isinstance(description, str) and description.strip()
-        else _ANSWER_DESCRIPTION,
-        "inputSchema": {"json": schema},
-    }
-
-
 def _inference_config(doc: Json) -> InferenceConfig:
     config: InferenceConfig = {}
     completion_limit = positive_int(doc, "max_completion_tokens")
@@ -447,18 +329,6 @@ def _inference_config(doc: Json) -> InferenceConfig:
     return config
 
 
-def _tool_list(specs: list[ToolSpec], marks: set[int], auto: bool) -> list[Tool | CachePointBlock]:
-    """The tools, a cache point after each marked one and, with ``auto``, after the last."""
-    tools: list[Tool | CachePointBlock] = []
-    for j, spec in enumerate(specs):
-        tools.append({"toolSpec": spec})
-        if j in marks:
-            tools.append(cache_point())
-    if auto and not ends_with_point(tools):
-        tools.append(cache_point())
-    return tools
-
-
 def converse(
     doc: Json, model: str = "", cache_points: tuple[str, ...] = ()
 ) -> tuple[ConverseRequest, Plan]:
@@ -468,15 +338,15 @@ def converse(
     stream = doc.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", "stream")
-    tools = _tool_specs(doc.get("tools"))
+    tools = tool_specs(doc.get("tools"))
     marked_tools = {
         j for j, tool in enumerate(doc.get("tools") or []) if marked(tool, f"tools[{j}]")
     }
     names = [spec["name"] for spec in tools]
-    mode, named = _tool_choice(doc.get("tool_choice"), names)
+    mode, named = tool_choice_mode(doc.get("tool_choice"), names)
     if mode == "none":
         tools = []
-    answer = _answer_tool(doc.get("response_format"))
+    answer = answer_tool(doc.get("response_format"))
     if answer is not None and mode in ("required", "named"):
         # A client tool call is demanded: an answer tool would let the model skip it.
         answer = None
@@ -515,7 +385,7 @@ def converse(
     elif named is not None:  # mode "named"
         tool_choice = {"tool": {"name": named}}
     if tools:
-        body["toolConfig"] = {"tools": _tool_list(tools, marked_tools, "tools" in cache_points)}
+        body["toolConfig"] = {"tools": tool_list(tools, marked_tools, "tools" in cache_points)}
         if tool_choice is not None:
             body["toolConfig"]["toolChoice"] = tool_choice
     check_count(
