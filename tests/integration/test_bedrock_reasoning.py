@@ -257,3 +257,19 @@ def test_a_streamed_cached_prompt_reports_cached_tokens(client: OpenAI) -> None:
     usage = chunks[-1].usage
     assert usage is not None and usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == len(f"{SYSTEM} streamed".split())
+
+
+def test_an_anthropic_thinking_object_through_the_sdk(client: OpenAI, bedrock: FakeBedrock) -> None:
+    thinking = {"type": "enabled", "budget_tokens": 2000}
+    reply = client.chat.completions.create(
+        model="claude-thinking",
+        messages=[{"role": "user", "content": "why?"}],
+        max_tokens=3000,
+        extra_body={"thinking": thinking},
+    )
+    sent = bedrock.requests[-1].json()
+    assert sent["additionalModelRequestFields"] == {"thinking": thinking}
+    assert sent["inferenceConfig"]["maxTokens"] == 3000
+    blocks = (reply.choices[0].message.model_extra or {})["thinking_blocks"]
+    assert blocks[0]["signature"] == sign(blocks[0]["thinking"])
+    assert reply.choices[0].message.content == "You said: why?"
