@@ -177,6 +177,8 @@ class ModelBackend(ConfigModel):
     priority: int = Field(default=0, ge=0, le=127)
     weight: int = Field(default=1, ge=1, le=128)
     pricing: Pricing | None = None
+    # Bedrock: cache points the gateway adds after the system prompt and / or the tools.
+    cache_points: list[Literal["system", "tools"]] = Field(default_factory=list)
 
 
 class Backoff(ConfigModel):
@@ -335,6 +337,12 @@ class GatewayConfig(ConfigModel):
                     errors.append(
                         f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
                         f" (known: {known})"
+                    )
+                elif entry.cache_points and not isinstance(
+                    self.backends[entry.backend], AWSBedrockBackend
+                ):
+                    errors.append(
+                        f"models[{i}].backends[{j}].cache_points: only for aws_bedrock backends"
                     )
         errors += client_errors(self.clients)
         errors += rule_errors(self.limits, {c.name for c in self.clients})

@@ -86,6 +86,7 @@ class RequestContext:
     path: str  # the client's path, query included
     stream: bool = False  # the client asked for a stream
     include_usage: bool = False  # ... and for its usage chunk (stream_options.include_usage)
+    cache_points: tuple[str, ...] = ()  # Bedrock: where the model entry adds cache points
 
 
 @dataclass(slots=True)

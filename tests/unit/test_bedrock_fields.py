@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,12 @@ def test_markdown_table_lists_every_field() -> None:
     assert "`dimensions`" in fields_markdown(EMBEDDINGS_FIELDS)
 
 
+def test_readme_shows_the_tables_as_they_are() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert fields_markdown() in readme
+    assert fields_markdown(EMBEDDINGS_FIELDS) in readme
+
+
 IGNORED_VALUES: Json = {
     "user": "u-1",
     "safety_identifier": "s-1",
@@ -52,7 +59,6 @@ REJECTED_VALUES: Json = {
     "modalities": ["text", "audio"],
     "prediction": {"type": "content", "content": "x"},
     "web_search_options": {},
-    "reasoning_effort": "high",
     "verbosity": "low",
     "moderation": {"model": "omni-moderation-latest"},
     "functions": [{"name": "f"}],
@@ -66,7 +72,6 @@ HARMLESS_VALUES: Json = {
     "presence_penalty": 0,
     "frequency_penalty": 0.0,
     "modalities": ["text"],
-    "reasoning_effort": "none",
     "verbosity": "medium",
 }
 
@@ -97,3 +102,13 @@ def test_unknown_fields_are_refused_by_name() -> None:
     error = rejected({"temperatur": 0.5, "zzz": 1})
     assert error.param == "temperatur"
     assert "temperatur, zzz" in error.message
+
+
+def test_reasoning_effort_of_a_model_that_does_not_reason_names_the_parameter() -> None:
+    # Moved from the rejected table when reasoning_effort became mapped for reasoning models.
+    error = rejected({"reasoning_effort": "high"})
+    assert error.param == "reasoning_effort"
+    assert error.code == "unsupported_parameter"
+    assert "reasoning_effort" in error.message
+    assert converse({"reasoning_effort": "none"}) == converse({})
+    assert converse({"reasoning_effort": None}) == converse({})

@@ -41,7 +41,8 @@ class BedrockChat(BedrockTranslator):
         self._stream: ConverseStream | None = None  # once the head of a 2xx stream is seen
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        document, self._plan = converse(json_object(body))
+        ctx = self._ctx
+        document, self._plan = converse(json_object(body), ctx.upstream_model, ctx.cache_points)
         operation = "converse-stream" if self._plan.stream else "converse"
         return UpstreamRequest(
             path=self._path(operation),

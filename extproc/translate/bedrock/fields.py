@@ -76,6 +76,41 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "mapped",
         "`false`: only the first tool call of a turn is returned (Converse has no such switch).",
     ),
+    FieldRule(
+        "reasoning_effort",
+        "mapped",
+        "Claude 3.7 Sonnet and Claude 4+: `additionalModelRequestFields.thinking` with a budget"
+        " of 1024 / 4096 / 8192 / 16384 tokens for `minimal` / `low` / `medium` / `high`"
+        " (see *Reasoning*); Amazon Nova 2: `reasoningConfig.maxReasoningEffort` (`low`,"
+        " `medium`, `high`); OpenAI gpt-oss: `reasoning_effort` (`low`, `medium`, `high`)."
+        " `none` sends nothing; any other model (and DeepSeek R1, which always reasons) is a"
+        " 400.",
+    ),
+    FieldRule(
+        "thinking",
+        "mapped",
+        "Anthropic's extension, Claude only: `{type: enabled, budget_tokens}` (at least 1024),"
+        " `adaptive` or `disabled`, sent as `additionalModelRequestFields.thinking`.",
+    ),
+    FieldRule(
+        "messages[].thinking_blocks",
+        "mapped",
+        "On assistant messages, as answers carry them: `thinking` (with its `signature`) ->"
+        " `reasoningContent.reasoningText`, `redacted_thinking` (`data`) ->"
+        " `reasoningContent.redactedContent`, first in the turn, unchanged.",
+    ),
+    FieldRule(
+        "messages[].cache_control",
+        "mapped",
+        '`{"type": "ephemeral"}` on a content part or on a whole message (system messages'
+        " included) -> a `cachePoint` block right after it; at most 4 cache points a request"
+        " (see *Prompt caching*).",
+    ),
+    FieldRule(
+        "tools[].cache_control",
+        "mapped",
+        '`{"type": "ephemeral"}` on a tool -> a `cachePoint` after it in `toolConfig.tools`.',
+    ),
     FieldRule("user", "ignored", "End-user id for OpenAI's abuse monitoring."),
     FieldRule("safety_identifier", "ignored", "End-user id for OpenAI's abuse monitoring."),
     FieldRule("metadata", "ignored", "Tags for OpenAI's stored completions."),
@@ -115,12 +150,6 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("modalities", "rejected", 'Text output only; `["text"]` is accepted.', _is(["text"])),
     FieldRule("prediction", "rejected", "No predicted outputs in Converse."),
     FieldRule("web_search_options", "rejected", "No web search in Converse."),
-    FieldRule(
-        "reasoning_effort",
-        "rejected",
-        "Reasoning is model-specific on Bedrock; `none` is accepted.",
-        _is("none"),
-    ),
     FieldRule(
         "verbosity", "rejected", "No equivalent in Converse; `medium` is accepted.", _is("medium")
     ),
