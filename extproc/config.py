@@ -308,6 +308,12 @@ class Accounting(ConfigModel):
         return self.mode == "envoy"
 
 
+class ResponsesSettings(ConfigModel):
+    # The model whose backend a stored-response request (GET /v1/responses/{id}...) goes to
+    # when it names none in x-ai-eg-model (or, for input_tokens, in its body).
+    default_model: str | None = None
+
+
 class GatewayConfig(ConfigModel):
     listen: Address = Address(port=1975)
     admin: Admin = Admin()
@@ -316,6 +322,7 @@ class GatewayConfig(ConfigModel):
     timeouts: Timeouts = Timeouts()
     telemetry: TelemetryConfig = TelemetryConfig()
     accounting: Accounting = Accounting()
+    responses: ResponsesSettings = ResponsesSettings()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)
     clients: list[ClientKey] = Field(default_factory=list)  # empty: no gateway keys
@@ -344,6 +351,9 @@ class GatewayConfig(ConfigModel):
                     errors.append(
                         f"models[{i}].backends[{j}].cache_points: only for aws_bedrock backends"
                     )
+        default = self.responses.default_model
+        if default is not None and default not in seen and WILDCARD_MODEL not in seen:
+            errors.append(f"responses.default_model: unknown model {default!r}")
         errors += client_errors(self.clients)
         errors += rule_errors(self.limits, {c.name for c in self.clients})
         if errors:

@@ -26,7 +26,7 @@ from extproc.attempt import Attempt, Serving, build_record, record_metadata
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import pricing_for
-from extproc.endpoints import BY_PATH
+from extproc.endpoints import api_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
 from extproc.limits import Limiter
@@ -205,7 +205,7 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = stage.route(route_model, backend_name)
         path = state.path if state else ""
-        api = BY_PATH.get(path)
+        api = api_for(path.partition("?")[0])
         if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(

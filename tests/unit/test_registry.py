@@ -21,7 +21,9 @@ from extproc.endpoints import (
     CHAT,
     EMBEDDINGS,
     RESPONSES,
+    STORED_RESPONSES,
     Operation,
+    api_for,
 )
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
@@ -107,7 +109,13 @@ def test_a_model_lookup_after_model_copy_sees_the_copy() -> None:
 
 def test_every_served_path_is_described_once() -> None:
     assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS, RESPONSES_PATH: RESPONSES}
-    assert set(BY_OPERATION) == {"chat", "embeddings", "responses"} == set(get_args(Operation))
+    assert set(BY_OPERATION) == {"chat", "embeddings", "responses", "stored_responses"}
+    assert set(BY_OPERATION) == set(get_args(Operation))
+    # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
+    for path in ("resp_1", "resp_1/cancel", "resp_1/input_items", "input_tokens"):
+        assert api_for(f"{RESPONSES_PATH}/{path}") is STORED_RESPONSES, path
+    for path in ("", "a/b", "resp_1/../x", "resp_1/cancel/x", "..", "x" * 129):
+        assert api_for(f"{RESPONSES_PATH}/{path}") is None, path
     # Only chat's streams report usage only when asked for it.
     assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat"]
     # Only APIs Envoy's readers can account are ever handed off to them.
@@ -116,9 +124,9 @@ def test_every_served_path_is_described_once() -> None:
 
 # What each schema serves today; a schema without an endpoint answers it 404 (below).
 SERVED = {
-    "openai": {"chat", "embeddings", "responses"},
-    "azure": {"chat", "embeddings", "responses"},
-    "entra": {"chat", "embeddings", "responses"},
+    "openai": {"chat", "embeddings", "responses", "stored_responses"},
+    "azure": {"chat", "embeddings", "responses", "stored_responses"},
+    "entra": {"chat", "embeddings", "responses", "stored_responses"},
     "bedrock": {"chat", "embeddings"},
 }
 
@@ -183,5 +191,5 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" GET /v1/models." in answer.body
+        b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )
