@@ -30,6 +30,7 @@ from extproc.backendconfig import AzureOpenAIBackend as AzureOpenAIBackend
 from extproc.backendconfig import Backend as Backend
 from extproc.backendconfig import EntraID as EntraID
 from extproc.backendconfig import OpenAIBackend as OpenAIBackend
+from extproc.bedrockmodels import Family, Guardrail, named_family, unknown_family
 from extproc.clients import ClientKey, client_errors
 from extproc.configbase import ConfigError as ConfigError
 from extproc.configbase import ConfigModel, Duration
@@ -177,6 +178,10 @@ class ModelBackend(ConfigModel):
     priority: int = Field(default=0, ge=0, le=127)
     weight: int = Field(default=1, ge=1, le=128)
     pricing: Pricing | None = None
+    # Bedrock only (extproc/bedrockmodels.py): the family of a model id that names none (an
+    # ARN), and a guardrail on every Converse call.
+    family: Family | None = None
+    guardrail: Guardrail | None = None
 
 
 class Backoff(ConfigModel):
@@ -336,6 +341,12 @@ class GatewayConfig(ConfigModel):
                         f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
                         f" (known: {known})"
                     )
+                else:
+                    backend = self.backends[entry.backend]
+                    errors += [
+                        f"models[{i}].backends[{j}].{problem}"
+                        for problem in _bedrock_errors(model.name, entry, backend)
+                    ]
         errors += client_errors(self.clients)
         errors += rule_errors(self.limits, {c.name for c in self.clients})
         if errors:
@@ -354,6 +365,25 @@ class GatewayConfig(ConfigModel):
         :class:`ModelIndex` (kept by its user: a config changed with ``model_copy`` is a new
         object, and an index cached inside the old one would be copied with it, stale)."""
         return next((m for m in self.models if m.name == name), None)
+
+
+def _bedrock_errors(route: str, entry: ModelBackend, backend: Backend) -> list[str]:
+    """What is wrong with the Bedrock settings of one backend entry of route ``route``."""
+    if not isinstance(backend, AWSBedrockBackend):
+        return [
+            f"{key}: only for aws_bedrock backends"
+            for key in ("family", "guardrail")
+            if getattr(entry, key) is not None
+        ]
+    model_id = entry.model or route
+    if model_id == WILDCARD_MODEL:
+        return []  # the client's model name: checked per request
+    named = named_family(model_id)
+    if entry.family is None and named is None:
+        return [f"model: {unknown_family(model_id)}"]
+    if entry.family is not None and named not in (None, entry.family):
+        return [f"family: {entry.family!r}, but Bedrock model {model_id!r} is a {named} model"]
+    return []
 
 
 class ModelIndex:

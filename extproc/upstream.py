@@ -222,6 +222,7 @@ class Exchange:
             path=path,
             stream=bool(state.stream),
             include_usage=state.stream == "usage",
+            settings=entry,
         )
         number = headers.get(ATTEMPT_HEADER, "1")
         attempt = Attempt(
