@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,6 @@ IGNORED_VALUES: Json = {
     "safety_identifier": "s-1",
     "metadata": {"k": "v"},
     "store": True,
-    "service_tier": "flex",
     "prompt_cache_key": "k",
     "prompt_cache_options": {"ttl": "30m"},
     "prompt_cache_retention": "24h",
@@ -97,3 +97,9 @@ def test_unknown_fields_are_refused_by_name() -> None:
     error = rejected({"temperatur": 0.5, "zzz": 1})
     assert error.param == "temperatur"
     assert "temperatur, zzz" in error.message
+
+
+def test_the_readme_shows_the_generated_tables() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert fields_markdown() in readme
+    assert fields_markdown(EMBEDDINGS_FIELDS) in readme

@@ -205,3 +205,18 @@ def test_family_errors() -> None:
         {**_bedrock(), "models": [{"name": WILDCARD_MODEL, "backends": [{"backend": "bedrock"}]}]},
         {},
     )
+
+
+def test_guardrail_settings() -> None:
+    guardrail = {"id": "gr1abc", "version": "DRAFT"}
+    entry = parse_config(_bedrock(model="amazon.nova-micro-v1:0", guardrail=guardrail), {})
+    read = entry.models[0].backends[0].guardrail
+    assert read is not None and (read.trace, read.stream_processing_mode) == ("disabled", "sync")
+    for bad in ({"id": "Bad Id", "version": "1"}, {"id": "g", "version": "01"},
+                {"id": "g", "version": "1", "trace": "on"}):  # fmt: skip
+        with pytest.raises(ConfigError, match="guardrail"):
+            parse_config(_bedrock(model="amazon.nova-micro-v1:0", guardrail=bad), {})
+    data = _bedrock()
+    data["models"] = [{"name": "m", "backends": [{"backend": "openai", "guardrail": guardrail}]}]
+    with pytest.raises(ConfigError, match="guardrail: only for aws_bedrock backends"):
+        parse_config(data, {})

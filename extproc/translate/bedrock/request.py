@@ -12,7 +12,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 import orjson
 
 from extproc.errors import bad_request, unsupported_parameter
+from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.translate.bedrock.guardrails import GuardrailConfig
+from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -57,7 +60,7 @@ class ToolResultBlock(TypedDict):
     toolResult: ToolResult
 
 
-ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
+ContentBlock = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock
 
 
 class Message(TypedDict):
@@ -108,6 +111,8 @@ class ConverseRequest(TypedDict):
     system: NotRequired[list[TextBlock]]
     inferenceConfig: NotRequired[InferenceConfig]
     toolConfig: NotRequired[ToolConfig]
+    serviceTier: NotRequired[ServiceTier]
+    guardrailConfig: NotRequired[GuardrailConfig]
 
 
 # --- from OpenAI's request -----------------------------------------------------------------
@@ -131,6 +136,7 @@ class Plan:
     include_usage: bool = False
     answer_tool: str | None = None  # the tool whose input is the answer (response_format)
     single_call: bool = False  # parallel_tool_calls: false
+    service_tier: str | None = None  # the tier asked for, by OpenAI's name (None: auto, unset)
 
 
 def _text_blocks(text: str) -> list[TextBlock]:
@@ -192,6 +198,8 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
             blocks += _text_blocks(string(part.get("text"), f"{where}.text", empty=True))
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), f"{where}.image_url"))
+        elif kind == "file":
+            blocks.append(document_block(part.get("file"), f"{where}.file"))
         else:
             raise bad_request(
                 f"Content part type {kind!r} is not supported by this Bedrock backend.",
@@ -283,6 +291,7 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
             turns[-1]["content"] += blocks
         else:
             turns.append({"role": bedrock_role, "content": blocks})
+    number_repeated_names(block for turn in turns for block in turn["content"])
     if not turns:
         # Converse refuses an empty `messages`: say which field, before a provider call.
         raise bad_request(
@@ -452,6 +461,9 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
         if tool_choice is not None:
             body["toolConfig"]["toolChoice"] = tool_choice
 
+    tier = service_tier(doc)
+    if tier is not None:
+        body["serviceTier"] = tier
     options = doc.get("stream_options")
     plan = Plan(
         stream=bool(stream),
@@ -460,5 +472,6 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
         and options.get("include_usage") is True,
         answer_tool=answer["name"] if answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
+        service_tier=openai_tier(tier),
     )
     return body, plan
