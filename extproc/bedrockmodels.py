@@ -1,5 +1,6 @@
 """Bedrock model ids: the model family an id names (or its route declares), and the per-model
-Bedrock settings of a route's backend entry (``family``, ``guardrail``).
+Bedrock settings of a route's backend entry (``family``, ``guardrail``) and of a backend
+(``fetch_image_urls``).
 
 Read by the config loader (control plane: pydantic only) and by the Bedrock translators, so both
 resolve a family the same way. An ARN of a provisioned throughput, an application inference
@@ -12,9 +13,9 @@ from __future__ import annotations
 import re
 from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 
-from extproc.configbase import ConfigModel
+from extproc.configbase import ConfigModel, Duration
 
 Family = Literal[
     "claude", "titan", "nova", "llama", "mistral", "cohere", "ai21", "deepseek", "openai", "qwen"
@@ -71,3 +72,18 @@ class Guardrail(ConfigModel):
     # Streams only: sync holds each chunk until the guardrail has checked it; async sends
     # chunks at once and checks them in the background (Bedrock's default is sync).
     stream_processing_mode: Literal["sync", "async"] = "sync"
+
+
+class ImageFetch(ConfigModel):
+    """A Bedrock backend's opt-in to download the https image URLs of chat requests
+    (:mod:`extproc.imagefetch`): Converse takes images only as bytes."""
+
+    # Host names allowed: exact (``images.example.com``) or a subdomain wildcard (``*.example.com``).
+    allow: list[str] = Field(min_length=1)
+    # Private, loopback, link-local... addresses are refused even for an allowed host, unless in
+    # one of these networks (``10.1.0.0/16``, ``127.0.0.1/32``).
+    allow_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    # Bedrock's own limit on one image is 3.75 MB.
+    max_bytes: int = Field(default=3_750_000, ge=1, le=3_750_000)
+    timeout: Duration = 10.0  # per request, all its images; capped by sidecar.message_timeout
+    ca_file: str | None = None  # a private CA for the image hosts (default: the system's)

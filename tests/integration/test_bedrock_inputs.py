@@ -1,18 +1,22 @@
 """Bedrock inputs through real Envoy + sidecar with the official SDK: a model given as an ARN
-with its family declared, service tiers, PDF documents, a guardrail."""
+with its family declared, service tiers, PDF documents, a guardrail, image URLs fetched from a
+local HTTPS host (loopback listed explicitly) and refused ones."""
 
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
+import trustme
 from openai import OpenAI
 
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.bedrock_checks import BLOCKED, BLOCKED_MESSAGE
+from tests.fakes.images import PNG, ImageHost
 from tests.fakes.openai import vector
 from tests.harness import Gateway
 
@@ -30,12 +34,44 @@ def bedrock() -> Iterator[FakeBedrock]:
 
 
 @pytest.fixture(scope="module")
-def gateway(bedrock: FakeBedrock) -> Iterator[Gateway]:
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def images(ca: trustme.CA) -> Iterator[ImageHost]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    with ImageHost(ssl_context=context) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    bedrock: FakeBedrock,
+    images: ImageHost,
+    ca: trustme.CA,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    backend = {
+        **bedrock.backend(),
+        "access_key_id": "${AWS_KEY}",
+        "secret_access_key": "${AWS_SECRET}",
+    }
+    fetch = {"allow": ["localhost"], "max_bytes": 10_000, "timeout": "5s", "ca_file": str(ca_file)}
     one = {"retry": {"attempts": 1}}
     config = {
-        "backends": {"bedrock": {**bedrock.backend(), "access_key_id": "${AWS_KEY}",
-                                 "secret_access_key": "${AWS_SECRET}"}},
+        "backends": {
+            "bedrock": backend,
+            # Loopback only because it is listed; the strict one has the same host rule without it.
+            "fetching": {**backend, "fetch_image_urls": {**fetch, "allow_networks": ["127.0.0.0/8", "::1/128"]}},
+            "strict": {**backend, "fetch_image_urls": fetch},
+        },
         "models": [
+            {"name": "fetching", "backends": [{"backend": "fetching", "model": CLAUDE}], **one},
+            {"name": "strict", "backends": [{"backend": "strict", "model": CLAUDE}], **one},
             {"name": "claude", "backends": [{"backend": "bedrock", "model": CLAUDE}], **one},
             {"name": "guarded", "backends": [{"backend": "bedrock", "model": CLAUDE, "guardrail": GUARDRAIL}], **one},
             {"name": "titan-pt", "backends": [{"backend": "bedrock", "model": TITAN_ARN, "family": "titan"}], **one},
@@ -146,3 +182,64 @@ def test_a_guardrail_intervention_is_a_content_filter(client: OpenAI, bedrock: F
     assert bedrock.requests[-1].json()["guardrailConfig"]["streamProcessingMode"] == "sync"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == BLOCKED_MESSAGE
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
+
+
+def _look(client: OpenAI, model: str, url: str) -> str | None:
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }
+        ],
+    )
+    return reply.choices[0].message.content
+
+
+def test_an_allowed_image_url_is_fetched_and_sent_as_bytes(
+    client: OpenAI, bedrock: FakeBedrock, images: ImageHost
+) -> None:
+    url = f"https://localhost:{images.port}/cat.png"
+    assert _look(client, "fetching", url) == "You said: what is this"
+    image = bedrock.requests[-1].json()["messages"][0]["content"][1]["image"]
+    assert image == {"format": "png", "source": {"bytes": base64.b64encode(PNG).decode()}}
+    assert images.requests[-1].path == "/cat.png"
+
+
+@pytest.mark.parametrize(
+    ("model", "host", "path", "says"),
+    [
+        ("fetching", "evil.example", "/cat.png", "'evil.example' is not in this backend's fetch_image_urls.allow"),
+        ("strict", "localhost", "/cat.png", "non-public address not in this backend's fetch_image_urls.allow_networks"),
+        ("claude", "localhost", "/cat.png", "fetch_image_urls is off"),
+    ],
+)  # fmt: skip
+def test_a_refused_image_url_is_a_400_naming_the_rule_and_never_fetched(
+    client: OpenAI, images: ImageHost, model: str, host: str, path: str, says: str
+) -> None:
+    seen = len(images.requests)
+    with pytest.raises(openai.BadRequestError) as raised:
+        _look(client, model, f"https://{host}:{images.port}{path}")
+    assert says in raised.value.message
+    assert raised.value.body["param"] == "messages[0].content[1].image_url.url"
+    assert len(images.requests) == seen
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/big.png", "larger than fetch_image_urls.max_bytes (10000)"),
+        ("/text.png", "not PNG, JPEG, GIF or WebP"),
+        ("/moved.png", "answered 302 (redirects are not followed)"),
+    ],
+)
+def test_an_unusable_image_is_a_400(
+    client: OpenAI, images: ImageHost, path: str, says: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        _look(client, "fetching", f"https://localhost:{images.port}{path}")
+    assert says in raised.value.message

@@ -171,8 +171,8 @@ def _image_block(image: Any, param: str) -> ImageBlock:
         raise bad_request(f"'{param}.url' must be a string.", f"{param}.url")
     if url.startswith(("http://", "https://")):
         raise bad_request(
-            "The gateway does not fetch image URLs for Bedrock: send the image inline as a"
-            " data: URI (data:image/png;base64,...).",
+            "This Bedrock backend does not fetch image URLs (fetch_image_urls is off): send the"
+            " image inline as a data: URI (data:image/png;base64,...).",
             f"{param}.url",
         )
     head, _, data = url.partition(",")
