@@ -41,7 +41,8 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         " content blocks; user `file` parts with `file_data` (pdf, csv, doc, docx, xls, xlsx,"
         " html, txt, md; the format checked against the bytes' signature) -> `document` blocks"
         " named after the file name, cleaned to Converse's rules (`file_id`: 400); assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
-        " user turn; consecutive same-role turns merged. Image URLs are not fetched (400);"
+        " user turn; consecutive same-role turns merged. Image URLs: a 400 unless the backend"
+        " downloads them (`fetch_image_urls`);"
         " system messages alone, with no user or assistant content, are a 400.",
     ),
     FieldRule("model", "mapped", "The route's Bedrock model id or inference profile, in the path."),
