@@ -239,16 +239,21 @@ class ImageFetcher:
             tls = self._tls[policy.ca_file] = ssl.create_default_context(cafile=policy.ca_file)
         timeout = min(policy.timeout, self._cap)
         try:
-            async with asyncio.timeout(timeout):
-                uris = await asyncio.gather(
-                    *(_download(image, image.part["url"], policy, tls) for image in images)
-                )
+            try:
+                # A task group: the first refusal stops the other downloads.
+                async with asyncio.timeout(timeout), asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(_download(image, image.part["url"], policy, tls))
+                        for image in images
+                    ]
+            except* GatewayError as refused:
+                raise refused.exceptions[0] from None
         except TimeoutError:
             raise bad_request(
                 f"The images were not downloaded within fetch_image_urls.timeout ({timeout:g}s).",
                 images[0].param,
                 _UNREADABLE,
             ) from None
-        for image, uri in zip(images, uris, strict=True):
-            image.part["url"] = uri
+        for image, task in zip(images, tasks, strict=True):
+            image.part["url"] = task.result()
         return dump_json(doc)

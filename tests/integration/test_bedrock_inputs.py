@@ -68,10 +68,12 @@ def gateway(
             # Loopback only because it is listed; the strict one has the same host rule without it.
             "fetching": {**backend, "fetch_image_urls": {**fetch, "allow_networks": ["127.0.0.0/8", "::1/128"]}},
             "strict": {**backend, "fetch_image_urls": fetch},
+            "hasty": {**backend, "fetch_image_urls": {**fetch, "timeout": "300ms", "allow_networks": ["127.0.0.0/8", "::1/128"]}},
         },
         "models": [
             {"name": "fetching", "backends": [{"backend": "fetching", "model": CLAUDE}], **one},
             {"name": "strict", "backends": [{"backend": "strict", "model": CLAUDE}], **one},
+            {"name": "hasty", "backends": [{"backend": "hasty", "model": CLAUDE}], **one},
             {"name": "claude", "backends": [{"backend": "bedrock", "model": CLAUDE}], **one},
             {"name": "guarded", "backends": [{"backend": "bedrock", "model": CLAUDE, "guardrail": GUARDRAIL}], **one},
             {"name": "titan-pt", "backends": [{"backend": "bedrock", "model": TITAN_ARN, "family": "titan"}], **one},
@@ -243,3 +245,22 @@ def test_an_unusable_image_is_a_400(
     with pytest.raises(openai.BadRequestError) as raised:
         _look(client, "fetching", f"https://localhost:{images.port}{path}")
     assert says in raised.value.message
+
+
+def test_several_images_are_fetched_and_a_slow_one_times_out(
+    client: OpenAI, bedrock: FakeBedrock, images: ImageHost
+) -> None:
+    url = f"https://localhost:{images.port}/cat.png"
+    client.chat.completions.create(
+        model="fetching",
+        messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": "and"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}],
+    )  # fmt: skip
+    blocks = bedrock.requests[-1].json()["messages"][0]["content"]
+    assert [next(iter(block)) for block in blocks] == ["image", "text", "image"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        _look(client, "hasty", f"https://localhost:{images.port}/slow.png")
+    assert "not downloaded within fetch_image_urls.timeout (0.3s)" in raised.value.message
