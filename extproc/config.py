@@ -178,6 +178,8 @@ class ModelBackend(ConfigModel):
     priority: int = Field(default=0, ge=0, le=127)
     weight: int = Field(default=1, ge=1, le=128)
     pricing: Pricing | None = None
+    # Bedrock: cache points the gateway adds after the system prompt and / or the tools.
+    cache_points: list[Literal["system", "tools"]] = Field(default_factory=list)
     # Bedrock only (extproc/bedrockmodels.py): the family of a model id that names none (an
     # ARN), and a guardrail on every Converse call.
     family: Family | None = None
@@ -372,8 +374,8 @@ def _bedrock_errors(route: str, entry: ModelBackend, backend: Backend) -> list[s
     if not isinstance(backend, AWSBedrockBackend):
         return [
             f"{key}: only for aws_bedrock backends"
-            for key in ("family", "guardrail")
-            if getattr(entry, key) is not None
+            for key in ("cache_points", "family", "guardrail")
+            if getattr(entry, key)
         ]
     model_id = entry.model or route
     if model_id == WILDCARD_MODEL:

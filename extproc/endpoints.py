@@ -17,7 +17,7 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings"]
+Operation = Literal["chat", "embeddings", "responses"]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route).
 BodyFormat = Literal["json"]
@@ -36,6 +36,10 @@ class API:
     # answers are read by the sidecar, and Envoy's readers are off on its paths).
     envoy_usage: Mapping[wire.Key, str] | None
     output_tokens: bool  # its answers have output tokens (telemetry's token counts)
+    # A stream reports its usage only when asked (chat's stream_options.include_usage): the
+    # gateway asks for it and hides it from a client that did not. False: a stream always
+    # reports it (Responses' response.completed), nothing to ask.
+    stream_usage_opt_in: bool = False
 
 
 CHAT = API(
@@ -45,6 +49,7 @@ CHAT = API(
     errors="openai",
     envoy_usage=wire.USAGE_FIELDS,
     output_tokens=True,
+    stream_usage_opt_in=True,
 )
 EMBEDDINGS = API(
     operation="embeddings",
@@ -56,6 +61,17 @@ EMBEDDINGS = API(
     output_tokens=False,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS)
+RESPONSES = API(
+    operation="responses",
+    paths=(wire.RESPONSES_PATH,),
+    body="json",
+    errors="openai",
+    # A stream's usage is inside its last event's response object, which Envoy's SSE reader
+    # cannot reach: the sidecar reads every Responses answer.
+    envoy_usage=None,
+    output_tokens=True,
+)
+
+APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 BY_OPERATION: dict[str, API] = {api.operation: api for api in APIS}

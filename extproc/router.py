@@ -59,7 +59,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
 _KNOWN_UNSUPPORTED = (
     "/v1/completions",
-    "/v1/responses",
+    "/v1/responses",  # POST /v1/responses is served; its stored-response paths below it are not
     "/v1/audio",
     "/v1/images",
     "/v1/files",
@@ -317,7 +317,9 @@ class Router:
         stream_kind = ""
         if stream:
             options = doc.get("stream_options")
-            asked = isinstance(options, dict) and options.get("include_usage") is True
+            asked = not request.api.stream_usage_opt_in or (
+                isinstance(options, dict) and options.get("include_usage") is True
+            )
             stream_kind = "usage" if asked else "plain"
         state = RouteState(model, body_model or None, request.path, len(body), stream_kind)
         remove = self._never_forwarded(request.headers, route.name)

@@ -121,7 +121,8 @@ def message_texts(message: Mapping[str, Any]) -> Iterable[str]:
 
 
 def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
-    """The texts of an OpenAI chat or embeddings request, and the tokens added around them."""
+    """The texts of an OpenAI chat, embeddings or Responses request, and the tokens added
+    around them."""
     messages = doc.get("messages")
     if isinstance(messages, list):
         texts: list[str] = []
@@ -147,7 +148,26 @@ def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
             texts.append(item)
         elif _is_tokens(item):
             extra += len(item)  # already tokens
+        elif isinstance(item, dict):  # a Responses input item: a message, a call, its output
+            texts.extend(_item_texts(item))
+            extra += TOKENS_PER_MESSAGE
+    for key in ("instructions", "tools"):  # Responses' system prompt and tools
+        value = doc.get(key)
+        if isinstance(value, str) and value:
+            texts.append(value)
+        elif isinstance(value, list) and value:
+            texts.append(orjson.dumps(value).decode())
+            extra += TOOLS_PREAMBLE
     return texts, extra
+
+
+def _item_texts(item: Mapping[str, Any]) -> Iterable[str]:
+    """What a Responses input item says: a message's content, a call's name and arguments, a
+    call's output."""
+    yield from _texts(item.get("content"))
+    for key in ("name", "arguments", "output"):
+        if isinstance(item.get(key), str):
+            yield item[key]
 
 
 def _is_tokens(value: Any) -> bool:
@@ -155,7 +175,8 @@ def _is_tokens(value: Any) -> bool:
 
 
 def prompt_tokens(body: bytes, model: str) -> int:
-    """Input tokens of an OpenAI chat or embeddings request body (0 when it is not JSON)."""
+    """Input tokens of an OpenAI chat, embeddings or Responses request body (0 when it is not
+    JSON)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

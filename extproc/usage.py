@@ -10,7 +10,7 @@ not the client, asked for it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,12 +96,18 @@ def json_document(body: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def from_json_doc(doc: Mapping[str, Any] | None) -> tuple[Usage | None, str | None]:
-    """Usage and the served model of a non-streaming OpenAI-shaped response document."""
+UsageReader = Callable[[Any], Usage | None]
+
+
+def from_json_doc(
+    doc: Mapping[str, Any] | None, reader: UsageReader = from_openai
+) -> tuple[Usage | None, str | None]:
+    """Usage and the served model of a non-streaming OpenAI-shaped response document, its
+    ``usage`` object read by ``reader`` (its API's)."""
     if doc is None:
         return None, None
     model = doc.get("model")
-    return from_openai(doc.get("usage")), model if isinstance(model, str) else None
+    return reader(doc.get("usage")), model if isinstance(model, str) else None
 
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -129,7 +135,7 @@ def _event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
         end = data.find(b"\n\n", end + 2)
 
 
-def _payload(event: bytes) -> bytes:
+def event_data(event: bytes) -> bytes:
     """The event's data: its ``data:`` lines joined, each without the field name and spaces."""
     if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2 and b"\r" not in event:
         return event[5:-2].lstrip(b" ")  # the usual event: one data line, then the blank line
@@ -216,7 +222,7 @@ class SSEObserver:
         return b"".join(out)
 
     def _event(self, event: bytes) -> bytes | None:
-        payload = _payload(event)
+        payload = event_data(event)
         if payload == b"[DONE]":
             self.done = True
             return event

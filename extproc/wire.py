@@ -88,6 +88,7 @@ class Key(StrEnum):
 # The OpenAI API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+RESPONSES_PATH = "/v1/responses"
 MODELS_PATH = "/v1/models"
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and

@@ -18,6 +18,7 @@ sys.path.insert(0, str(FUZZ.parent))
 
 from tests.fakes.faulty import FIRST_CHUNK, bedrock_frames, completion
 from tests.fakes.openai import chat_reply, completion_chunks, embeddings, sse_events
+from tests.fakes.responses import events, responses_reply
 
 CHAT = {
     "model": "m",
@@ -99,12 +100,20 @@ def _stream() -> bytes:
     return b"".join(sse_events(completion_chunks(reply, include_usage=True)))
 
 
+def _responses_stream() -> bytes:
+    body = {"model": "m", "input": "a b c", "tools": [{"type": "function", "name": "f"}]}
+    tool = b"".join(events(responses_reply(body), body))
+    plain = {"model": "m", "input": "a b c"}
+    return b"".join(events(responses_reply(plain), plain)) + tool
+
+
 def seeds() -> dict[str, list[bytes]]:
     chat, fmt, embed = orjson.dumps(CHAT), orjson.dumps(FORMAT), orjson.dumps(EMBED)
     frames = b"".join(bedrock_frames())
     stream = _stream()
     return {
         "sse": [b"\x00" + stream, b"\x02\x00\x10\x01\x00" + stream, b"\x00" + FIRST_CHUNK],
+        "responses": [b"\x00" + _responses_stream(), b"\x02\x00\x20\x01\x00" + _responses_stream()],
         "eventstream": [b"\x00\xff" + frames, b"\x00\x00" + frames, b"\x00\x10" + frames[:50]],
         "router": [
             b"\x01\x00\x06\x00\x01" + chat,

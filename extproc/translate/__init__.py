@@ -87,7 +87,7 @@ class RequestContext:
     path: str  # the client's path, query included
     stream: bool = False  # the client asked for a stream
     include_usage: bool = False  # ... and for its usage chunk (stream_options.include_usage)
-    # The route's entry for this backend: per-model settings (Bedrock's family, guardrail).
+    # The route's entry for this backend: per-model settings (Bedrock's family, guardrail, cache points).
     settings: ModelBackend | None = None
 
 

@@ -8,6 +8,9 @@ Two URL surfaces exist:
 - ``v1``: ``/openai/v1/chat/completions`` without ``api-version``, exactly OpenAI's API; the
   deployment name goes in the body's ``model`` like any OpenAI-compatible backend.
 
+The Responses API (``/openai/v1/responses``) exists on the v1 surface only: a backend on the
+classic surface still sends it there, with the deployment name as the body's ``model``.
+
 Responses pass through unchanged: Azure's extra fields (``prompt_filter_results``,
 ``content_filter_results``) reach the client, and a content-filter rejection keeps its status
 (400) and OpenAI-shaped body with ``code: content_filter``, which OpenAI SDKs already surface.
@@ -23,7 +26,11 @@ from extproc.translate import RequestContext, Translator, path_segment
 from extproc.translate.openai import PassThrough, join_path
 
 # From the endpoint the router classified, not the client's path: Azure has only these.
-_OPERATIONS: dict[Operation, str] = {"chat": "/chat/completions", "embeddings": "/embeddings"}
+_OPERATIONS: dict[Operation, str] = {
+    "chat": "/chat/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+}
 
 
 def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
@@ -36,7 +43,9 @@ def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
 
 def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
     prefix = backend.endpoint()[3]
-    if backend.surface == "v1":
+    # Azure serves the Responses API on the v1 surface only, whatever the backend's surface:
+    # the deployment goes in the body's model there (no api-version either).
+    if backend.surface == "v1" or ctx.endpoint == "responses":
         return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
     query = {"api-version": backend.api_version, **backend.query}
     deployment = path_segment(ctx.upstream_model)

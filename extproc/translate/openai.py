@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from extproc import tokens
+from extproc.endpoints import BY_OPERATION
 from extproc.errors import UPSTREAM, error_body
 from extproc.largejson import HeadTail
+from extproc.responses_usage import ResponsesObserver, error_event, from_responses
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
     EVENT_TOO_LARGE,
@@ -60,37 +62,24 @@ def rewrite_body(body: bytes, model: str | None, include_usage: bool) -> bytes:
     return dump_json(doc)
 
 
-_TRUNCATED_EVENT = (
-    b"data: "
-    + error_body(
-        "The provider ended the stream before it was complete.",
-        UPSTREAM,
-        code=STREAM_TRUNCATED,
-    )
-    + b"\n\n"
-)
-_TOO_LARGE_EVENT = (
-    b"data: "
-    + error_body(
-        f"The provider sent a stream event over {MAX_EVENT_BYTES} bytes; the gateway ended"
-        " the stream there.",
-        UPSTREAM,
-        code=EVENT_TOO_LARGE,
-    )
-    + b"\n\n"
+_TRUNCATED = "The provider ended the stream before it was complete."
+_TOO_LARGE = (
+    f"The provider sent a stream event over {MAX_EVENT_BYTES} bytes; the gateway ended the"
+    " stream there."
 )
 _NOT_JSON = "The provider answered with a body that is not the JSON document its API returns."
 
 
 class PassThrough:
-    """Chat and embeddings to any backend that speaks the OpenAI API.
+    """Chat, embeddings and Responses to any backend that speaks the OpenAI API.
 
     The response is watched, never changed, except in four cases:
 
     - a stream whose client did not ask for usage gets ``include_usage`` injected upstream (so
       every stream is accounted) and its traces removed on the way back, so the client sees
       what it would have seen;
-    - a 2xx stream the provider closes before ``data: [DONE]`` gets a last error event;
+    - a 2xx stream the provider closes before its end (chat's ``data: [DONE]``, Responses' last
+      event) gets a last error event, in its API's shape;
     - a stream event over ``MAX_EVENT_BYTES`` ends the stream with an error event (whatever the
       provider sends after it is dropped);
     - a 2xx body that is not a JSON object (a provider that cut its answer) becomes a 502.
@@ -99,11 +88,14 @@ class PassThrough:
 
     def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
         self._path = path
-        self._chat = ctx.endpoint == "chat"
+        api = BY_OPERATION[ctx.endpoint]
+        self._has_output = api.output_tokens
+        self._responses = ctx.endpoint == "responses"
+        self._read_usage = from_responses if self._responses else from_openai
         self._model = (
             ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
         )
-        self._inject_usage = ctx.stream and not ctx.include_usage
+        self._inject_usage = ctx.stream and not ctx.include_usage and api.stream_usage_opt_in
         self.needs_request_body = self._model is not None or self._inject_usage
         self.needs_response = True
         self.usage: Usage | None = None
@@ -145,7 +137,11 @@ class PassThrough:
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
         self._status = status
         if headers.get("content-type", "").startswith("text/event-stream"):
-            self._observer = SSEObserver(strip_usage=self._inject_usage)
+            self._observer = (
+                ResponsesObserver()
+                if self._responses
+                else SSEObserver(strip_usage=self._inject_usage)
+            )
             return "streamed"
         return "buffered"
 
@@ -165,13 +161,13 @@ class PassThrough:
             if end_of_stream:
                 self._ended = True
                 usage, model = large.fields()
-                self.usage, self.response_model = from_openai(usage), model
+                self.usage, self.response_model = self._read_usage(usage), model
             return chunk
         if observer is None:
             # Buffered: the whole body in one chunk, its head still held by Envoy.
             self._ended = self._ended or end_of_stream
             doc = json_document(chunk)
-            self.usage, self.response_model = from_json_doc(doc)
+            self.usage, self.response_model = from_json_doc(doc, self._read_usage)
             if self.usage is None:
                 self._said = answer_text(doc)
             if doc is None and end_of_stream and self._ok:
@@ -185,21 +181,30 @@ class PassThrough:
             self._failure = EVENT_TOO_LARGE
             # Passed through, the event's start already reached the client: a blank line
             # ends it (the client's parser drops or rejects it) before the error event.
-            out += (b"" if self._inject_usage else b"\n\n") + _TOO_LARGE_EVENT
+            out += (b"" if self._inject_usage else b"\n\n") + self._error_event(
+                EVENT_TOO_LARGE, _TOO_LARGE
+            )
         if end_of_stream:
             self._ended = True
             if self._ok and not observer.done and self._failure is None:
                 # The provider closed a stream it had not finished: say so in the stream rather
                 # than let the client take a truncated answer for a complete one.
                 self._failure = STREAM_TRUNCATED
-                out += _TRUNCATED_EVENT
+                out += self._error_event(STREAM_TRUNCATED, _TRUNCATED)
         return out
+
+    def _error_event(self, code: str, message: str) -> bytes:
+        """The event that ends a stream the gateway cuts, in its API's shape."""
+        observer = self._observer
+        if isinstance(observer, ResponsesObserver):
+            return error_event(code, message, observer.sequence + 1)
+        return b"data: " + error_body(message, UPSTREAM, code=code) + b"\n\n"
 
     def output_tokens(self, model: str) -> int:
         observer = self._observer
         if observer is not None:
             return observer.output_tokens(model)
         if self._large is not None:
-            # Only a chat answer's size says something of its output; an embedding has none.
-            return tokens.answer_tokens(self._large.length, stream=False) if self._chat else 0
+            # An answer's size says something of its output; an embedding has none.
+            return tokens.answer_tokens(self._large.length, stream=False) if self._has_output else 0
         return tokens.count(self._said, model)

@@ -15,8 +15,9 @@ Routes:
 - ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=V``: no
   ``api-version`` -> 404, one not in ``api_versions`` -> 400, unknown deployment -> 404
   ``DeploymentNotFound``; the body's ``model`` is ignored, as Azure does.
-- ``POST /openai/v1/chat/completions|embeddings``: no ``api-version``; the body's ``model``
-  names the deployment.
+- ``POST /openai/v1/chat/completions|embeddings|responses``: no dated ``api-version`` (a 400;
+  ``preview`` and ``latest`` are taken); the body's ``model`` names the deployment. The
+  Responses API exists on this surface only.
 
 Credentials: ``api-key: <api_key>`` or ``Authorization: Bearer <token from the endpoint>``,
 each failure with Azure's own 401 body (the bearer one is not even under ``error``).
@@ -202,6 +203,10 @@ class FakeAzure(FakeOpenAI):
                 raise azure_error(400, "BadRequest", "API version not supported")
             body = {**body, "model": deployment}
         else:
+            # The v1 surface takes no dated api-version (only "preview" or "latest").
+            version = request.query.get("api-version")
+            if version not in (None, "preview", "latest"):
+                raise azure_error(400, "BadRequest", "API version not supported")
             body = super().prepare(request, body)
         if self.deployments is not None and body["model"] not in self.deployments:
             raise azure_error(

@@ -33,8 +33,9 @@ Scripted failures, by marker in the last user text (or any embeddings input):
 ``[[stream-error]]`` / ``[[stream-throttle]]`` a ``modelStreamErrorException`` /
 ``throttlingException`` frame after the first text delta, ``[[cached]]`` usage with
 ``cacheReadInputTokens``, ``[[blocked]]`` an intervention of the request's guardrail.
-Documents, guardrail configs and service tiers are checked as Converse checks them
-(:mod:`tests.fakes.bedrock_checks`); a requested tier is reported back. ``deployments`` maps a
+Thinking and cache points: :mod:`tests.fakes.bedrock_rules` (checks, reasoning blocks, a
+simulated prompt cache); documents, guardrail configs and service tiers:
+:mod:`tests.fakes.bedrock_checks` (a requested tier is reported back). ``deployments`` maps a
 model id naming no model (an ARN) to the model it serves. By model id: :data:`THROTTLED_MODEL` always answers 429, and
 :data:`RECORDED_MODEL` on ``converse-stream`` replays the recorded Claude stream of the
 conformance corpus in random splits. :meth:`FakeServer.fail_next` injects raw faults.
@@ -63,10 +64,10 @@ from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 from extproc.eventstream import encode_message
+from tests.fakes import bedrock_rules
 from tests.fakes.bedrock_checks import (
     BLOCKED,
     BLOCKED_MESSAGE,
-    Invalid,
     check_document,
     check_guardrail,
     check_service_tier,
@@ -128,7 +129,16 @@ _CONVERSE_KEYS = {
 }
 _INFERENCE_KEYS = {"maxTokens", "temperature", "topP", "stopSequences"}
 _COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
-_BLOCK_KINDS = {"text", "image", "document", "video", "toolUse", "toolResult", "reasoningContent"}
+_BLOCK_KINDS = {
+    "text",
+    "image",
+    "document",
+    "video",
+    "toolUse",
+    "toolResult",
+    "reasoningContent",
+    "cachePoint",
+}
 
 
 def aws_error(status: int, kind: str, message: str) -> Reject:
@@ -287,7 +297,7 @@ def check_converse(body: Json, stream: bool = False) -> None:
     """Raise the 400 Bedrock gives a Converse body that breaks its rules."""
     try:
         _check_converse(body, stream)
-    except Invalid as exc:
+    except bedrock_rules.Invalid as exc:
         raise _invalid(str(exc)) from None
 
 
@@ -314,7 +324,8 @@ def _check_converse(body: Json, stream: bool) -> None:
             _check_block(block, f"messages.{i}.content.{j}", names)
             has_tool_blocks = has_tool_blocks or "toolUse" in block or "toolResult" in block
     for j, block in enumerate(body.get("system") or []):
-        _check_text(block.get("text"), f"system.{j}")
+        if "cachePoint" not in block:
+            _check_text(block.get("text"), f"system.{j}")
     config = body.get("inferenceConfig") or {}
     if set(config) - _INFERENCE_KEYS:
         raise _invalid("Malformed input request: inferenceConfig has an extraneous key.")
@@ -327,6 +338,8 @@ def _check_converse(body: Json, stream: bool) -> None:
         )
     if tool_config is not None:
         _check_tool_config(tool_config)
+    bedrock_rules.check_cache_points(body)
+    bedrock_rules.check_thinking(body)
     if "guardrailConfig" in body:
         check_guardrail(body["guardrailConfig"], stream)
     if "serviceTier" in body:
@@ -339,6 +352,8 @@ def _check_tool_config(config: Json) -> None:
         raise _invalid("toolConfig.tools must not be empty.")
     names = []
     for j, tool in enumerate(tools):
+        if "cachePoint" in tool:
+            continue
         spec = tool.get("toolSpec") or {}
         if not spec.get("name") or not isinstance(
             (spec.get("inputSchema") or {}).get("json"), dict
@@ -425,6 +440,7 @@ class FakeBedrock(FakeServer):
         self.tool_input: Json | None = None  # replaces the schema example of a tool call input
         # Model ids naming no model (provisioned-throughput ARNs...) -> the model they serve.
         self.deployments: dict[str, str] = {}
+        self.prompt_cache = bedrock_rules.PromptCache()
         self._rng = Random(seed)
 
     def backend(self, url: str | None = None) -> dict[str, str]:
@@ -544,28 +560,39 @@ class FakeBedrock(FakeServer):
                 output = f"You said: {last_text}"
             output, stop_reason = self._limit(output, body.get("inferenceConfig") or {})
             blocks = [{"text": output}]
-        usage = {"inputTokens": count_tokens(prompt), "outputTokens": count_tokens(output)}
+        thoughts = bedrock_rules.reasoning_blocks(body, last_text)
+        output_tokens = count_tokens(output) + bedrock_rules.reasoning_tokens(thoughts)
+        # Bedrock's inputTokens leaves out what was read from or written to the cache.
+        read, written = self.prompt_cache.usage(body)
+        usage = {
+            "inputTokens": max(count_tokens(prompt) - read - written, 0),
+            "outputTokens": output_tokens,
+        }
         if CACHED in last_text:
             usage["cacheReadInputTokens"] = CACHED_TOKENS
             usage["cacheWriteInputTokens"] = 0
+        elif read or written:
+            usage["cacheReadInputTokens"] = read
+            usage["cacheWriteInputTokens"] = written
         usage["totalTokens"] = sum(usage.values())
         extra: Json = {}
         guardrail = body.get("guardrailConfig")
         if guardrail is not None and BLOCKED in last_text:
             blocks, stop_reason = [{"text": BLOCKED_MESSAGE}], "guardrail_intervened"
+            thoughts = []
             usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
             trace = guardrail_trace(guardrail)
             if trace is not None:
                 extra["trace"] = trace
         if "serviceTier" in body:
             extra["serviceTier"] = body["serviceTier"]
-        return ConverseReply(blocks, stop_reason, usage, extra)
+        return ConverseReply([*thoughts, *blocks], stop_reason, usage, extra)
 
     @staticmethod
     def _chosen_tool(config: Json | None, last_text: str) -> Json | None:
         if not config:
             return None
-        specs: list[Json] = [tool["toolSpec"] for tool in config["tools"]]
+        specs: list[Json] = [tool["toolSpec"] for tool in config["tools"] if "toolSpec" in tool]
         choice = config.get("toolChoice") or {}
         marker = _TOOL_MARKER.search(last_text)
         if "tool" in choice:
@@ -602,6 +629,8 @@ class FakeBedrock(FakeServer):
             if "text" in block:
                 # Split before each word so the pieces join back to exactly the text.
                 pieces = [{"text": p} for p in re.split(r"(?<=\s)(?=\S)", block["text"]) if p]
+            elif "reasoningContent" in block:
+                pieces = bedrock_rules.reasoning_deltas(block["reasoningContent"])
             else:
                 use = block["toolUse"]
                 start = {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}

@@ -13,6 +13,8 @@ import binascii
 import re
 from typing import Any
 
+from tests.fakes.bedrock_rules import Invalid
+
 Json = dict[str, Any]
 
 GUARDRAILS = {"gr1abc": {"1", "2", "DRAFT"}}
@@ -26,10 +28,6 @@ _GUARDRAIL_ID = re.compile(
 _GUARDRAIL_VERSION = re.compile(r"[1-9][0-9]{0,7}|DRAFT")
 _TRACES = {"enabled", "disabled", "enabled_full"}
 _TIERS = {"priority", "default", "flex", "reserved"}
-
-
-class Invalid(Exception):
-    """A ValidationException with this message."""
 
 
 def check_document(value: Any, where: str, names: set[str]) -> None:

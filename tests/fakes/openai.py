@@ -20,10 +20,12 @@ Answers, all derived from the request so tests can predict them:
 - embeddings: :func:`vector` of each input (``dimensions`` floats, 8 by default), as JSON
   floats or base64 little-endian float32 (``encoding_format``);
 - usage: one token per whitespace-separated word;
-- ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked).
+- ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked);
+- ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`).
 
 Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
-usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all, and
+usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all (a
+Responses answer's ``usage`` is null), and
 ``linger`` keeps a stream's response open that many seconds after ``data: [DONE]`` (so the
 client closes first, as the official SDK does with llama-cpp-python).
 """
@@ -327,6 +329,7 @@ class FakeOpenAI(FakeServer):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_post(f"{self.prefix}/embeddings", self._embeddings)
+        app.router.add_post(f"{self.prefix}/responses", self._responses)
         app.router.add_get(f"{self.prefix}/models", self._models)
 
     def fault_body(self, status: int) -> bytes:
@@ -404,6 +407,22 @@ class FakeOpenAI(FakeServer):
             for m in self.models
         ]
         return json_response({"object": "list", "data": data})
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        from tests.fakes import responses  # it builds on this module's chat answers
+
+        body = await self._body(request)
+        reply = responses.responses_reply(body)
+        usage = not self.omit_usage
+        if not body.get("stream"):
+            return json_response(responses.response(reply, body, usage=usage))
+        return await stream_chunks(
+            request,
+            responses.events(reply, body, usage=usage),
+            content_type=SSE_CONTENT_TYPE,
+            delay=self.chunk_delay,
+            linger=self.linger,
+        )
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         doc = embeddings(await self._body(request))

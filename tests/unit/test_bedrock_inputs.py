@@ -165,3 +165,19 @@ def test_an_intervention_is_a_content_filter_with_the_guardrails_message() -> No
     choice = orjson.loads(t.response_body(orjson.dumps(answer), True))["choices"][0]
     assert choice["finish_reason"] == "content_filter"
     assert choice["message"]["content"] == "Blocked by policy."
+
+
+# --- model families of ARNs on the chat side ----------------------------------------------------
+
+PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"
+
+
+def test_an_arn_reasons_as_its_declared_family() -> None:
+    thought = converse({"reasoning_effort": "low"}, chat(PROFILE, family="claude"))
+    assert thought["additionalModelRequestFields"]["thinking"]["budget_tokens"] == 4096
+    for t in (chat(PROFILE, family="nova"), chat(PROFILE)):
+        assert rejected({"reasoning_effort": "low"}, t).param == "reasoning_effort"
+    # A named id keeps its own family and version rules.
+    assert rejected({"reasoning_effort": "low"}, chat("anthropic.claude-3-haiku-v1:0")).param == (
+        "reasoning_effort"
+    )

@@ -65,6 +65,31 @@ def test_unknown_backend_error_names_the_key_path() -> None:
         parse_config(bad, ENV)
 
 
+def test_cache_points_are_for_bedrock_backends_only() -> None:
+    bedrock = {"schema": "aws_bedrock", "region": "us-east-1"}
+    entry = {
+        "backend": "bedrock",
+        "model": "anthropic.claude-v2",
+        "cache_points": ["system", "tools"],
+    }
+    ok = {"backends": {"bedrock": bedrock}, "models": [{"name": "c", "backends": [entry]}]}
+    route = parse_config(ok, {}).models[0]
+    assert route.backends[0].cache_points == ["system", "tools"]
+    assert parse_config(EXAMPLE, ENV).models[0].backends[0].cache_points == []
+    bad = {
+        **EXAMPLE,
+        "models": [{"name": "x", "backends": [{"backend": "openai", "cache_points": ["system"]}]}],
+    }
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.backends\[0\]\.cache_points: only for aws_bedrock"
+    ):
+        parse_config(bad, ENV)
+    with pytest.raises(ConfigError, match="cache_points"):
+        parse_config(
+            {**ok, "models": [{"name": "c", "backends": [{**entry, "cache_points": ["user"]}]}]}, {}
+        )
+
+
 def test_missing_env_var_is_named() -> None:
     with pytest.raises(
         ConfigError, match=r"backends\.groq\.api_key: environment variable GROQ_API_KEY"

@@ -38,6 +38,7 @@ from extproc.eventstream import (
     Message,
     encode_message,
 )
+from extproc.responses_usage import ResponsesObserver
 from extproc.router import ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext, UpstreamReply
 from extproc.translate.bedrock.chat import BedrockChat
@@ -49,12 +50,14 @@ from extproc.usage import (
     _USAGE_NULL,
     SSEObserver,
     _event_ends,
-    _payload,
     _without_usage_null,
+    event_data,
     from_openai,
 )
 from extproc.wire import MODEL_HEADER
 from tests.fakes.openai import chat_reply, completion_chunks, sse_events
+from tests.fakes.responses import events as responses_events
+from tests.fakes.responses import responses_reply
 from tests.vocabulary import WORDS, bug_signature
 
 # Hypothesis runs inside the ordinary suite: a bounded number of examples, no deadline (the
@@ -189,6 +192,29 @@ def test_sse_stripping_restores_the_stream_the_client_asked_for(
     assert observer.done
 
 
+@PROPERTY
+@given(
+    words=st.lists(st.text(string.ascii_letters, min_size=1, max_size=8), min_size=1, max_size=12),
+    cuts=cut_lists,
+    noise=sse_streams,
+)
+def test_a_responses_stream_is_observed_alike_in_any_chunking(
+    words: list[str], cuts: list[int], noise: bytes
+) -> None:
+    body = {"model": "m", "input": " ".join(words), "stream": True}
+    stream = b"".join(responses_events(responses_reply(body), body)) + noise
+    observer = ResponsesObserver()
+    parts = _chunked(stream, cuts)
+    out = b"".join(observer.feed(p, i == len(parts) - 1) for i, p in enumerate(parts))
+    whole = ResponsesObserver()
+    whole.feed(stream, True)
+    assert out == stream
+    state = (observer.usage, observer.model, observer.said, observer.sequence, observer.done)
+    assert state == (whole.usage, whole.model, whole.said, whole.sequence, whole.done)
+    assert observer.done and observer.usage is not None
+    assert observer.usage.output_tokens == responses_reply(body).completion_tokens
+
+
 sse_bytes = st.lists(
     st.sampled_from(
         [b"data:", b" ", b"\n", b"\r", b",", b'"usage"', b":", b"null", b"}", b"{", b"x"]
@@ -204,7 +230,7 @@ def test_sse_fast_paths_agree_with_the_plain_definitions(data: bytes) -> None:
     # against what they shortcut: the regexes and the line-by-line reading.
     assert list(_event_ends(data)) == [m.end() for m in _EVENT_END.finditer(data)]
     lines = (line[5:].lstrip(b" ") for line in data.splitlines() if line.startswith(b"data:"))
-    assert _payload(data) == b"".join(lines)
+    assert event_data(data) == b"".join(lines)
     assert _without_usage_null(data) == _USAGE_NULL.sub(b"", data, count=1)
 
 

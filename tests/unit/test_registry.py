@@ -14,13 +14,21 @@ from extproc.backendconfig import BACKEND_TYPES, CREDENTIAL_VARIABLES, SCHEMAS, 
 from extproc.backends import Schema, runtime, schema
 from extproc.cli import envoy_environment
 from extproc.config import Backend, ModelIndex, parse_config
-from extproc.endpoints import APIS, BY_OPERATION, BY_PATH, CHAT, EMBEDDINGS, Operation
+from extproc.endpoints import (
+    APIS,
+    BY_OPERATION,
+    BY_PATH,
+    CHAT,
+    EMBEDDINGS,
+    RESPONSES,
+    Operation,
+)
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
 from extproc.translate import RequestContext
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH
+from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -98,17 +106,28 @@ def test_a_model_lookup_after_model_copy_sees_the_copy() -> None:
 
 
 def test_every_served_path_is_described_once() -> None:
-    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS}
-    assert set(BY_OPERATION) == {"chat", "embeddings"} == set(get_args(Operation))
+    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS, RESPONSES_PATH: RESPONSES}
+    assert set(BY_OPERATION) == {"chat", "embeddings", "responses"} == set(get_args(Operation))
+    # Only chat's streams report usage only when asked for it.
+    assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat"]
     # Only APIs Envoy's readers can account are ever handed off to them.
     assert [api.operation for api in APIS if api.envoy_usage is not None] == ["chat"]
 
 
-def test_today_every_schema_serves_every_endpoint() -> None:
+# What each schema serves today; a schema without an endpoint answers it 404 (below).
+SERVED = {
+    "openai": {"chat", "embeddings", "responses"},
+    "azure": {"chat", "embeddings", "responses"},
+    "entra": {"chat", "embeddings", "responses"},
+    "bedrock": {"chat", "embeddings"},
+}
+
+
+def test_each_schema_serves_its_endpoints() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
     for name, backend in config.backends.items():
         registered = schema(backend)
-        assert set(registered.translators) == set(BY_OPERATION), name
+        assert set(registered.translators) == SERVED[name], name
         assert runtime(name, backend).provider == type(backend).provider
 
 
@@ -162,6 +181,7 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     router = Router(parse_config({}))
     answer = router.on_headers({":method": "POST", ":path": "/v1/nothing"})
     assert isinstance(answer, Respond) and answer.status == 404
-    assert b"Supported: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models." in (
-        answer.body
+    assert (
+        b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
+        b" GET /v1/models." in answer.body
     )

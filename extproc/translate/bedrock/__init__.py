@@ -23,8 +23,11 @@ Decisions a client can observe:
   error shape, which the OpenAI SDKs raise as ``APIError``) and the stream ends *without*
   ``data: [DONE]``, so a client that only watches for ``[DONE]`` cannot mistake a truncated
   answer for a complete one. A stream that ends before ``messageStop`` is reported the same way.
-- Reasoning blocks (models that reason by default) are passed on as ``reasoning_content``, the
-  name the OpenAI-compatible servers that return reasoning use.
+- Reasoning blocks are passed on as ``reasoning_content``, the name the OpenAI-compatible
+  servers that return reasoning use, and whole as ``thinking_blocks`` (LiteLLM's field: text and
+  signature, or redacted data), which a client sends back on the assistant message so that a
+  thinking tool conversation reaches Converse unchanged (:mod:`.reasoning`).
+- ``cache_control`` marks become ``cachePoint`` blocks after what they mark (:mod:`.caching`).
 - Errors keep Bedrock's status, except those an OpenAI client or Envoy's retry policy (5xx and
   429) would misread: quota exhaustion becomes 429, a model error 502, a model timeout 504.
 - A 2xx Converse or InvokeModel body the gateway cannot read becomes a 502
@@ -35,7 +38,8 @@ Decisions a client can observe:
   and no embeddings: a partial list would misalign the client's indexes.
 
 The modules, in the order a request meets them: :mod:`.fields` (the field table and its check),
-:mod:`.request` (the Converse request), :mod:`.chat` (the chat translator), :mod:`.buffered` (a
+:mod:`.request` (the Converse request; :mod:`.tools`, :mod:`.reasoning`, :mod:`.caching`
+for its parts), :mod:`.chat` (the chat translator), :mod:`.buffered` (a
 whole answer, shared with embeddings), :mod:`.chat_response` (Converse's answer),
 :mod:`.stream` (ConverseStream's), :mod:`.errors` (Bedrock's errors), :mod:`.embeddings`.
 

@@ -42,8 +42,13 @@ class BedrockChat(BedrockTranslator):
         self._stream: ConverseStream | None = None  # once the head of a 2xx stream is seen
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        document, self._plan = converse(json_object(body))
         settings = self._ctx.settings
+        document, self._plan = converse(
+            json_object(body),
+            self._ctx.upstream_model,
+            tuple(settings.cache_points) if settings else (),
+            settings.family if settings else None,
+        )
         if settings is not None and settings.guardrail is not None:
             document["guardrailConfig"] = guardrail_config(settings.guardrail, self._plan.stream)
         operation = "converse-stream" if self._plan.stream else "converse"

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from extproc.translate.bedrock.buffered import Unreadable
+from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.bedrock.tiers import openai_tier
 from extproc.usage import Usage, token_count
@@ -96,7 +97,7 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
     blocks = message.get("content")
     # Content is the text blocks and the answer tool's input, in the model's order.
     parts: list[str] = []
-    reasoning: list[str] = []
+    thinking: list[Json] = []  # the reasoning blocks, to be sent back (thinking_blocks)
     calls: list[Json] = []
     for block in blocks if isinstance(blocks, list) else []:
         if not isinstance(block, dict):
@@ -114,11 +115,10 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
                 calls.append(
                     {"id": tool.get("toolUseId"), "type": "function", "function": function}
                 )
-        elif isinstance(thought, dict):
-            said = thought.get("reasoningText")
-            text = said.get("text") if isinstance(said, dict) else None
-            if isinstance(text, str):
-                reasoning.append(text)
+        else:
+            said = thinking_block(thought)
+            if said is not None:
+                thinking.append(said)
     content = "".join(parts)
     reply: Json = {
         "role": "assistant",
@@ -127,8 +127,11 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
     }
     if calls:
         reply["tool_calls"] = calls
-    if reasoning:
-        reply["reasoning_content"] = "".join(reasoning)
+    texts = [block["thinking"] for block in thinking if block["type"] == "thinking"]
+    if texts:
+        reply["reasoning_content"] = "".join(texts)
+    if thinking:
+        reply["thinking_blocks"] = thinking
     choice = {
         "index": 0,
         "message": reply,

@@ -38,9 +38,7 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "messages",
         "mapped",
         "system/developer -> `system`; user text and `data:` image URIs (png, jpeg, gif, webp) ->"
-        " content blocks; user `file` parts with `file_data` (pdf, csv, doc, docx, xls, xlsx,"
-        " html, txt, md; the format checked against the bytes' signature) -> `document` blocks"
-        " named after the file name, cleaned to Converse's rules (`file_id`: 400); assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
+        " content blocks; user `file` parts -> `document` blocks (below); assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
         " user turn; consecutive same-role turns merged. Image URLs: a 400 unless the backend"
         " downloads them (`fetch_image_urls`);"
         " system messages alone, with no user or assistant content, are a 400.",
@@ -81,6 +79,49 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "`false`: only the first tool call of a turn is returned (Converse has no such switch).",
     ),
     FieldRule("service_tier", "mapped", tiers.NOTE),
+    FieldRule(
+        "messages[].content[].file",
+        "mapped",
+        "User `file` parts with `file_data` (a base64 `data:` URI, or base64 and a `filename`"
+        " naming the format): pdf, csv, doc, docx, xls, xlsx, html, txt, md -> `document` blocks,"
+        " the format checked against the bytes' signature, named after the file name cleaned to"
+        " Converse's rules (see *Documents*); `file_id` (an uploaded file): 400.",
+    ),
+    FieldRule(
+        "reasoning_effort",
+        "mapped",
+        "Claude 3.7 Sonnet and Claude 4+: `additionalModelRequestFields.thinking` with a budget"
+        " of 1024 / 4096 / 8192 / 16384 tokens for `minimal` / `low` / `medium` / `high`"
+        " (see *Reasoning*); Amazon Nova 2: `reasoningConfig.maxReasoningEffort` (`low`,"
+        " `medium`, `high`); OpenAI gpt-oss: `reasoning_effort` (`low`, `medium`, `high`)."
+        " `none` sends nothing; any other model (and DeepSeek R1, which always reasons) is a"
+        " 400.",
+    ),
+    FieldRule(
+        "thinking",
+        "mapped",
+        "Anthropic's extension, Claude only: `{type: enabled, budget_tokens}` (at least 1024),"
+        " `adaptive` or `disabled`, sent as `additionalModelRequestFields.thinking`.",
+    ),
+    FieldRule(
+        "messages[].thinking_blocks",
+        "mapped",
+        "On assistant messages, as answers carry them: `thinking` (with its `signature`) ->"
+        " `reasoningContent.reasoningText`, `redacted_thinking` (`data`) ->"
+        " `reasoningContent.redactedContent`, first in the turn, unchanged.",
+    ),
+    FieldRule(
+        "messages[].cache_control",
+        "mapped",
+        '`{"type": "ephemeral"}` on a content part or on a whole message (system messages'
+        " included) -> a `cachePoint` block right after it; at most 4 cache points a request"
+        " (see *Prompt caching*).",
+    ),
+    FieldRule(
+        "tools[].cache_control",
+        "mapped",
+        '`{"type": "ephemeral"}` on a tool -> a `cachePoint` after it in `toolConfig.tools`.',
+    ),
     FieldRule("user", "ignored", "End-user id for OpenAI's abuse monitoring."),
     FieldRule("safety_identifier", "ignored", "End-user id for OpenAI's abuse monitoring."),
     FieldRule("metadata", "ignored", "Tags for OpenAI's stored completions."),
@@ -119,12 +160,6 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("modalities", "rejected", 'Text output only; `["text"]` is accepted.', _is(["text"])),
     FieldRule("prediction", "rejected", "No predicted outputs in Converse."),
     FieldRule("web_search_options", "rejected", "No web search in Converse."),
-    FieldRule(
-        "reasoning_effort",
-        "rejected",
-        "Reasoning is model-specific on Bedrock; `none` is accepted.",
-        _is("none"),
-    ),
     FieldRule(
         "verbosity", "rejected", "No equivalent in Converse; `medium` is accepted.", _is("medium")
     ),

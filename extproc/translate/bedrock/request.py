@@ -1,7 +1,8 @@
 """The Converse request for an OpenAI chat request, and the :class:`Plan` the response needs.
 
-Converse's request shapes are typed here (:class:`ConverseRequest` and its parts) as far as the
-gateway writes them; a client's schemas and tool inputs stay plain JSON.
+Converse's request shapes are typed here (:class:`ConverseRequest` and its parts; the tools' in
+:mod:`.tools`, reasoning blocks in :mod:`.reasoning`, cache points in :mod:`.caching`) as far as
+the gateway writes them; a client's schemas and tool inputs stay plain JSON.
 """
 
 from __future__ import annotations
@@ -11,11 +12,29 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
+from extproc.bedrockmodels import Family as ModelFamily
 from extproc.errors import bad_request, unsupported_parameter
+from extproc.translate.bedrock.caching import (
+    CachePointBlock,
+    after,
+    cache_point,
+    check_count,
+    ends_with_point,
+    marked,
+)
 from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
 from extproc.translate.bedrock.guardrails import GuardrailConfig
+from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
 from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
+from extproc.translate.bedrock.tools import (
+    ToolChoice,
+    ToolConfig,
+    answer_tool,
+    tool_choice_mode,
+    tool_list,
+    tool_specs,
+)
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -60,7 +79,16 @@ class ToolResultBlock(TypedDict):
     toolResult: ToolResult
 
 
-ContentBlock = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock
+ContentBlock = (
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ReasoningBlock
+    | CachePointBlock
+)
+SystemBlock = TextBlock | CachePointBlock
 
 
 class Message(TypedDict):
@@ -75,42 +103,12 @@ class InferenceConfig(TypedDict, total=False):
     stopSequences: list[str]
 
 
-class InputSchema(TypedDict):
-    json: Json  # the client's JSON schema
-
-
-class ToolSpec(TypedDict):
-    name: str
-    inputSchema: InputSchema
-    description: NotRequired[str]
-
-
-class Tool(TypedDict):
-    toolSpec: ToolSpec
-
-
-class ToolName(TypedDict):
-    name: str
-
-
-class ToolChoice(TypedDict, total=False):
-    """One member: ``auto``, ``any`` (some tool) or ``tool`` (this one)."""
-
-    auto: Json
-    any: Json
-    tool: ToolName
-
-
-class ToolConfig(TypedDict):
-    tools: list[Tool]
-    toolChoice: NotRequired[ToolChoice]
-
-
 class ConverseRequest(TypedDict):
     messages: list[Message]
-    system: NotRequired[list[TextBlock]]
+    system: NotRequired[list[SystemBlock]]
     inferenceConfig: NotRequired[InferenceConfig]
     toolConfig: NotRequired[ToolConfig]
+    additionalModelRequestFields: NotRequired[Json]
     serviceTier: NotRequired[ServiceTier]
     guardrailConfig: NotRequired[GuardrailConfig]
 
@@ -118,11 +116,6 @@ class ConverseRequest(TypedDict):
 # --- from OpenAI's request -----------------------------------------------------------------
 
 
-_ANSWER_TOOL = "json_response"
-_ANSWER_DESCRIPTION = (
-    "Give your final answer to the user by calling this tool: its input is the complete answer,"
-    " as JSON matching the schema."
-)
 # Converse rejects blank text blocks, and a tool may legitimately return nothing.
 _EMPTY_TOOL_RESULT = "(no output)"
 _IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
@@ -144,25 +137,39 @@ def _text_blocks(text: str) -> list[TextBlock]:
     return [{"text": text}] if text.strip() else []
 
 
-def _texts(content: Any, param: str, kinds: tuple[str, ...] = ("text",)) -> list[str]:
-    """The texts of a content made only of text-like parts (system, assistant, tool)."""
+def _texts(
+    content: Any, param: str, kinds: tuple[str, ...] = ("text",)
+) -> list[tuple[str, str | None]]:
+    """The texts of a content made only of text-like parts (system, assistant, tool), each with
+    where its part asks for a cache point (None: it does not)."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [content]
+        return [(content, None)]
     if not isinstance(content, list):
         raise bad_request(f"'{param}' must be a string or an array of content parts.", param)
     texts = []
     for j, part in enumerate(content):
+        where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in kinds:
             raise bad_request(
                 f"Content part type {kind!r} is not supported here by this Bedrock backend.",
-                f"{param}[{j}].type",
+                f"{where}.type",
             )
         # {"type": "text", "text": ...} and {"type": "refusal", "refusal": ...}
-        texts.append(string(part.get(kind), f"{param}[{j}].{kind}", empty=True))
+        text = string(part.get(kind), f"{where}.{kind}", empty=True)
+        texts.append((text, where if marked(part, where) else None))
     return texts
+
+
+def _text_run(content: Any, param: str, blocks: list[Any], kinds: tuple[str, ...]) -> None:
+    """Appends the text blocks of ``content`` to ``blocks``, a cache point after each marked
+    part."""
+    for text, mark in _texts(content, param, kinds):
+        blocks += _text_blocks(text)
+        if mark is not None:
+            blocks.append(after(blocks, mark))
 
 
 def _image_block(image: Any, param: str) -> ImageBlock:
@@ -205,6 +212,8 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
                 f"Content part type {kind!r} is not supported by this Bedrock backend.",
                 f"{where}.type",
             )
+        if marked(part, where):
+            blocks.append(after(blocks, where))
     return blocks
 
 
@@ -228,9 +237,11 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
             raise unsupported_parameter(
                 f"{param}.{legacy}", "not supported by this Bedrock backend."
             )
-    blocks: list[ContentBlock] = []
-    for text in _texts(msg.get("content"), f"{param}.content", ("text", "refusal")):
-        blocks += _text_blocks(text)
+    # Thinking comes first in a turn: Claude refuses a tool-use turn that does not start so.
+    blocks: list[ContentBlock] = [
+        *request_blocks(msg.get("thinking_blocks"), f"{param}.thinking_blocks")
+    ]
+    _text_run(msg.get("content"), f"{param}.content", blocks, ("text", "refusal"))
     calls = msg.get("tool_calls") or []
     if not isinstance(calls, list):
         raise bad_request(f"'{param}.tool_calls' must be an array.", f"{param}.tool_calls")
@@ -250,20 +261,25 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
     return blocks
 
 
-def _tool_result_block(msg: Json, param: str, textify: bool) -> TextBlock | ToolResultBlock:
+def _tool_result_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock]:
+    """The result block, and a cache point after it when a part of it is marked."""
     call_id = string(msg.get("tool_call_id"), f"{param}.tool_call_id")
-    texts = [t for t in _texts(msg.get("content"), f"{param}.content") if t.strip()]
+    parts = _texts(msg.get("content"), f"{param}.content")
+    texts = [t for t, _ in parts if t.strip()]
+    block: TextBlock | ToolResultBlock
     if textify:
-        return {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
-    content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
-    return {"toolResult": {"toolUseId": call_id, "content": content}}
+        block = {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
+    else:
+        content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
+        block = {"toolResult": {"toolUseId": call_id, "content": content}}
+    return [block, cache_point()] if any(mark for _, mark in parts) else [block]
 
 
-def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Message]]:
+def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Message]]:
     """(system blocks, alternating turns). ``textify_tools``: no toolConfig will be sent."""
     if not isinstance(raw, list) or not raw:
         raise bad_request("'messages' must be a non-empty array.", "messages")
-    system: list[TextBlock] = []
+    system: list[SystemBlock] = []
     turns: list[Message] = []
     for i, msg in enumerate(raw):
         param = f"messages[{i}]"
@@ -271,8 +287,9 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
             raise bad_request(f"'{param}' must be an object.", param)
         role = msg.get("role")
         if role in ("system", "developer"):
-            for text in _texts(msg.get("content"), f"{param}.content"):
-                system += _text_blocks(text)
+            _text_run(msg.get("content"), f"{param}.content", system, ("text",))
+            if marked(msg, param):
+                system.append(after(system, param))
             continue
         blocks: list[ContentBlock]
         if role == "user":
@@ -280,9 +297,11 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
         elif role == "assistant":
             blocks = _assistant_blocks(msg, param, textify_tools)
         elif role == "tool":
-            blocks = [_tool_result_block(msg, param, textify_tools)]
+            blocks = _tool_result_blocks(msg, param, textify_tools)
         else:
             raise bad_request(f"Unsupported role {role!r}.", f"{param}.role")
+        if marked(msg, param):
+            blocks.append(after(blocks, param))
         bedrock_role: Role = "assistant" if role == "assistant" else "user"
         if not blocks:
             continue
@@ -300,97 +319,6 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
             "messages",
         )
     return system, turns
-
-
-def _tool_specs(tools: Any) -> list[ToolSpec]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", "tools")
-    specs = []
-    for j, tool in enumerate(tools):
-        param = f"tools[{j}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise bad_request(
-                "Only function tools are supported by this Bedrock backend.", f"{param}.type"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        spec: ToolSpec = {
-            "name": string(function.get("name"), f"{param}.function.name"),
-            "inputSchema": {"json": schema},
-        }
-        description = function.get("description")
-        # Converse rejects an empty description.
-        if isinstance(description, str) and description.strip():
-            spec["description"] = description
-        specs.append(spec)
-    return specs
-
-
-def _tool_choice(choice: Any, names: list[str]) -> tuple[str, str | None]:
-    """(mode, tool name): mode is absent, auto, none, required or named."""
-    if choice is None:
-        return "absent", None
-    if choice in ("auto", "none", "required"):
-        if choice == "required" and not names:
-            raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice")
-        return choice, None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if name not in names:
-            raise bad_request(f"'tool_choice' names an unknown tool {name!r}.", "tool_choice")
-        return "named", name
-    raise bad_request(
-        "'tool_choice' must be 'none', 'auto', 'required' or a function tool.", "tool_choice"
-    )
-
-
-def _answer_tool(response_format: Any) -> ToolSpec | None:
-    """The forced tool that carries a ``response_format`` schema, or None for plain text."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {
-            "name": _ANSWER_TOOL,
-            "description": _ANSWER_DESCRIPTION,
-            "inputSchema": {"json": {"type": "object"}},
-        }
-    if kind != "json_schema":
-        raise bad_request(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-            "response_format.type",
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict):
-        raise bad_request(
-            "'response_format.json_schema' must be an object.", "response_format.json_schema"
-        )
-    schema = spec.get("schema") or {"type": "object"}
-    # A tool's input is always an object, so only object schemas can travel as one.
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
-        )
-    description = spec.get("description")
-    return {
-        "name": spec.get("name") or _ANSWER_TOOL,
-        "description": description
-        if isinstance(description, str) and description.strip()
-        else _ANSWER_DESCRIPTION,
-        "inputSchema": {"json": schema},
-    }
 
 
 def _inference_config(doc: Json) -> InferenceConfig:
@@ -417,18 +345,28 @@ def _inference_config(doc: Json) -> InferenceConfig:
     return config
 
 
-def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
-    """The Converse request body for an OpenAI chat request, and what the response needs."""
+def converse(
+    doc: Json,
+    model: str = "",
+    cache_points: tuple[str, ...] = (),
+    declared: ModelFamily | None = None,
+) -> tuple[ConverseRequest, Plan]:
+    """The Converse request body for an OpenAI chat request to ``model`` (a Bedrock model id),
+    and what the response needs; ``cache_points``: where the model entry adds cache points;
+    ``declared``: the family the model entry declares (for an id naming none)."""
     check_fields(doc, CHAT_RULES)
     stream = doc.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", "stream")
-    tools = _tool_specs(doc.get("tools"))
+    tools = tool_specs(doc.get("tools"))
+    marked_tools = {
+        j for j, tool in enumerate(doc.get("tools") or []) if marked(tool, f"tools[{j}]")
+    }
     names = [spec["name"] for spec in tools]
-    mode, named = _tool_choice(doc.get("tool_choice"), names)
+    mode, named = tool_choice_mode(doc.get("tool_choice"), names)
     if mode == "none":
         tools = []
-    answer = _answer_tool(doc.get("response_format"))
+    answer = answer_tool(doc.get("response_format"))
     if answer is not None and mode in ("required", "named"):
         # A client tool call is demanded: an answer tool would let the model skip it.
         answer = None
@@ -440,11 +378,21 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
 
     system, messages = _messages(doc.get("messages"), textify_tools=not tools)
     body: ConverseRequest = {"messages": messages}
+    if system and "system" in cache_points and not ends_with_point(system):
+        system.append(cache_point())
     if system:
         body["system"] = system
     config = _inference_config(doc)
+    limit_param = (
+        "max_tokens" if doc.get("max_completion_tokens") is None else "max_completion_tokens"
+    )
+    thought = reasoning(doc, model, config.get("maxTokens"), limit_param, declared)
+    if thought.max_tokens is not None:
+        config["maxTokens"] = thought.max_tokens
     if config:
         body["inferenceConfig"] = config
+    if thought.fields:
+        body["additionalModelRequestFields"] = thought.fields
     tool_choice: ToolChoice | None = None
     if answer is not None:
         # With client tools too, `any` lets the model call one of them or answer through ours.
@@ -457,9 +405,12 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
     elif named is not None:  # mode "named"
         tool_choice = {"tool": {"name": named}}
     if tools:
-        body["toolConfig"] = {"tools": [{"toolSpec": spec} for spec in tools]}
+        body["toolConfig"] = {"tools": tool_list(tools, marked_tools, "tools" in cache_points)}
         if tool_choice is not None:
             body["toolConfig"]["toolChoice"] = tool_choice
+    check_count(
+        system, body.get("toolConfig", {}).get("tools", []), *(m["content"] for m in messages)
+    )
 
     tier = service_tier(doc)
     if tier is not None:

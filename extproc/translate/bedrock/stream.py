@@ -18,6 +18,7 @@ from extproc.translate.bedrock.chat_response import (
     usage_of,
 )
 from extproc.translate.bedrock.errors import ERROR_TYPES, error_message, error_type
+from extproc.translate.bedrock.reasoning import StreamedThinking
 from extproc.translate.bedrock.request import Plan
 from extproc.usage import Usage
 
@@ -45,6 +46,7 @@ class ConverseStream:
         self._decoder = EventStreamDecoder()
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> tool_calls index (or _*_BLOCK)
         self._calls = 0
+        self._thinking: dict[int, StreamedThinking] = {}  # contentBlockIndex -> its reasoning
         # What the answer said (text, reasoning, tool calls), for an estimate if it ends
         # without Bedrock's usage: the pieces as they came, joined only then.
         self._said: list[str] = []
@@ -110,11 +112,13 @@ class ConverseStream:
             return self._block_start(payload)
         if event == "contentBlockDelta":
             return self._block_delta(payload)
+        if event == "contentBlockStop":
+            return self._block_stop(payload)
         if event == "messageStop":
             return self._stop(payload)
         if event == "metadata":
             return self._metadata(payload)
-        return b""  # contentBlockStop, and events a newer Bedrock may add, carry nothing for us
+        return b""  # events a newer Bedrock may add carry nothing for us
 
     def _chunk(self, delta: Json, finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -185,10 +189,22 @@ class ConverseStream:
                 return None
             return {"tool_calls": [{"index": target, "function": {"arguments": fragment}}]}
         thought = delta.get("reasoningContent")
-        text = thought.get("text") if isinstance(thought, dict) else None
+        if not isinstance(thought, dict):
+            return None
+        if block is not None:
+            self._thinking.setdefault(block, StreamedThinking()).add(thought)
+        text = thought.get("text")
         if isinstance(text, str) and text:
             return {"reasoning_content": text}
         return None
+
+    def _block_stop(self, payload: Json) -> bytes:
+        """A reasoning block is sent whole as it ends, for the client to send back."""
+        index = _block_index(payload)
+        thinking = self._thinking.pop(index, None) if index is not None else None
+        if thinking is None:
+            return b""
+        return self._open() + self._chunk({"thinking_blocks": [thinking.block()]})
 
     def output_tokens(self, model: str) -> int:
         return tokens.count("".join(self._said), model)

@@ -1,0 +1,317 @@
+"""The OpenAI Responses API end to end: the official SDK -> Envoy -> sidecar -> fake OpenAI and
+fake Azure, passed through byte for byte and accounted from the answer's own usage."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import orjson
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel
+
+from tests.fakes.azure import FakeAzure
+from tests.fakes.bedrock import FakeBedrock
+from tests.fakes.openai import FakeOpenAI, count_tokens
+from tests.fakes.otlp import OTLPReceiver
+from tests.fakes.responses import events, responses_reply
+from tests.harness import Gateway
+
+UPSTREAM_KEY = "sk-upstream-responses-5c1e"
+PRICING = {"input": 0.15, "cached_input": 0.075, "output": 0.60}
+TEXT = " ".join(["hello"] * 12)
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def openai_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=UPSTREAM_KEY, chunk_delay=0.02) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def spare() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=UPSTREAM_KEY, chunk_delay=0.0) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def azure() -> Iterator[FakeAzure]:
+    with FakeAzure(deployments={"my-gpt"}, chunk_delay=0.0) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    otlp: OTLPReceiver,
+    accounting: str,
+    openai_fake: FakeOpenAI,
+    spare: FakeOpenAI,
+    azure: FakeAzure,
+    bedrock: FakeBedrock,
+) -> Iterator[Gateway]:
+    config = {
+        "accounting": {"mode": accounting, "flush_interval": "50ms"},
+        "backends": {
+            "oa": {"schema": "openai", "url": f"{openai_fake.url}/v1", "api_key": "${UP_KEY}"},
+            "spare": {"schema": "openai", "url": f"{spare.url}/v1", "api_key": "${UP_KEY}"},
+            "az": {"schema": "azure_openai", "url": azure.url, "api_key": "${AZ_KEY}"},
+            "br": {
+                "schema": "aws_bedrock",
+                "url": bedrock.url,
+                "region": "us-east-1",
+                "access_key_id": "${AWS_ID}",
+                "secret_access_key": "${AWS_SECRET}",
+            },
+        },
+        "models": [
+            {"name": "gpt-4o-mini", "pricing": PRICING, "backends": [{"backend": "oa"}]},
+            {
+                "name": "pair",
+                "pricing": PRICING,
+                "backends": [
+                    {"backend": "oa", "model": "gpt-4o-mini"},
+                    {"backend": "spare", "model": "gpt-4o-mini", "priority": 1},
+                ],
+            },
+            {"name": "azure-gpt", "backends": [{"backend": "az", "model": "my-gpt"}]},
+            {
+                "name": "claude",
+                "backends": [{"backend": "br", "model": "anthropic.claude-3-haiku-20240307-v1:0"}],
+            },
+        ],
+    }
+    env = {
+        **otlp.env(100),
+        "UP_KEY": UPSTREAM_KEY,
+        "AZ_KEY": azure.api_key or "",
+        "AWS_ID": bedrock.access_key,
+        "AWS_SECRET": bedrock.secret_key,
+    }
+    with Gateway(config, env=env) as gw:
+        yield gw
+
+
+def _traced(client: OpenAI) -> tuple[OpenAI, str]:
+    trace_id = os.urandom(16).hex()
+    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    return client.with_options(default_headers={"traceparent": parent}), trace_id
+
+
+def _record(otlp: OTLPReceiver, trace_id: str, attempts: int = 1) -> list[dict[str, Any]]:
+    """The attributes of the request's attempt spans, in order."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
+        if len(spans) >= attempts:
+            time.sleep(0.3)  # a record too many would arrive with the others
+            spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
+            assert len(spans) == attempts, spans
+            return [dict(s["attributes"]) for s in spans]
+        time.sleep(0.1)
+    pytest.fail("no record of the request arrived")
+
+
+def _cost(input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * PRICING["input"] + output_tokens * PRICING["output"]) / 1e6
+
+
+def test_create_is_answered_and_accounted_from_the_answers_usage(
+    client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
+) -> None:
+    traced, trace_id = _traced(client)
+    raw = traced.responses.with_raw_response.create(model="gpt-4o-mini", input=TEXT)
+    answer = raw.parse()
+    assert answer.output_text == f"Echo: {TEXT}"
+    prompt, output = count_tokens(TEXT), count_tokens(f"Echo: {TEXT}")
+    assert answer.usage is not None
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (prompt, output)
+    # The header in micro-dollars, the record exact.
+    assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(_cost(prompt, output), abs=1e-6)
+    (record,) = _record(otlp, trace_id)
+    assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
+    assert record["gen_ai.operation.name"] == "responses"
+    assert record["gen_ai.usage.input_tokens"] == prompt
+    assert record["gen_ai.usage.output_tokens"] == output
+    assert record["ai_gateway.usage_source"] == "provider"
+    sent = openai_fake.requests[-1]
+    assert sent.path == "/v1/responses"
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_a_stream_passes_unchanged_and_is_accounted_from_its_last_event(
+    gateway: Gateway, otlp: OTLPReceiver
+) -> None:
+    body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
+    trace_id = os.urandom(16).hex()
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    conn.request(
+        "POST",
+        "/v1/responses",
+        orjson.dumps(body),
+        {
+            "content-type": "application/json",
+            "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
+        },
+    )
+    response = conn.getresponse()
+    assert response.status == 200
+    got = response.read()
+    conn.close()
+    # Byte for byte what the provider sent: no usage asked for, nothing taken out.
+    assert got == b"".join(events(responses_reply(body), body))
+    (record,) = _record(otlp, trace_id)
+    assert record["gen_ai.usage.input_tokens"] == count_tokens(TEXT)
+    assert record["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
+    assert record["ai_gateway.usage_source"] == "provider"
+
+
+def test_the_sdk_streams_typed_events_in_order(client: OpenAI) -> None:
+    with client.responses.stream(model="gpt-4o-mini", input="stream me") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    assert final.output_text == "Echo: stream me"
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: int
+
+
+def test_parse_returns_the_pydantic_model(client: OpenAI) -> None:
+    parsed = client.responses.parse(model="gpt-4o-mini", input="weather?", text_format=Weather)
+    assert isinstance(parsed.output_parsed, Weather)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
+def test_function_calling_over_two_turns(client: OpenAI, stream: bool) -> None:
+    first = client.responses.create(
+        model="gpt-4o-mini",
+        input="Weather in Paris?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and orjson.loads(call.arguments)["city"]
+    second_input: Any = [
+        {"role": "user", "content": "Weather in Paris?"},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
+    ]
+    if not stream:
+        final = client.responses.create(model="gpt-4o-mini", input=second_input, tools=[WEATHER])  # type: ignore[list-item]
+        assert final.output_text == "Echo: sunny, 21C"
+        return
+    with client.responses.stream(model="gpt-4o-mini", input=second_input, tools=[WEATHER]) as s:  # type: ignore[list-item]
+        for _ in s:
+            pass
+        assert s.get_final_response().output_text == "Echo: sunny, 21C"
+
+
+def test_a_failed_attempt_falls_back_and_each_attempt_is_recorded(
+    client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI, spare: FakeOpenAI
+) -> None:
+    openai_fake.fail_next(503, path="/v1/responses")
+    traced, trace_id = _traced(client)
+    with traced.responses.stream(model="pair", input=TEXT) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    assert final.output_text == f"Echo: {TEXT}"
+    assert spare.requests[-1].json()["model"] == "gpt-4o-mini"
+    failed, served = _record(otlp, trace_id, attempts=2)
+    assert failed["http.response.status_code"] == 503
+    assert served["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
+
+
+def test_azure_gets_its_v1_responses_path_with_the_deployment_as_model(
+    client: OpenAI, azure: FakeAzure
+) -> None:
+    answer = client.responses.create(model="azure-gpt", input="hi azure")
+    assert answer.output_text == "Echo: hi azure"
+    sent = azure.requests[-1]
+    assert sent.path == "/openai/v1/responses"
+    assert "api-version" not in sent.query
+    assert sent.json()["model"] == "my-gpt"
+
+
+def test_a_backend_without_the_endpoint_is_a_404_naming_both(client: OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="claude", input="hi")
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "unsupported_endpoint"
+    assert "responses" in error["message"] and "'br'" in error["message"]
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_once(
+    gateway: Gateway, otlp: OTLPReceiver
+) -> None:
+    trace_id = os.urandom(16).hex()
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
+    conn.request(
+        "POST",
+        "/v1/responses",
+        orjson.dumps(body),
+        {
+            "content-type": "application/json",
+            "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
+        },
+    )
+    response = conn.getresponse()
+    assert response.status == 200
+    deltas = 0
+    while deltas < 3:
+        line = response.readline()
+        assert line, "the stream ended early"
+        deltas += line.startswith(b"event: response.output_text.delta")
+    conn.sock.close()
+    conn.close()
+    (record,) = _record(otlp, trace_id)
+    assert record["ai_gateway.usage_source"] == "estimated"
+    assert record["error.type"] == "interrupted"
+    assert record["gen_ai.usage.input_tokens"] >= count_tokens(TEXT)
+    assert 3 <= record["gen_ai.usage.output_tokens"] <= count_tokens(f"Echo: {TEXT}") + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b'{"input": "hi"}', "model"),
+        (b'{"model": "gpt-4o-mini", "input": "hi", "stream": "yes"}', "stream"),
+    ],
+    ids=["bad-json", "no-model", "stream-not-boolean"],
+)
+def test_bad_input_is_a_400_in_openais_shape(gateway: Gateway, body: bytes, param: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    conn.request("POST", "/v1/responses", body, {"content-type": "application/json"})
+    response = conn.getresponse()
+    doc = orjson.loads(response.read())
+    conn.close()
+    assert response.status == 400
+    assert doc["error"]["type"] == "invalid_request_error"
+    assert doc["error"]["param"] == param
+
+
+def test_the_providers_own_400_reaches_the_client(client: OpenAI) -> None:
+    bad: Any = [{"type": "function_call_output", "call_id": "call_nowhere", "output": "x"}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4o-mini", input=bad)
+    assert "No tool call found" in str(caught.value)
