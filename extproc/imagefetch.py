@@ -223,7 +223,11 @@ class ImageFetcher:
         }
         # Envoy fails the message after sidecar.message_timeout: give up a little earlier.
         self._cap = config.sidecar.message_timeout * 0.9
-        self._tls: dict[str | None, ssl.SSLContext] = {}
+        # Made at start: a ca_file that cannot be read stops the worker, not a request.
+        self._tls = {
+            name: ssl.create_default_context(cafile=policy.ca_file)
+            for name, policy in self._policies.items()
+        }
 
     async def inline(self, attempt: Attempt, body: bytes) -> bytes:
         """``body`` with its allowed image URLs replaced by the images' data: URIs."""
@@ -234,9 +238,7 @@ class ImageFetcher:
         images = _image_urls(doc, policy)
         if not images:
             return body
-        tls = self._tls.get(policy.ca_file)
-        if tls is None:
-            tls = self._tls[policy.ca_file] = ssl.create_default_context(cafile=policy.ca_file)
+        tls = self._tls[attempt.backend.name]
         timeout = min(policy.timeout, self._cap)
         try:
             try:
