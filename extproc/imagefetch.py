@@ -98,8 +98,10 @@ def _checked_url(url: str, param: str, policy: ImageFetch) -> tuple[str, int]:
         port = parts.port or 443
     except ValueError:
         raise _refused("The image URL has an invalid port.", param) from None
+    if parts.username is not None:
+        raise _refused("Image URLs with user info are not fetched.", param)
     host = parts.hostname or ""
-    if parts.username is not None or not host_allowed(host, policy.allow):
+    if not host_allowed(host, policy.allow):
         raise _refused(
             f"Image host {host!r} is not in this backend's fetch_image_urls.allow list.", param
         )

@@ -73,7 +73,7 @@ def _doc(*urls: str) -> dict[str, Any]:
     [
         ("http://images.example.com/a.png", "Only https"),
         ("https://evil.example.org/a.png", "'evil.example.org' is not in"),
-        ("https://user:pw@images.example.com/a.png", "not in this backend's"),
+        ("https://user:pw@images.example.com/a.png", "user info"),
         ("https://images.example.com:99999/a.png", "invalid port"),
     ],
 )
