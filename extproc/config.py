@@ -30,6 +30,7 @@ from extproc.backendconfig import AzureOpenAIBackend as AzureOpenAIBackend
 from extproc.backendconfig import Backend as Backend
 from extproc.backendconfig import EntraID as EntraID
 from extproc.backendconfig import OpenAIBackend as OpenAIBackend
+from extproc.bedrockmodels import Family, Guardrail, named_family, unknown_family
 from extproc.clients import ClientKey, client_errors
 from extproc.configbase import ConfigError as ConfigError
 from extproc.configbase import ConfigModel, Duration
@@ -179,6 +180,10 @@ class ModelBackend(ConfigModel):
     pricing: Pricing | None = None
     # Bedrock: cache points the gateway adds after the system prompt and / or the tools.
     cache_points: list[Literal["system", "tools"]] = Field(default_factory=list)
+    # Bedrock only (extproc/bedrockmodels.py): the family of a model id that names none (an
+    # ARN), and a guardrail on every Converse call.
+    family: Family | None = None
+    guardrail: Guardrail | None = None
 
 
 class Backoff(ConfigModel):
@@ -345,12 +350,12 @@ class GatewayConfig(ConfigModel):
                         f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
                         f" (known: {known})"
                     )
-                elif entry.cache_points and not isinstance(
-                    self.backends[entry.backend], AWSBedrockBackend
-                ):
-                    errors.append(
-                        f"models[{i}].backends[{j}].cache_points: only for aws_bedrock backends"
-                    )
+                else:
+                    backend = self.backends[entry.backend]
+                    errors += [
+                        f"models[{i}].backends[{j}].{problem}"
+                        for problem in _bedrock_errors(model.name, entry, backend)
+                    ]
         default = self.responses.default_model
         if default is not None and default not in seen and WILDCARD_MODEL not in seen:
             errors.append(f"responses.default_model: unknown model {default!r}")
@@ -372,6 +377,25 @@ class GatewayConfig(ConfigModel):
         :class:`ModelIndex` (kept by its user: a config changed with ``model_copy`` is a new
         object, and an index cached inside the old one would be copied with it, stale)."""
         return next((m for m in self.models if m.name == name), None)
+
+
+def _bedrock_errors(route: str, entry: ModelBackend, backend: Backend) -> list[str]:
+    """What is wrong with the Bedrock settings of one backend entry of route ``route``."""
+    if not isinstance(backend, AWSBedrockBackend):
+        return [
+            f"{key}: only for aws_bedrock backends"
+            for key in ("cache_points", "family", "guardrail")
+            if getattr(entry, key)
+        ]
+    model_id = entry.model or route
+    if model_id == WILDCARD_MODEL:
+        return []  # the client's model name: checked per request
+    named = named_family(model_id)
+    if entry.family is None and named is None:
+        return [f"model: {unknown_family(model_id)}"]
+    if entry.family is not None and named not in (None, entry.family):
+        return [f"family: {entry.family!r}, but Bedrock model {model_id!r} is a {named} model"]
+    return []
 
 
 class ModelIndex:

@@ -171,7 +171,7 @@ def test_the_upstream_stage_answers_an_unserved_endpoint_with_that_404(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(backends, "schema", _only_chat(backends.schema))
-    models = [{"name": "m", "backends": [{"backend": "bedrock"}]}]
+    models = [{"name": "m", "backends": [{"backend": "bedrock", "family": "claude"}]}]
     config = parse_config({"backends": BACKENDS, "models": models}, ENV)
     registry = CollectorRegistry()
     stage = UpstreamStage(config, Telemetry(config, registry=registry))

@@ -20,6 +20,7 @@ from extproc.translate import (
 )
 from extproc.translate.bedrock.buffered import JSON, BedrockTranslator, parse_upstream
 from extproc.translate.bedrock.chat_response import CompletionId, chat_completion
+from extproc.translate.bedrock.guardrails import guardrail_config
 from extproc.translate.bedrock.request import Plan, converse
 from extproc.translate.bedrock.stream import ConverseStream
 from extproc.usage import Usage
@@ -41,8 +42,15 @@ class BedrockChat(BedrockTranslator):
         self._stream: ConverseStream | None = None  # once the head of a 2xx stream is seen
 
     def request(self, body: bytes | None) -> UpstreamRequest:
-        ctx = self._ctx
-        document, self._plan = converse(json_object(body), ctx.upstream_model, ctx.cache_points)
+        settings = self._ctx.settings
+        document, self._plan = converse(
+            json_object(body),
+            self._ctx.upstream_model,
+            tuple(settings.cache_points) if settings else (),
+            settings.family if settings else None,
+        )
+        if settings is not None and settings.guardrail is not None:
+            document["guardrailConfig"] = guardrail_config(settings.guardrail, self._plan.stream)
         operation = "converse-stream" if self._plan.stream else "converse"
         return UpstreamRequest(
             path=self._path(operation),
@@ -80,7 +88,9 @@ class BedrockChat(BedrockTranslator):
         if request_id:
             self._id = f"chatcmpl-{request_id}"
         if self._streaming and self._stream is None:
-            ident = CompletionId(self._id, self._created, self._ctx.route_model)
+            ident = CompletionId(
+                self._id, self._created, self._ctx.route_model, self._plan.service_tier
+            )
             self._stream = ConverseStream(self._plan, ident)
 
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
@@ -99,7 +109,9 @@ class BedrockChat(BedrockTranslator):
         return super().response_body(chunk, end_of_stream)
 
     def _translate(self, body: bytes) -> bytes:
-        ident = CompletionId(self._id, self._created, self._ctx.route_model)
+        ident = CompletionId(
+            self._id, self._created, self._ctx.route_model, self._plan.service_tier
+        )
         completion, self._usage = chat_completion(parse_upstream(body), self._plan, ident)
         self._said = list(tokens.message_texts(completion["choices"][0]["message"]))
         return orjson.dumps(completion)

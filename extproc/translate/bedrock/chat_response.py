@@ -12,6 +12,7 @@ import orjson
 from extproc.translate.bedrock.buffered import Unreadable
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
+from extproc.translate.bedrock.tiers import openai_tier
 from extproc.usage import Usage, token_count
 
 Json = dict[str, Any]
@@ -24,16 +25,20 @@ class CompletionId:
     id: str
     created: int
     model: str  # the route's model: Converse does not name the model that served
+    service_tier: str | None = None  # the tier asked for (OpenAI's name), echoed as OpenAI does
 
     def document(self, kind: str, choices: list[Json]) -> Json:
         """``kind``: ``chat.completion`` or ``chat.completion.chunk``."""
-        return {
+        doc: Json = {
             "id": self.id,
             "object": kind,
             "created": self.created,
             "model": self.model,
             "choices": choices,
         }
+        if self.service_tier is not None:
+            doc["service_tier"] = self.service_tier
+        return doc
 
 
 def usage_of(usage: Mapping[str, Any]) -> Usage:
@@ -134,6 +139,10 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
         "finish_reason": finish_reason(doc.get("stopReason"), bool(calls)),
     }
     completion = ident.document("chat.completion", [choice])
+    # The tier that served it, when Bedrock says.
+    served = openai_tier(doc.get("serviceTier"))
+    if served is not None:
+        completion["service_tier"] = served
     reported = doc.get("usage")
     usage = usage_of(reported) if isinstance(reported, dict) else None
     if usage is not None:

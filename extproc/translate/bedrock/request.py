@@ -12,6 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
+from extproc.bedrockmodels import Family as ModelFamily
 from extproc.errors import bad_request, unsupported_parameter
 from extproc.translate.bedrock.caching import (
     CachePointBlock,
@@ -21,8 +22,11 @@ from extproc.translate.bedrock.caching import (
     ends_with_point,
     marked,
 )
+from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.translate.bedrock.guardrails import GuardrailConfig
 from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
+from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
 from extproc.translate.bedrock.tools import (
     ToolChoice,
     ToolConfig,
@@ -76,7 +80,13 @@ class ToolResultBlock(TypedDict):
 
 
 ContentBlock = (
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | CachePointBlock
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ReasoningBlock
+    | CachePointBlock
 )
 SystemBlock = TextBlock | CachePointBlock
 
@@ -99,6 +109,8 @@ class ConverseRequest(TypedDict):
     inferenceConfig: NotRequired[InferenceConfig]
     toolConfig: NotRequired[ToolConfig]
     additionalModelRequestFields: NotRequired[Json]
+    serviceTier: NotRequired[ServiceTier]
+    guardrailConfig: NotRequired[GuardrailConfig]
 
 
 # --- from OpenAI's request -----------------------------------------------------------------
@@ -117,6 +129,7 @@ class Plan:
     include_usage: bool = False
     answer_tool: str | None = None  # the tool whose input is the answer (response_format)
     single_call: bool = False  # parallel_tool_calls: false
+    service_tier: str | None = None  # the tier asked for, by OpenAI's name (None: auto, unset)
 
 
 def _text_blocks(text: str) -> list[TextBlock]:
@@ -165,8 +178,8 @@ def _image_block(image: Any, param: str) -> ImageBlock:
         raise bad_request(f"'{param}.url' must be a string.", f"{param}.url")
     if url.startswith(("http://", "https://")):
         raise bad_request(
-            "The gateway does not fetch image URLs for Bedrock: send the image inline as a"
-            " data: URI (data:image/png;base64,...).",
+            "This Bedrock backend does not fetch image URLs (fetch_image_urls is off): send the"
+            " image inline as a data: URI (data:image/png;base64,...).",
             f"{param}.url",
         )
     head, _, data = url.partition(",")
@@ -192,6 +205,8 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
             blocks += _text_blocks(string(part.get("text"), f"{where}.text", empty=True))
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), f"{where}.image_url"))
+        elif kind == "file":
+            blocks.append(document_block(part.get("file"), f"{where}.file"))
         else:
             raise bad_request(
                 f"Content part type {kind!r} is not supported by this Bedrock backend.",
@@ -295,6 +310,7 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Me
             turns[-1]["content"] += blocks
         else:
             turns.append({"role": bedrock_role, "content": blocks})
+    number_repeated_names(block for turn in turns for block in turn["content"])
     if not turns:
         # Converse refuses an empty `messages`: say which field, before a provider call.
         raise bad_request(
@@ -330,10 +346,14 @@ def _inference_config(doc: Json) -> InferenceConfig:
 
 
 def converse(
-    doc: Json, model: str = "", cache_points: tuple[str, ...] = ()
+    doc: Json,
+    model: str = "",
+    cache_points: tuple[str, ...] = (),
+    declared: ModelFamily | None = None,
 ) -> tuple[ConverseRequest, Plan]:
     """The Converse request body for an OpenAI chat request to ``model`` (a Bedrock model id),
-    and what the response needs; ``cache_points``: where the model entry adds cache points."""
+    and what the response needs; ``cache_points``: where the model entry adds cache points;
+    ``declared``: the family the model entry declares (for an id naming none)."""
     check_fields(doc, CHAT_RULES)
     stream = doc.get("stream")
     if stream is not None and not isinstance(stream, bool):
@@ -366,7 +386,7 @@ def converse(
     limit_param = (
         "max_tokens" if doc.get("max_completion_tokens") is None else "max_completion_tokens"
     )
-    thought = reasoning(doc, model, config.get("maxTokens"), limit_param)
+    thought = reasoning(doc, model, config.get("maxTokens"), limit_param, declared)
     if thought.max_tokens is not None:
         config["maxTokens"] = thought.max_tokens
     if config:
@@ -392,6 +412,9 @@ def converse(
         system, body.get("toolConfig", {}).get("tools", []), *(m["content"] for m in messages)
     )
 
+    tier = service_tier(doc)
+    if tier is not None:
+        body["serviceTier"] = tier
     options = doc.get("stream_options")
     plan = Plan(
         stream=bool(stream),
@@ -400,5 +423,6 @@ def converse(
         and options.get("include_usage") is True,
         answer_tool=answer["name"] if answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
+        service_tier=openai_tier(tier),
     )
     return body, plan
