@@ -109,6 +109,7 @@ class Pricing(ConfigModel):
     cache_write: float | None = Field(default=None, ge=0)
     output: float = Field(default=0.0, ge=0)
     reasoning: float | None = Field(default=None, ge=0)
+    guardrail: float = Field(default=0.0, ge=0)  # USD per 1,000 guardrail text units
     per_request: float = Field(default=0.0, ge=0)
 
 

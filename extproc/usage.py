@@ -29,6 +29,9 @@ class Usage:
     # Tokens written to a prompt cache (Anthropic's and Bedrock's cache writes), part of the
     # input tokens and priced at their own rate.
     cache_write_input_tokens: int = 0
+    # Text units a Bedrock guardrail assessed (its policies' billed units, summed): reported
+    # in the answer's trace when the guardrail's trace is enabled.
+    guardrail_units: int = 0
     # True when counted by the gateway (extproc.tokens): the answer ended without the
     # provider's own report (a stream cut short, a server that never reports usage).
     estimated: bool = False

@@ -76,6 +76,7 @@ class Key(StrEnum):
     TOTAL_TOKENS = "total_tokens"
     CACHED_INPUT_TOKENS = "cached_input_tokens"
     CACHE_WRITE_INPUT_TOKENS = "cache_write_input_tokens"
+    GUARDRAIL_UNITS = "guardrail_units"
     REASONING_TOKENS = "reasoning_tokens"
     USAGE_SOURCE = "usage_source"  # "provider", or "estimated" by the gateway
     # accounting.mode envoy: the attempt's record comes from Envoy's access log.

@@ -577,11 +577,14 @@ class FakeBedrock(FakeServer):
         usage["totalTokens"] = sum(usage.values())
         extra: Json = {}
         guardrail = body.get("guardrailConfig")
-        if guardrail is not None and BLOCKED in last_text:
-            blocks, stop_reason = [{"text": BLOCKED_MESSAGE}], "guardrail_intervened"
-            thoughts = []
-            usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
-            trace = guardrail_trace(guardrail)
+        if guardrail is not None:
+            blocked = BLOCKED in last_text
+            if blocked:
+                blocks, stop_reason = [{"text": BLOCKED_MESSAGE}], "guardrail_intervened"
+                thoughts = []
+                usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
+            answer = None if blocked else "".join(b.get("text", "") for b in blocks)
+            trace = guardrail_trace(guardrail, last_text, answer)
             if trace is not None:
                 extra["trace"] = trace
         if "serviceTier" in body:

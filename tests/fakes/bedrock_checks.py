@@ -78,11 +78,23 @@ def check_service_tier(tier: Any) -> None:
         raise Invalid("serviceTier.type: must be one of priority, default, flex, reserved.")
 
 
-def guardrail_trace(config: Json) -> Json | None:
-    """The ``trace`` of a blocked answer, if the config asks for one."""
+def guardrail_trace(config: Json, prompt: str, answer: str | None) -> Json | None:
+    """The ``trace`` of a guardrail-checked answer, if the config asks for one: the prompt
+    assessed (and blocked when ``answer`` is None), else the answer too. As Bedrock counts, a
+    text unit is up to 1,000 characters, per policy; word filters are reported, not billed."""
+
+    def assessment(text: str, blocked: bool) -> Json:
+        units = max(1, -(-len(text) // 1000))
+        usage = {"topicPolicyUnits": units, "contentPolicyUnits": units, "wordPolicyUnits": units}
+        out: Json = {"invocationMetrics": {"guardrailProcessingLatency": 1, "usage": usage}}
+        if blocked:
+            out["topicPolicy"] = {"topics": [{"name": "blocked", "action": "BLOCKED"}]}
+        return out
+
     if config.get("trace", "disabled") == "disabled":
         return None
-    usage = {"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 1}
-    assessment = {"topicPolicy": {"topics": [{"name": "blocked", "action": "BLOCKED"}]},
-                  "invocationMetrics": {"guardrailProcessingLatency": 1, "usage": usage}}  # fmt: skip
-    return {"guardrail": {"inputAssessment": {config["guardrailIdentifier"]: assessment}}}
+    guardrail_id = config["guardrailIdentifier"]
+    trace: Json = {"inputAssessment": {guardrail_id: assessment(prompt, answer is None)}}
+    if answer is not None:
+        trace["outputAssessments"] = {guardrail_id: [assessment(answer, False)]}
+    return {"guardrail": trace}

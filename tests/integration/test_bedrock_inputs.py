@@ -75,13 +75,17 @@ def gateway(
             {"name": "strict", "backends": [{"backend": "strict", "model": CLAUDE}], **one},
             {"name": "hasty", "backends": [{"backend": "hasty", "model": CLAUDE}], **one},
             {"name": "claude", "backends": [{"backend": "bedrock", "model": CLAUDE}], **one},
-            {"name": "guarded", "backends": [{"backend": "bedrock", "model": CLAUDE, "guardrail": GUARDRAIL}], **one},
+            {"name": "guarded", "backends": [{"backend": "bedrock", "model": CLAUDE, "guardrail": GUARDRAIL}],
+             "pricing": GUARDED_PRICES, **one},
             {"name": "titan-pt", "backends": [{"backend": "bedrock", "model": TITAN_ARN, "family": "titan"}], **one},
         ],
     }  # fmt: skip
     env = {"AWS_KEY": bedrock.access_key, "AWS_SECRET": bedrock.secret_key}
     with Gateway(config, env=env) as gw:
         yield gw
+
+
+GUARDED_PRICES = {"input": 3.0, "output": 15.0, "guardrail": 0.15}
 
 
 @pytest.fixture
@@ -264,3 +268,19 @@ def test_several_images_are_fetched_and_a_slow_one_times_out(
     with pytest.raises(openai.BadRequestError) as raised:
         _look(client, "hasty", f"https://localhost:{images.port}/slow.png")
     assert "not downloaded within fetch_image_urls.timeout (0.3s)" in raised.value.message
+
+
+def test_guardrail_units_are_recorded_and_priced(client: OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="guarded", messages=[{"role": "user", "content": "hi"}]
+    )
+    usage = raw.parse().usage
+    assert usage is not None
+    # The fake's trace: the prompt and the answer, one text unit each, for the topic and the
+    # content policies (billed) and the word filter (reported, not billed).
+    units = 4
+    expected = (
+        usage.prompt_tokens * GUARDED_PRICES["input"]
+        + usage.completion_tokens * GUARDED_PRICES["output"]
+    ) / 1e6 + units * GUARDED_PRICES["guardrail"] / 1000
+    assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(expected, abs=1e-6)

@@ -8,6 +8,8 @@ import base64
 import orjson
 import pytest
 
+from extproc.translate.bedrock.chat_response import usage_of
+from extproc.translate.bedrock.guardrails import text_units
 from extproc.translate.bedrock.stream import ConverseStream
 from tests.bedrock_cases import HEAD, Json, chat, converse, rejected
 from tests.fakes.bedrock import event_frame
@@ -181,3 +183,28 @@ def test_an_arn_reasons_as_its_declared_family() -> None:
     assert rejected({"reasoning_effort": "low"}, chat("anthropic.claude-3-haiku-v1:0")).param == (
         "reasoning_effort"
     )
+
+
+def test_guardrail_text_units_sum_the_billed_policies_of_every_assessment() -> None:
+    metrics = {
+        "invocationMetrics": {
+            "usage": {
+                "topicPolicyUnits": 2,
+                "contentPolicyUnits": 3,
+                "wordPolicyUnits": 5,
+                "sensitiveInformationPolicyUnits": 1,
+                "sensitiveInformationPolicyFreeUnits": 7,
+                "contextualGroundingPolicyUnits": -4,
+            }
+        }
+    }
+    trace = {
+        "guardrail": {
+            "inputAssessment": {"g1": metrics},
+            "outputAssessments": {"g1": [metrics, {"invocationMetrics": None}], "g2": "odd"},
+        }
+    }
+    assert text_units(trace) == 2 * (2 + 3 + 1)
+    assert text_units(None) == text_units({"guardrail": []}) == 0
+    usage = usage_of({"inputTokens": 1, "outputTokens": 2}, trace)
+    assert usage.guardrail_units == 12

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from extproc.translate.bedrock.buffered import Unreadable
+from extproc.translate.bedrock.guardrails import text_units
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.bedrock.tiers import openai_tier
@@ -41,7 +42,9 @@ class CompletionId:
         return doc
 
 
-def usage_of(usage: Mapping[str, Any]) -> Usage:
+def usage_of(usage: Mapping[str, Any], trace: Any = None) -> Usage:
+    """Converse's ``usage``, and the guardrail units of its ``trace`` (if any)."""
+
     def count(key: str) -> int:
         return token_count(usage, key)
 
@@ -56,6 +59,7 @@ def usage_of(usage: Mapping[str, Any]) -> Usage:
         total_tokens=prompt + completion,
         cached_input_tokens=cached,
         cache_write_input_tokens=count("cacheWriteInputTokens"),
+        guardrail_units=text_units(trace),
     )
 
 
@@ -144,7 +148,7 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
     if served is not None:
         completion["service_tier"] = served
     reported = doc.get("usage")
-    usage = usage_of(reported) if isinstance(reported, dict) else None
+    usage = usage_of(reported, doc.get("trace")) if isinstance(reported, dict) else None
     if usage is not None:
         completion["usage"] = openai_usage(usage)
     return completion, usage

@@ -217,7 +217,7 @@ class ConverseStream:
     def _metadata(self, payload: Json) -> bytes:
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            self.usage = usage_of(usage)
+            self.usage = usage_of(usage, payload.get("trace"))
         # OpenAI sends usage after the finish chunk; Bedrock sends metadata after messageStop.
         return self._usage_chunk() if self._stopped else b""
 
