@@ -62,6 +62,20 @@ def _stream_problems(body: bytes) -> list[str]:
     return problems
 
 
+def _completions_problems(doc: Any) -> list[str]:
+    try:
+        text = doc["choices"][0]["text"]
+        usage = doc["usage"]
+    except (KeyError, IndexError, TypeError):
+        return ["not a text_completion with usage"]
+    problems = []
+    if text != ANSWER:
+        problems.append(f"text {text!r}")
+    if (usage.get("prompt_tokens"), usage.get("completion_tokens")) != (212, 36):
+        problems.append(f"usage {usage!r}")
+    return problems
+
+
 def _responses_problems(doc: Any) -> list[str]:
     try:
         text = doc["output"][0]["content"][0]["text"]
@@ -128,4 +142,6 @@ def answer_problems(scenario: Scenario, body: bytes) -> list[str]:
         return _embeddings_problems(doc)
     if scenario.kind == "responses":
         return _responses_problems(doc)
+    if scenario.kind == "completions":
+        return _completions_problems(doc)
     return _chat_problems(doc)

@@ -25,6 +25,7 @@ PACED_MODEL = "bench-paced"
 HOLD_MODEL = "bench-hold"
 RESPONSES_MODEL = "bench-responses"
 RESPONSES_STREAM_MODEL = "bench-responses-stream"
+COMPLETIONS_MODEL = "bench-completions"
 # The upstream path prefixes, one per model: the gateway rewrites /v1 to the backend's prefix,
 # so the upstream answering on distinct prefixes proves the rewrite happened.
 CHAT_PREFIX = "/v1"
@@ -34,10 +35,12 @@ PACED_PREFIX = "/paced/v1"
 HOLD_PREFIX = "/hold/v1"
 RESPONSES_PREFIX = "/responses/v1"
 RESPONSES_STREAM_PREFIX = "/rstream/v1"
+COMPLETIONS_PREFIX = "/completions/v1"
 BEDROCK_PREFIX = "/model"
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
 RESPONSES_PATH = "/responses"
+COMPLETIONS_PATH = "/completions"
 STREAM_CHUNKS = 20
 EMBED_INPUTS = 16
 EMBED_DIMENSIONS = 256
@@ -243,6 +246,29 @@ def responses_stream_response() -> bytes:
     )
 
 
+def completions_request() -> bytes:
+    """The chat request's prompt as one legacy text completion prompt."""
+    prompt = f"{_SYSTEM_PROMPT}\n\nCustomer: {_USER_PROMPT}\nAgent:"
+    doc = {"model": COMPLETIONS_MODEL, "prompt": prompt, "max_tokens": 256, "temperature": 0.2}
+    return _compact(doc)
+
+
+def completions_response() -> bytes:
+    """A text_completion with usage (~450 B)."""
+    usage = {k: _USAGE[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    choice = {"text": ANSWER, "index": 0, "logprobs": None, "finish_reason": "stop"}
+    return _compact(
+        {
+            "id": "cmpl-bench0001",
+            "object": "text_completion",
+            "created": _CREATED,
+            "model": COMPLETIONS_MODEL,
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
+
+
 _EMBED_TEXTS = (
     "How do I return a damaged paperback?",
     "Standard shipping takes three to five working days.",
@@ -341,13 +367,14 @@ def bedrock_path() -> str:
     return f"{BEDROCK_PREFIX}/{urllib.parse.quote(BEDROCK_MODEL_ID, safe='')}/converse"
 
 
-Kind = Literal["chat", "stream", "embeddings", "responses", "responses-stream"]
+Kind = Literal["chat", "stream", "embeddings", "responses", "responses-stream", "completions"]
 _PATHS: dict[Kind, str] = {
     "chat": CHAT_PATH,
     "stream": CHAT_PATH,
     "embeddings": EMBEDDINGS_PATH,
     "responses": RESPONSES_PATH,
     "responses-stream": RESPONSES_PATH,
+    "completions": COMPLETIONS_PATH,
 }
 Upstream = Literal["envoy", "paced", "hold"]
 
@@ -389,7 +416,16 @@ class Scenario:
         return not self.bedrock and self.kind in ("chat", "stream", "embeddings")
 
 
-SCENARIO_KEYS = ("chat", "stream", "embeddings", "bedrock", "paced", "responses", "rstream")
+SCENARIO_KEYS = (
+    "chat",
+    "stream",
+    "embeddings",
+    "bedrock",
+    "paced",
+    "responses",
+    "rstream",
+    "completions",
+)
 
 
 def all_scenarios() -> list[Scenario]:
@@ -468,6 +504,16 @@ def all_scenarios() -> list[Scenario]:
             request=responses_request(RESPONSES_STREAM_MODEL, stream=True),
             response=responses_stream_response(),
             content_type="text/event-stream",
+        ),
+        Scenario(
+            key="completions",
+            name="completions",
+            kind="completions",
+            model=COMPLETIONS_MODEL,
+            upstream_prefix=COMPLETIONS_PREFIX,
+            request=completions_request(),
+            response=completions_response(),
+            content_type="application/json",
         ),
     ]
 

@@ -73,7 +73,7 @@ def _openai(backend: OpenAIBackend) -> Schema:
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
     served: dict[Operation, TranslatorFactory] = dict.fromkeys(
-        ("chat", "embeddings", "responses", "stored_responses"), translator
+        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
     )
     return Schema(served, auth)
 
@@ -83,7 +83,7 @@ def _azure(backend: AzureOpenAIBackend) -> Schema:
         return azure.translator(ctx, backend)
 
     served: dict[Operation, TranslatorFactory] = dict.fromkeys(
-        ("chat", "embeddings", "responses", "stored_responses"), translator
+        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
     )
     return Schema(served, entra.backend_auth(backend))
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings", "responses", "stored_responses"]
+Operation = Literal["chat", "embeddings", "responses", "stored_responses", "text_completion"]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
@@ -99,7 +99,19 @@ STORED_RESPONSES = API(
     ),
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES)
+# The legacy text completions (vLLM, Ollama, llama.cpp): chat's usage object and stream framing,
+# its usage chunk asked for the same way.
+COMPLETIONS = API(
+    operation="text_completion",
+    paths=(wire.COMPLETIONS_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=wire.USAGE_FIELDS,
+    output_tokens=True,
+    stream_usage_opt_in=True,
+)
+
+APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]
 

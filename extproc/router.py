@@ -65,7 +65,6 @@ _OPTIONAL_BODY_BYTES = 1024 * 1024
 
 # Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
 _KNOWN_UNSUPPORTED = (
-    "/v1/completions",
     "/v1/audio",
     "/v1/images",
     "/v1/files",

@@ -91,6 +91,7 @@ class Key(StrEnum):
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 RESPONSES_PATH = "/v1/responses"
+COMPLETIONS_PATH = "/v1/completions"
 # What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the
 # input-token count. Nothing else reaches a provider: no dot segment, no second id.
 STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")

@@ -30,6 +30,7 @@ _OPERATIONS: dict[Operation, str] = {
     "chat": "/chat/completions",
     "embeddings": "/embeddings",
     "responses": "/responses",
+    "text_completion": "/completions",
     # The client's own path below /v1/responses/, in the shape the router checked.
     "stored_responses": "",
 }

@@ -21,7 +21,8 @@ Answers, all derived from the request so tests can predict them:
   floats or base64 little-endian float32 (``encoding_format``);
 - usage: one token per whitespace-separated word;
 - ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked);
-- ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`).
+- ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`);
+- ``POST {prefix}/completions``: the legacy text completions (:mod:`tests.fakes.completions`).
 
 Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
 usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all (a
@@ -331,9 +332,10 @@ class FakeOpenAI(FakeServer):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_post(f"{self.prefix}/embeddings", self._embeddings)
-        from tests.fakes import responses  # it builds on this module's chat answers
+        from tests.fakes import completions, responses  # they build on this module
 
         responses.add_routes(self, app)
+        completions.add_routes(self, app)
         app.router.add_get(f"{self.prefix}/models", self._models)
 
     def fault_body(self, status: int) -> bytes:

@@ -19,6 +19,7 @@ from extproc.endpoints import (
     BY_OPERATION,
     BY_PATH,
     CHAT,
+    COMPLETIONS,
     EMBEDDINGS,
     RESPONSES,
     STORED_RESPONSES,
@@ -30,7 +31,7 @@ from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
 from extproc.translate import RequestContext
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
+from extproc.wire import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -108,8 +109,19 @@ def test_a_model_lookup_after_model_copy_sees_the_copy() -> None:
 
 
 def test_every_served_path_is_described_once() -> None:
-    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS, RESPONSES_PATH: RESPONSES}
-    assert set(BY_OPERATION) == {"chat", "embeddings", "responses", "stored_responses"}
+    assert BY_PATH == {
+        CHAT_PATH: CHAT,
+        EMBEDDINGS_PATH: EMBEDDINGS,
+        RESPONSES_PATH: RESPONSES,
+        COMPLETIONS_PATH: COMPLETIONS,
+    }
+    assert set(BY_OPERATION) == {
+        "chat",
+        "embeddings",
+        "responses",
+        "stored_responses",
+        "text_completion",
+    }
     assert set(BY_OPERATION) == set(get_args(Operation))
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
     for path in ("resp_1", "resp_1/cancel", "resp_1/input_items", "input_tokens"):
@@ -117,16 +129,20 @@ def test_every_served_path_is_described_once() -> None:
     for path in ("", "a/b", "resp_1/../x", "resp_1/cancel/x", "..", "x" * 129):
         assert api_for(f"{RESPONSES_PATH}/{path}") is None, path
     # Only chat's streams report usage only when asked for it.
-    assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat"]
+    assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat", "text_completion"]
     # Only APIs Envoy's readers can account are ever handed off to them.
-    assert [api.operation for api in APIS if api.envoy_usage is not None] == ["chat"]
+    assert [api.operation for api in APIS if api.envoy_usage is not None] == [
+        "chat",
+        "text_completion",
+    ]
 
 
 # What each schema serves today; a schema without an endpoint answers it 404 (below).
+_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
 SERVED = {
-    "openai": {"chat", "embeddings", "responses", "stored_responses"},
-    "azure": {"chat", "embeddings", "responses", "stored_responses"},
-    "entra": {"chat", "embeddings", "responses", "stored_responses"},
+    "openai": _OPENAI_API,
+    "azure": _OPENAI_API,
+    "entra": _OPENAI_API,
     "bedrock": {"chat", "embeddings"},
 }
 
@@ -191,5 +207,5 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
+        b" POST /v1/completions, GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )
