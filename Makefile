@@ -24,8 +24,8 @@ run: $(STAMP)
 	$(BIN)/ai-gateway run $(if $(CONFIG),-c $(CONFIG),)
 
 lint: $(STAMP)
-	$(BIN)/ruff check extproc tests bench docs
-	$(BIN)/ruff format --check extproc tests bench docs
+	$(BIN)/ruff check extproc tests bench docs fuzz
+	$(BIN)/ruff format --check extproc tests bench docs fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from extproc.usage import SSEObserver, Usage, event_data, token_count
+from extproc.usage import SSEObserver, Usage, event_data, read_usage
 
 # The events whose "delta" is text the model produced (for an estimate of a cut stream).
 _DELTAS = frozenset(
@@ -33,23 +33,7 @@ _LAST = frozenset({"response.completed", "response.incomplete", "response.failed
 
 def from_responses(usage: Any) -> Usage | None:
     """The Responses API's ``usage`` object."""
-    if not isinstance(usage, dict):
-        return None
-    inputs = usage.get("input_tokens_details")
-    outputs = usage.get("output_tokens_details")
-    input_tokens = token_count(usage, "input_tokens")
-    output_tokens = token_count(usage, "output_tokens")
-    return Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=token_count(usage, "total_tokens") or input_tokens + output_tokens,
-        cached_input_tokens=token_count(
-            inputs if isinstance(inputs, dict) else None, "cached_tokens"
-        ),
-        reasoning_tokens=token_count(
-            outputs if isinstance(outputs, dict) else None, "reasoning_tokens"
-        ),
-    )
+    return read_usage(usage, "input_tokens", "output_tokens")
 
 
 class ResponsesObserver(SSEObserver):

@@ -74,25 +74,31 @@ def token_count(doc: Mapping[str, Any] | None, key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def from_openai(usage: Any) -> Usage | None:
-    """OpenAI's ``usage`` object of chat completions and embeddings."""
+def read_usage(usage: Any, input_key: str, output_key: str) -> Usage | None:
+    """An OpenAI-style ``usage`` object whose input and output counts are named ``input_key``
+    and ``output_key``, each with its ``..._details`` (cached and reasoning tokens)."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens_details")
-    completion = usage.get("completion_tokens_details")
-    input_tokens = token_count(usage, "prompt_tokens")
-    output_tokens = token_count(usage, "completion_tokens")
+    inputs = usage.get(f"{input_key}_details")
+    outputs = usage.get(f"{output_key}_details")
+    input_tokens = token_count(usage, input_key)
+    output_tokens = token_count(usage, output_key)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=token_count(usage, "total_tokens") or input_tokens + output_tokens,
         cached_input_tokens=token_count(
-            prompt if isinstance(prompt, dict) else None, "cached_tokens"
+            inputs if isinstance(inputs, dict) else None, "cached_tokens"
         ),
         reasoning_tokens=token_count(
-            completion if isinstance(completion, dict) else None, "reasoning_tokens"
+            outputs if isinstance(outputs, dict) else None, "reasoning_tokens"
         ),
     )
+
+
+def from_openai(usage: Any) -> Usage | None:
+    """OpenAI's ``usage`` object of chat completions, text completions and embeddings."""
+    return read_usage(usage, "prompt_tokens", "completion_tokens")
 
 
 def json_document(body: bytes) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ code under test documents, or a broken invariant). libFuzzer then writes the inp
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -94,3 +95,14 @@ def json_object(fdp: Any) -> bytes:
     if not isinstance(doc, dict):
         doc = {"messages": doc}
     return orjson.dumps(doc)
+
+
+def chunks(data: bytes, width: int = 2) -> list[bytes]:
+    """An input read as a stream cut into pieces: ``data[0]`` says how many cuts (up to 8),
+    then ``width`` bytes per cut (big-endian offsets, taken modulo the stream's length), then
+    the stream. The pieces join back to the stream."""
+    count = data[0] % 9 if data else 0
+    head, stream = data[1 : 1 + width * count], data[1 + width * count :]
+    cuts = [int.from_bytes(head[i : i + width], "big") for i in range(0, len(head), width)]
+    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]

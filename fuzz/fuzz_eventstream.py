@@ -47,19 +47,19 @@ def _decode(parts: list[bytes]) -> list[Message]:
 def _value(fdp: atheris.FuzzedDataProvider) -> HeaderValue:
     kind = fdp.ConsumeIntInRange(0, 8)
     if kind == 0:
-        return fdp.ConsumeBool()
+        return bool(fdp.ConsumeBool())
     if kind == 1:
         return Int8(fdp.ConsumeIntInRange(-128, 127))
     if kind == 2:
         return Int16(fdp.ConsumeIntInRange(-(2**15), 2**15 - 1))
     if kind == 3:
-        return fdp.ConsumeIntInRange(-(2**31), 2**31 - 1)
+        return int(fdp.ConsumeIntInRange(-(2**31), 2**31 - 1))
     if kind == 4:
         return Int64(fdp.ConsumeIntInRange(-(2**63), 2**63 - 1))
     if kind == 5:
-        return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))
+        return bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)))
     if kind == 6:
-        return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 64))
+        return str(fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 64)))
     if kind == 7:
         millis = fdp.ConsumeIntInRange(-(2**40), 2**40)
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=millis)

@@ -139,7 +139,7 @@ def _bedrock_chat(head: bytes, rest: bytes) -> None:
         if out is not None:
             orjson.loads(out)
     _check_usage(chat)
-    chat.estimate_usage()
+    chat.output_tokens("m")
 
 
 def _bedrock_embeddings(head: bytes, rest: bytes) -> None:
@@ -187,7 +187,7 @@ def _pass_through(head: bytes, rest: bytes) -> None:
     else:
         _feed(translator, _split(body, 1 + head[5] * 7))
     _check_usage(translator)
-    translator.estimate_usage()
+    translator.output_tokens("m")
 
 
 def check(data: bytes) -> None:

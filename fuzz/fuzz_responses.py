@@ -8,10 +8,8 @@ chunks; a usage read has no negative count.
 
 from __future__ import annotations
 
-import itertools
-
 import atheris
-from _common import argv, guard
+from _common import argv, chunks, guard
 
 with atheris.instrument_imports():
     from extproc.responses_usage import ResponsesObserver
@@ -22,12 +20,8 @@ def _state(o: ResponsesObserver) -> tuple[object, ...]:
 
 
 def check(data: bytes) -> None:
-    # data[0]: how many cuts; then two bytes per cut; the rest is the stream.
-    count = data[0] % 9 if data else 0
-    head, stream = data[1 : 1 + 2 * count], data[1 + 2 * count :]
-    cuts = [int.from_bytes(head[i : i + 2], "big") for i in range(0, len(head), 2)]
-    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
-    parts = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    parts = chunks(data)
+    stream = b"".join(parts)
     cut = ResponsesObserver()
     out = b"".join(cut.feed(part, i == len(parts) - 1) for i, part in enumerate(parts))
     if out != stream:

@@ -1,16 +1,15 @@
 """SSEObserver (extproc/usage.py): any bytes, in any chunking.
 
 Invariants: never raises; without stripping the output is the input, byte for byte; with
-stripping the output, the usage, the model, the chunk count and ``done`` do not depend on how
-the stream was cut into chunks; a stripped stream never shows a ``"usage": null``.
+stripping the output, the usage, the model, the text said, ``done`` and ``error`` do not
+depend on how the stream was cut into chunks; a stripped stream never shows a
+``"usage": null``.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import atheris
-from _common import argv, guard
+from _common import argv, chunks, guard
 
 with atheris.instrument_imports():
     from extproc.usage import SSEObserver
@@ -24,16 +23,12 @@ def _feed(observer: SSEObserver, parts: list[bytes]) -> bytes:
 
 
 def _state(o: SSEObserver) -> tuple[object, ...]:
-    return (o.usage, o.model, o.chunks, o.done)
+    return (o.usage, o.model, o.said, o.done, o.error)
 
 
 def check(data: bytes) -> None:
-    # data[0]: how many cuts; then two bytes per cut; the rest is the stream.
-    count = data[0] % 9 if data else 0
-    head, stream = data[1 : 1 + 2 * count], data[1 + 2 * count :]
-    cuts = [int.from_bytes(head[i : i + 2], "big") for i in range(0, len(head), 2)]
-    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
-    parts = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    parts = chunks(data)
+    stream = b"".join(parts)
 
     plain = SSEObserver(strip_usage=False)
     if _feed(plain, parts) != stream:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -26,22 +25,13 @@ from tests.fakes.openai import (
     chat_reply,
     json_response,
     openai_error,
+    text_of,
 )
 from tests.fakes.server import stream_chunks
 
 RESPONSE_ID = "resp_fake"
 MESSAGE_ID = "msg_fake"
 _ITEM_TYPES = ("message", "function_call", "function_call_output")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
 
 
 def _messages(body: Json) -> list[Json]:
@@ -67,7 +57,7 @@ def _messages(body: Json) -> list[Json]:
                 "invalid_value",
             )
         if kind == "message":
-            messages.append({"role": item.get("role"), "content": _text(item.get("content"))})
+            messages.append({"role": item.get("role"), "content": text_of(item.get("content"))})
         elif kind == "function_call":
             calls.add(str(item.get("call_id")))
             call = {"id": item.get("call_id"), "type": "function", "function": item}

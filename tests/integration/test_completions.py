@@ -4,14 +4,9 @@ read, as chat's is)."""
 
 from __future__ import annotations
 
-import http.client
-import os
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import openai
-import orjson
 import pytest
 from openai import OpenAI
 
@@ -20,6 +15,7 @@ from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
+from tests.integration.records import attempt_spans, open_stream, traced, traceparent
 
 UPSTREAM_KEY = "sk-upstream-completions-2b7d"
 PRICING = {"input": 0.5, "output": 1.5}
@@ -78,37 +74,18 @@ def gateway(
         yield gw
 
 
-def _traced(client: OpenAI) -> tuple[OpenAI, str]:
-    trace_id = os.urandom(16).hex()
-    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
-    return client.with_options(default_headers={"traceparent": parent}), trace_id
-
-
-def _record(otlp: OTLPReceiver, trace_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-        if spans:
-            time.sleep(0.3)
-            spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-            assert len(spans) == 1, spans
-            return dict(spans[0]["attributes"])
-        time.sleep(0.1)
-    pytest.fail("no record of the request arrived")
-
-
 def test_a_completion_is_answered_and_accounted(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
 ) -> None:
-    traced, trace_id = _traced(client)
-    raw = traced.completions.with_raw_response.create(model="priced", prompt=PROMPT)
+    sending, trace_id = traced(client)
+    raw = sending.completions.with_raw_response.create(model="priced", prompt=PROMPT)
     answer = raw.parse()
     assert answer.choices[0].text == ANSWER
     prompt, output = count_tokens(PROMPT), count_tokens(ANSWER)
     assert answer.usage is not None and answer.usage.completion_tokens == output
     cost = (prompt * PRICING["input"] + output * PRICING["output"]) / 1e6
     assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(cost, abs=1e-6)
-    record = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["gen_ai.operation.name"] == "text_completion"
     assert (record["gen_ai.usage.input_tokens"], record["gen_ai.usage.output_tokens"]) == (
         prompt,
@@ -122,14 +99,14 @@ def test_a_completion_is_answered_and_accounted(
 def test_a_stream_is_accounted_and_its_usage_hidden_from_a_client_that_did_not_ask(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
 ) -> None:
-    traced, trace_id = _traced(client)
-    pieces = list(traced.completions.create(model="instruct", prompt=PROMPT, stream=True))
+    sending, trace_id = traced(client)
+    pieces = list(sending.completions.create(model="instruct", prompt=PROMPT, stream=True))
     assert "".join(c.choices[0].text for c in pieces if c.choices) == ANSWER
     assert all(c.usage is None for c in pieces)
     assert all(c.choices for c in pieces)  # no usage chunk: the client did not ask
     # The gateway asked for it upstream, so the stream is accounted.
     assert openai_fake.requests[-1].json()["stream_options"] == {"include_usage": True}
-    record = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["gen_ai.usage.output_tokens"] == count_tokens(ANSWER)
     assert record["ai_gateway.usage_source"] == "provider"
 
@@ -154,25 +131,14 @@ def test_openais_default_max_tokens_cuts_a_long_answer(client: OpenAI) -> None:
 def test_a_client_that_leaves_mid_stream_is_charged_an_estimate(
     gateway: Gateway, otlp: OTLPReceiver
 ) -> None:
-    trace_id = os.urandom(16).hex()
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    trace_id, header = traceparent()
     body = {
         "model": "instruct",
         "prompt": " ".join(["tell"] * 12),
         "stream": True,
         "max_tokens": 64,
     }
-    conn.request(
-        "POST",
-        "/v1/completions",
-        orjson.dumps(body),
-        {
-            "content-type": "application/json",
-            "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
-        },
-    )
-    response = conn.getresponse()
-    assert response.status == 200
+    conn, response = open_stream(gateway, "/v1/completions", body, header)
     seen = 0
     while seen < 3:
         line = response.readline()
@@ -180,7 +146,7 @@ def test_a_client_that_leaves_mid_stream_is_charged_an_estimate(
         seen += line.startswith(b"data: ")
     conn.sock.close()
     conn.close()
-    record = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["ai_gateway.usage_source"] == "estimated"
     assert record["error.type"] == "interrupted"
     assert record["gen_ai.usage.input_tokens"] >= 12

@@ -4,8 +4,6 @@ fake Azure, passed through byte for byte and accounted from the answer's own usa
 from __future__ import annotations
 
 import http.client
-import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.fakes.responses import events, response, responses_reply
 from tests.harness import Gateway
+from tests.integration.records import attempt_spans, open_stream, traced, traceparent
 
 UPSTREAM_KEY = "sk-upstream-responses-5c1e"
 PRICING = {"input": 0.15, "cached_input": 0.075, "output": 0.60}
@@ -107,26 +106,6 @@ def gateway(
         yield gw
 
 
-def _traced(client: OpenAI) -> tuple[OpenAI, str]:
-    trace_id = os.urandom(16).hex()
-    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
-    return client.with_options(default_headers={"traceparent": parent}), trace_id
-
-
-def _record(otlp: OTLPReceiver, trace_id: str, attempts: int = 1) -> list[dict[str, Any]]:
-    """The attributes of the request's attempt spans."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-        if len(spans) >= attempts:
-            time.sleep(0.3)  # a record too many would arrive with the others
-            spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-            assert len(spans) == attempts, spans
-            return [dict(s["attributes"]) for s in spans]
-        time.sleep(0.1)
-    pytest.fail("no record of the request arrived")
-
-
 def _cost(input_tokens: int, output_tokens: int) -> float:
     return (input_tokens * PRICING["input"] + output_tokens * PRICING["output"]) / 1e6
 
@@ -134,8 +113,8 @@ def _cost(input_tokens: int, output_tokens: int) -> float:
 def test_create_is_answered_and_accounted_from_the_answers_usage(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
 ) -> None:
-    traced, trace_id = _traced(client)
-    raw = traced.responses.with_raw_response.create(model="gpt-4o-mini", input=TEXT)
+    sending, trace_id = traced(client)
+    raw = sending.responses.with_raw_response.create(model="gpt-4o-mini", input=TEXT)
     answer = raw.parse()
     assert answer.output_text == f"Echo: {TEXT}"
     prompt, output = count_tokens(TEXT), count_tokens(f"Echo: {TEXT}")
@@ -143,7 +122,7 @@ def test_create_is_answered_and_accounted_from_the_answers_usage(
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (prompt, output)
     # The header in micro-dollars, the record exact.
     assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(_cost(prompt, output), abs=1e-6)
-    (record,) = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
     assert record["gen_ai.operation.name"] == "responses"
     assert record["gen_ai.usage.input_tokens"] == prompt
@@ -158,24 +137,13 @@ def test_a_stream_passes_unchanged_and_is_accounted_from_its_last_event(
     gateway: Gateway, otlp: OTLPReceiver
 ) -> None:
     body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
-    trace_id = os.urandom(16).hex()
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
-    conn.request(
-        "POST",
-        "/v1/responses",
-        orjson.dumps(body),
-        {
-            "content-type": "application/json",
-            "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
-        },
-    )
-    response = conn.getresponse()
-    assert response.status == 200
+    trace_id, header = traceparent()
+    conn, response = open_stream(gateway, "/v1/responses", body, header)
     got = response.read()
     conn.close()
     # Byte for byte what the provider sent: no usage asked for, nothing taken out.
     assert got == b"".join(events(responses_reply(body), body))
-    (record,) = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["gen_ai.usage.input_tokens"] == count_tokens(TEXT)
     assert record["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
     assert record["ai_gateway.usage_source"] == "provider"
@@ -229,8 +197,8 @@ def test_a_failed_attempt_falls_back_and_each_attempt_is_recorded(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI, spare: FakeOpenAI
 ) -> None:
     openai_fake.fail_next(503, path="/v1/responses")
-    traced, trace_id = _traced(client)
-    with traced.responses.stream(model="pair", input=TEXT) as stream:
+    sending, trace_id = traced(client)
+    with sending.responses.stream(model="pair", input=TEXT) as stream:
         for _ in stream:
             pass
         final = stream.get_final_response()
@@ -238,7 +206,7 @@ def test_a_failed_attempt_falls_back_and_each_attempt_is_recorded(
     assert spare.requests[-1].json()["model"] == "gpt-4o-mini"
     # In the order the spans arrived, which is not the attempts' order.
     served, failed = sorted(
-        _record(otlp, trace_id, attempts=2), key=lambda r: r["http.response.status_code"]
+        attempt_spans(otlp, trace_id, attempts=2), key=lambda r: r["http.response.status_code"]
     )
     assert failed["http.response.status_code"] == 503
     assert served["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
@@ -266,20 +234,9 @@ def test_a_backend_without_the_endpoint_is_a_404_naming_both(client: OpenAI) -> 
 def test_a_client_that_leaves_mid_stream_is_charged_once(
     gateway: Gateway, otlp: OTLPReceiver
 ) -> None:
-    trace_id = os.urandom(16).hex()
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    trace_id, header = traceparent()
     body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
-    conn.request(
-        "POST",
-        "/v1/responses",
-        orjson.dumps(body),
-        {
-            "content-type": "application/json",
-            "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
-        },
-    )
-    response = conn.getresponse()
-    assert response.status == 200
+    conn, response = open_stream(gateway, "/v1/responses", body, header)
     deltas = 0
     while deltas < 3:
         line = response.readline()
@@ -287,7 +244,7 @@ def test_a_client_that_leaves_mid_stream_is_charged_once(
         deltas += line.startswith(b"event: response.output_text.delta")
     conn.sock.close()
     conn.close()
-    (record,) = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["ai_gateway.usage_source"] == "estimated"
     assert record["error.type"] == "interrupted"
     assert record["gen_ai.usage.input_tokens"] >= count_tokens(TEXT)
@@ -329,10 +286,10 @@ def test_a_stored_response_is_retrieved_listed_and_deleted_at_no_charge(
 ) -> None:
     made = client.responses.create(model="gpt-4o-mini", input="keep me")
     # No model named: the gateway's responses.default_model chooses the backend.
-    traced, trace_id = _traced(client)
-    again = traced.responses.retrieve(made.id)
+    sending, trace_id = traced(client)
+    again = sending.responses.retrieve(made.id)
     assert again.output_text == "Echo: keep me" and again.id == made.id
-    (record,) = _record(otlp, trace_id)
+    (record,) = attempt_spans(otlp, trace_id)
     assert record["gen_ai.operation.name"] == "stored_responses"
     # The stored answer's usage was charged when it was made, not again.
     assert record["gen_ai.usage.input_tokens"] == 0
