@@ -29,12 +29,8 @@ from extproc.translate.bedrock.buffered import (
     parse_upstream,
 )
 from extproc.translate.bedrock.errors import client_status, error_kind, openai_error_body
-from extproc.translate.bedrock.fields import (
-    EMBEDDINGS_RULES,
-    MAX_TITAN_INPUTS,
-    check_fields,
-    positive_int,
-)
+from extproc.translate.bedrock.fields import EMBEDDINGS_RULES, MAX_TITAN_INPUTS
+from extproc.translate.chat_fields import check_fields, positive_int
 from extproc.usage import Usage
 
 Json = dict[str, Any]
@@ -106,7 +102,7 @@ class _EmbeddingsRequest:
 
 def _embeddings_request(body: bytes | None, model_id: str) -> _EmbeddingsRequest:
     doc = json_object(body)
-    check_fields(doc, EMBEDDINGS_RULES)
+    check_fields(doc, EMBEDDINGS_RULES, "Bedrock")
     model = _embedding_model(model_id)
     texts = _embedding_texts(doc.get("input"))
     encoding = doc.get("encoding_format")

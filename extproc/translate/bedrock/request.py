@@ -11,8 +11,19 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
-from extproc.errors import bad_request, unsupported_parameter
-from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.errors import bad_request
+from extproc.translate.bedrock.fields import CHAT_RULES
+from extproc.translate.chat_fields import check_fields, number, string
+from extproc.translate.chat_input import (
+    FunctionTool,
+    data_image,
+    output_limit,
+    stop_sequences,
+    stream_flags,
+    texts,
+    tool_calls,
+    tools_and_answer,
+)
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -112,15 +123,9 @@ class ConverseRequest(TypedDict):
 
 # --- from OpenAI's request -----------------------------------------------------------------
 
-
-_ANSWER_TOOL = "json_response"
-_ANSWER_DESCRIPTION = (
-    "Give your final answer to the user by calling this tool: its input is the complete answer,"
-    " as JSON matching the schema."
-)
+PROVIDER = "Bedrock"
 # Converse rejects blank text blocks, and a tool may legitimately return nothing.
 _EMPTY_TOOL_RESULT = "(no output)"
-_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,44 +143,15 @@ def _text_blocks(text: str) -> list[TextBlock]:
     return [{"text": text}] if text.strip() else []
 
 
-def _texts(content: Any, param: str, kinds: tuple[str, ...] = ("text",)) -> list[str]:
-    """The texts of a content made only of text-like parts (system, assistant, tool)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise bad_request(f"'{param}' must be a string or an array of content parts.", param)
-    texts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in kinds:
-            raise bad_request(
-                f"Content part type {kind!r} is not supported here by this Bedrock backend.",
-                f"{param}[{j}].type",
-            )
-        # {"type": "text", "text": ...} and {"type": "refusal", "refusal": ...}
-        texts.append(string(part.get(kind), f"{param}[{j}].{kind}", empty=True))
-    return texts
-
-
 def _image_block(image: Any, param: str) -> ImageBlock:
     url = image.get("url") if isinstance(image, dict) else None
-    if not isinstance(url, str):
-        raise bad_request(f"'{param}.url' must be a string.", f"{param}.url")
-    if url.startswith(("http://", "https://")):
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
         raise bad_request(
             "The gateway does not fetch image URLs for Bedrock: send the image inline as a"
             " data: URI (data:image/png;base64,...).",
             f"{param}.url",
         )
-    head, _, data = url.partition(",")
-    mime, _, encoding = head.removeprefix("data:").partition(";")
-    image_format = _IMAGE_FORMATS.get(mime.removeprefix("image/").lower())
-    if not head.startswith("data:image/") or encoding != "base64" or image_format is None:
-        raise bad_request(
-            "Images must be base64 data: URIs of PNG, JPEG, GIF or WebP.", f"{param}.url"
-        )
+    image_format, data = data_image(url, f"{param}.url")
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
@@ -200,54 +176,27 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
     return blocks
 
 
-def _arguments(raw: Any, param: str) -> Json:
-    if not isinstance(raw, str):
-        raise bad_request(f"'{param}' must be a string of JSON.", param)
-    if not raw.strip():
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request(f"'{param}' is not valid JSON.", param) from None
-    if not isinstance(value, dict):
-        raise bad_request(f"'{param}' must be a JSON object.", param)
-    return value
-
-
 def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock]:
-    for legacy in ("function_call", "audio"):
-        if msg.get(legacy) is not None:
-            raise unsupported_parameter(
-                f"{param}.{legacy}", "not supported by this Bedrock backend."
-            )
+    calls = tool_calls(msg, param, PROVIDER)
     blocks: list[ContentBlock] = []
-    for text in _texts(msg.get("content"), f"{param}.content", ("text", "refusal")):
+    for text in texts(msg.get("content"), f"{param}.content", PROVIDER, ("text", "refusal")):
         blocks += _text_blocks(text)
-    calls = msg.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise bad_request(f"'{param}.tool_calls' must be an array.", f"{param}.tool_calls")
-    for j, call in enumerate(calls):
-        where = f"{param}.tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise bad_request(f"'{where}.function' must be an object.", f"{where}.function")
-        call_id = string(call.get("id"), f"{where}.id")
-        name = string(function.get("name"), f"{where}.function.name")
-        arguments = _arguments(function.get("arguments"), f"{where}.function.arguments")
+    for call in calls:
         if textify:
-            shown = orjson.dumps(arguments).decode()
-            blocks.append({"text": f"[called tool {name} (call {call_id}) with {shown}]"})
+            shown = orjson.dumps(call.arguments).decode()
+            blocks.append({"text": f"[called tool {call.name} (call {call.id}) with {shown}]"})
         else:
-            blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
+            use: ToolUse = {"toolUseId": call.id, "name": call.name, "input": call.arguments}
+            blocks.append({"toolUse": use})
     return blocks
 
 
 def _tool_result_block(msg: Json, param: str, textify: bool) -> TextBlock | ToolResultBlock:
     call_id = string(msg.get("tool_call_id"), f"{param}.tool_call_id")
-    texts = [t for t in _texts(msg.get("content"), f"{param}.content") if t.strip()]
+    said = [t for t in texts(msg.get("content"), f"{param}.content", PROVIDER) if t.strip()]
     if textify:
-        return {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
-    content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
+        return {"text": f"[result of tool call {call_id}]: {''.join(said) or _EMPTY_TOOL_RESULT}"}
+    content: list[TextBlock] = [{"text": t} for t in said] or [{"text": _EMPTY_TOOL_RESULT}]
     return {"toolResult": {"toolUseId": call_id, "content": content}}
 
 
@@ -263,7 +212,7 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
             raise bad_request(f"'{param}' must be an object.", param)
         role = msg.get("role")
         if role in ("system", "developer"):
-            for text in _texts(msg.get("content"), f"{param}.content"):
+            for text in texts(msg.get("content"), f"{param}.content", PROVIDER):
                 system += _text_blocks(text)
             continue
         blocks: list[ContentBlock]
@@ -293,102 +242,16 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[TextBlock], list[Mess
     return system, turns
 
 
-def _tool_specs(tools: Any) -> list[ToolSpec]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", "tools")
-    specs = []
-    for j, tool in enumerate(tools):
-        param = f"tools[{j}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise bad_request(
-                "Only function tools are supported by this Bedrock backend.", f"{param}.type"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        spec: ToolSpec = {
-            "name": string(function.get("name"), f"{param}.function.name"),
-            "inputSchema": {"json": schema},
-        }
-        description = function.get("description")
-        # Converse rejects an empty description.
-        if isinstance(description, str) and description.strip():
-            spec["description"] = description
-        specs.append(spec)
-    return specs
-
-
-def _tool_choice(choice: Any, names: list[str]) -> tuple[str, str | None]:
-    """(mode, tool name): mode is absent, auto, none, required or named."""
-    if choice is None:
-        return "absent", None
-    if choice in ("auto", "none", "required"):
-        if choice == "required" and not names:
-            raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice")
-        return choice, None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if name not in names:
-            raise bad_request(f"'tool_choice' names an unknown tool {name!r}.", "tool_choice")
-        return "named", name
-    raise bad_request(
-        "'tool_choice' must be 'none', 'auto', 'required' or a function tool.", "tool_choice"
-    )
-
-
-def _answer_tool(response_format: Any) -> ToolSpec | None:
-    """The forced tool that carries a ``response_format`` schema, or None for plain text."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {
-            "name": _ANSWER_TOOL,
-            "description": _ANSWER_DESCRIPTION,
-            "inputSchema": {"json": {"type": "object"}},
-        }
-    if kind != "json_schema":
-        raise bad_request(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-            "response_format.type",
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict):
-        raise bad_request(
-            "'response_format.json_schema' must be an object.", "response_format.json_schema"
-        )
-    schema = spec.get("schema") or {"type": "object"}
-    # A tool's input is always an object, so only object schemas can travel as one.
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
-        )
-    description = spec.get("description")
-    return {
-        "name": spec.get("name") or _ANSWER_TOOL,
-        "description": description
-        if isinstance(description, str) and description.strip()
-        else _ANSWER_DESCRIPTION,
-        "inputSchema": {"json": schema},
-    }
+def _tool_spec(tool: FunctionTool) -> ToolSpec:
+    spec: ToolSpec = {"name": tool.name, "inputSchema": {"json": tool.schema}}
+    if tool.description is not None:
+        spec["description"] = tool.description
+    return spec
 
 
 def _inference_config(doc: Json) -> InferenceConfig:
     config: InferenceConfig = {}
-    completion_limit = positive_int(doc, "max_completion_tokens")
-    legacy_limit = positive_int(doc, "max_tokens")
-    limit = completion_limit if completion_limit is not None else legacy_limit
+    limit = output_limit(doc)
     if limit is not None:
         config["maxTokens"] = limit
     temperature = number(doc, "temperature")
@@ -397,37 +260,19 @@ def _inference_config(doc: Json) -> InferenceConfig:
     top_p = number(doc, "top_p")
     if top_p is not None:
         config["topP"] = top_p
-    stop = doc.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None:
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise bad_request("'stop' must be a string or an array of strings.", "stop")
-        if stop:
-            config["stopSequences"] = stop
+    stop = stop_sequences(doc)
+    if stop:
+        config["stopSequences"] = stop
     return config
 
 
 def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
     """The Converse request body for an OpenAI chat request, and what the response needs."""
-    check_fields(doc, CHAT_RULES)
-    stream = doc.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean.", "stream")
-    tools = _tool_specs(doc.get("tools"))
-    names = [spec["name"] for spec in tools]
-    mode, named = _tool_choice(doc.get("tool_choice"), names)
-    if mode == "none":
-        tools = []
-    answer = _answer_tool(doc.get("response_format"))
-    if answer is not None and mode in ("required", "named"):
-        # A client tool call is demanded: an answer tool would let the model skip it.
-        answer = None
-    if answer is not None and answer["name"] in (spec["name"] for spec in tools):
-        raise bad_request(
-            f"'response_format.json_schema.name' {answer['name']!r} is also a tool name.",
-            "response_format.json_schema.name",
-        )
+    check_fields(doc, CHAT_RULES, PROVIDER)
+    stream, include_usage = stream_flags(doc)
+    client_tools, mode, named, answer_tool = tools_and_answer(doc, PROVIDER)
+    tools = [_tool_spec(tool) for tool in client_tools]
+    answer = _tool_spec(answer_tool) if answer_tool is not None else None
 
     system, messages = _messages(doc.get("messages"), textify_tools=not tools)
     body: ConverseRequest = {"messages": messages}
@@ -452,12 +297,9 @@ def converse(doc: Json) -> tuple[ConverseRequest, Plan]:
         if tool_choice is not None:
             body["toolConfig"]["toolChoice"] = tool_choice
 
-    options = doc.get("stream_options")
     plan = Plan(
-        stream=bool(stream),
-        include_usage=bool(stream)
-        and isinstance(options, dict)
-        and options.get("include_usage") is True,
+        stream=stream,
+        include_usage=include_usage,
         answer_tool=answer["name"] if answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
     )
