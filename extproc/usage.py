@@ -116,7 +116,7 @@ _USAGE_NULL = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*n
 MAX_EVENT_BYTES = 1024 * 1024
 
 
-def _event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
+def event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
     """Where each complete event of ``data`` ends (after its blank line), looking from
     ``start`` on (no separator ends before it)."""
     if data.find(b"\r", start) != -1:
@@ -129,7 +129,7 @@ def _event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
         end = data.find(b"\n\n", end + 2)
 
 
-def _payload(event: bytes) -> bytes:
+def event_data(event: bytes) -> bytes:
     """The event's data: its ``data:`` lines joined, each without the field name and spaces."""
     if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2 and b"\r" not in event:
         return event[5:-2].lstrip(b" ")  # the usual event: one data line, then the blank line
@@ -193,7 +193,7 @@ class SSEObserver:
         out: list[bytes] = []
         start = 0
         # A separator may straddle the held bytes and the chunk: look 3 bytes back, no more.
-        for end in _event_ends(data, max(0, held - 3)):
+        for end in event_ends(data, max(0, held - 3)):
             kept = self._event(bytes(data[start:end]))
             start = end
             if kept is not None:
@@ -216,7 +216,7 @@ class SSEObserver:
         return b"".join(out)
 
     def _event(self, event: bytes) -> bytes | None:
-        payload = _payload(event)
+        payload = event_data(event)
         if payload == b"[DONE]":
             self.done = True
             return event

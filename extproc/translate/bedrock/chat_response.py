@@ -1,38 +1,19 @@
 """Converse's answer as OpenAI's chat completion: the whole document (``stream: false``), and
-what a stream's chunks share with it (the completion's id, finish reasons, usage)."""
+what a stream's chunks share with it (finish reasons, usage)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from extproc.translate.bedrock.buffered import Unreadable
 from extproc.translate.bedrock.request import Plan
+from extproc.translate.chat_output import CompletionId, openai_usage
 from extproc.usage import Usage, token_count
 
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CompletionId:
-    """What every document (or chunk) of one completion repeats."""
-
-    id: str
-    created: int
-    model: str  # the route's model: Converse does not name the model that served
-
-    def document(self, kind: str, choices: list[Json]) -> Json:
-        """``kind``: ``chat.completion`` or ``chat.completion.chunk``."""
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
 
 
 def usage_of(usage: Mapping[str, Any]) -> Usage:
@@ -51,15 +32,6 @@ def usage_of(usage: Mapping[str, Any]) -> Usage:
         cached_input_tokens=cached,
         cache_write_input_tokens=count("cacheWriteInputTokens"),
     )
-
-
-def openai_usage(usage: Usage) -> Json:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-    }
 
 
 _FINISH_REASONS = {
