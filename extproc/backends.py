@@ -10,12 +10,13 @@ endpoint and the backend (:meth:`BackendRuntime.translator`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
-from extproc.auth import Auth, NoAuth, bearer, entra
+from extproc.auth import Auth, NoAuth, StaticHeader, bearer, entra
 from extproc.auth.sigv4 import SigV4
 from extproc.config import (
+    AnthropicBackend,
     AWSBedrockBackend,
     AzureOpenAIBackend,
     Backend,
@@ -25,6 +26,7 @@ from extproc.config import (
 from extproc.endpoints import Operation
 from extproc.errors import NOT_FOUND, GatewayError
 from extproc.translate import RequestContext, Translator, azure
+from extproc.translate.anthropic.chat import AnthropicChat
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
@@ -35,10 +37,12 @@ UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
 
 @dataclass(frozen=True, slots=True)
 class Schema:
-    """A backend's schema, registered: a translator factory per endpoint it serves, its auth."""
+    """A backend's schema, registered: a translator factory per endpoint it serves, its auth,
+    and headers every request to it carries (an API version)."""
 
     translators: Mapping[Operation, TranslatorFactory]
     auth: Auth
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,16 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
     return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
 
 
+def _anthropic(backend: AnthropicBackend) -> Schema:
+    prefix = backend.endpoint()[3]
+
+    def chat(ctx: RequestContext) -> Translator:
+        return AnthropicChat(ctx, prefix, backend.default_max_tokens(ctx.upstream_model))
+
+    key = backend.api_key.get_secret_value() if backend.api_key else ""
+    return Schema({"chat": chat}, StaticHeader("x-api-key", key), backend.version_headers())
+
+
 def schema(backend: Backend) -> Schema:
     match backend:
         case OpenAIBackend():
@@ -104,6 +118,8 @@ def schema(backend: Backend) -> Schema:
             return _azure(backend)
         case AWSBedrockBackend():
             return _bedrock(backend)
+        case AnthropicBackend():
+            return _anthropic(backend)
         case _:
             assert_never(backend)
 
@@ -115,7 +131,7 @@ def runtime(name: str, backend: Backend) -> BackendRuntime:
         backend.provider,
         registered.translators,
         registered.auth,
-        backend.headers,
+        {**registered.headers, **backend.headers},
         backend.authority(),
     )
 

@@ -199,13 +199,14 @@ def answer_tool(response_format: Any) -> FunctionTool | None:
 
 
 def tools_and_answer(
-    doc: Json, provider: str
+    doc: Json, provider: str, *, withhold_on_none: bool = True
 ) -> tuple[list[FunctionTool], ToolMode, str | None, FunctionTool | None]:
-    """(tools, tool_choice mode, named tool, answer tool): ``none`` withholds the tools, and a
-    demanded client tool call (``required``, named) leaves out the answer tool."""
+    """(tools, tool_choice mode, named tool, answer tool): ``none`` withholds the tools (unless
+    the provider has a ``none`` of its own), and a demanded client tool call (``required``,
+    named) leaves out the answer tool."""
     tools = function_tools(doc.get("tools"), provider)
     mode, named = tool_choice(doc.get("tool_choice"), [tool.name for tool in tools])
-    if mode == "none":
+    if mode == "none" and withhold_on_none:
         tools = []
     answer = answer_tool(doc.get("response_format"))
     if answer is not None and mode in ("required", "named"):

@@ -18,7 +18,7 @@ from extproc.endpoints import APIS, BY_OPERATION, BY_PATH, CHAT, EMBEDDINGS, Ope
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
-from extproc.translate import RequestContext
+from extproc.translate import RequestContext, UpstreamRequest
 from extproc.upstream import UpstreamStage
 from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH
 
@@ -38,6 +38,7 @@ BACKENDS = {
         "secret_access_key": "${AWS_SECRET}",
         "session_token": "${AWS_TOKEN}",
     },
+    "anthropic": {"schema": "anthropic", "api_key": "${ANTHROPIC_KEY}"},
 }
 ENV = {
     "KEY_A": "sk-a",
@@ -46,14 +47,22 @@ ENV = {
     "AWS_ID": "AKIDEXAMPLE",
     "AWS_SECRET": "aws-secret",
     "AWS_TOKEN": "aws-token",
+    "ANTHROPIC_KEY": "sk-ant-secret",
 }
+# Schemas that serve chat only (their providers have no embeddings API).
+CHAT_ONLY = {"anthropic"}
 
 
 def test_every_schema_declares_its_provider_and_credential_variables() -> None:
-    assert set(SCHEMAS) == {"openai", "azure_openai", "aws_bedrock"}
+    assert set(SCHEMAS) == {"openai", "azure_openai", "aws_bedrock", "anthropic"}
     for cls in BACKEND_TYPES:
         assert cls.provider and isinstance(cls.credential_variables, frozenset), cls
-    assert {cls.provider for cls in BACKEND_TYPES} == {"openai", "azure.openai", "aws.bedrock"}
+    assert {cls.provider for cls in BACKEND_TYPES} == {
+        "openai",
+        "azure.openai",
+        "aws.bedrock",
+        "anthropic",
+    }
     # Only OpenAI-compatible servers answer GET /v1/models for a catch-all route's list.
     assert [cls.provider for cls in BACKEND_TYPES if cls.lists_models] == ["openai"]
 
@@ -70,12 +79,19 @@ def test_the_secret_keys_and_credential_variables_are_derived_from_the_models() 
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
+        "ANTHROPIC_API_KEY",
     } == CREDENTIAL_VARIABLES
 
 
 def test_envoy_gets_no_secret_of_any_schema() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
-    env = {**ENV, "OPENAI_API_KEY": "sk-std", "AWS_SESSION_TOKEN": "t", "HOME": "/home/x"}
+    env = {
+        **ENV,
+        "OPENAI_API_KEY": "sk-std",
+        "AWS_SESSION_TOKEN": "t",
+        "ANTHROPIC_API_KEY": "sk-ant-std",
+        "HOME": "/home/x",
+    }
     assert envoy_environment(config, env) == {"HOME": "/home/x"}
 
 
@@ -104,12 +120,34 @@ def test_every_served_path_is_described_once() -> None:
     assert [api.operation for api in APIS if api.envoy_usage is not None] == ["chat"]
 
 
-def test_today_every_schema_serves_every_endpoint() -> None:
+def test_today_every_schema_serves_every_endpoint_but_chat_only_ones() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
     for name, backend in config.backends.items():
         registered = schema(backend)
-        assert set(registered.translators) == set(BY_OPERATION), name
+        served = {"chat"} if name in CHAT_ONLY else set(BY_OPERATION)
+        assert set(registered.translators) == served, name
         assert runtime(name, backend).provider == type(backend).provider
+
+
+def test_anthropic_answers_embeddings_with_the_404_naming_it() -> None:
+    config = parse_config({"backends": BACKENDS}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    with pytest.raises(GatewayError) as caught:
+        served.translator(_ctx(EMBEDDINGS_PATH, "embeddings"))
+    assert (caught.value.status, caught.value.code) == (404, "unsupported_endpoint")
+    assert "'anthropic' (anthropic)" in caught.value.message
+
+
+def test_anthropic_requests_carry_the_api_version_and_the_key_header() -> None:
+    backend = {**BACKENDS["anthropic"], "anthropic_beta": ["a-1", "b-2"]}
+    config = parse_config({"backends": {"anthropic": backend}}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    assert served.static_headers == {"anthropic-version": "2023-06-01", "anthropic-beta": "a-1,b-2"}
+    assert served.authority == "api.anthropic.com"
+    assert "sk-ant-secret" not in repr(served.auth)
+    request = UpstreamRequest("/v1/messages")
+    asyncio.run(served.auth.apply(request, served.authority))
+    assert request.headers == {"x-api-key": "sk-ant-secret"}
 
 
 def _only_chat(real: Callable[[Backend], Schema]) -> Callable[[Backend], Schema]:
