@@ -139,7 +139,11 @@ def test_anthropic_answers_embeddings_with_the_404_naming_it() -> None:
 
 
 def test_anthropic_requests_carry_the_api_version_and_the_key_header() -> None:
-    backend = {**BACKENDS["anthropic"], "anthropic_beta": ["a-1", "b-2"]}
+    backend = {
+        "schema": "anthropic",
+        "api_key": "${ANTHROPIC_KEY}",
+        "anthropic_beta": ["a-1", "b-2"],
+    }
     config = parse_config({"backends": {"anthropic": backend}}, ENV)
     served = backends.build_backends(config)["anthropic"]
     assert served.static_headers == {"anthropic-version": "2023-06-01", "anthropic-beta": "a-1,b-2"}
