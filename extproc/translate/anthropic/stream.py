@@ -125,14 +125,17 @@ class MessagesStream:
             return self._malformed()
         if isinstance(message.get("model"), str):
             self.model = message["model"]
-        self._see_usage(message.get("usage"))
+        self._see_usage(message.get("usage"), final=False)
         return self._out.chunk({"role": "assistant", "content": ""})
 
-    def _see_usage(self, usage: Any) -> None:
-        # message_delta's counts are cumulative: each replaces the one before.
+    def _see_usage(self, usage: Any, final: bool) -> None:
+        """message_start's usage (the input, one output token), then message_delta's,
+        cumulative: each count replaces the one before. Only the final one is the answer's
+        usage: a stream cut before it is estimated, and marked cut, like any other."""
         if isinstance(usage, Mapping):
             self._reported.update({k: v for k, v in usage.items() if v is not None})
-            self.usage = usage_of(self._reported)
+            if final:
+                self.usage = usage_of(self._reported)
 
     def _block_start(self, event: Json) -> bytes:
         index = event.get("index")
@@ -189,7 +192,7 @@ class MessagesStream:
         return self._out.chunk(out)
 
     def _message_delta(self, event: Json) -> bytes:
-        self._see_usage(event.get("usage"))
+        self._see_usage(event.get("usage"), final=True)
         delta = event.get("delta")
         stop = delta.get("stop_reason") if isinstance(delta, dict) else None
         if stop is None:
