@@ -17,6 +17,8 @@ from _common import FUZZ
 sys.path.insert(0, str(FUZZ.parent))
 
 from tests.fakes.faulty import FIRST_CHUNK, bedrock_frames, completion
+from tests.anthropic_cases import text_stream
+from tests.fakes.anthropic import sse
 from tests.fakes.openai import chat_reply, completion_chunks, embeddings, sse_events
 
 CHAT = {
@@ -99,12 +101,21 @@ def _stream() -> bytes:
     return b"".join(sse_events(completion_chunks(reply, include_usage=True)))
 
 
+def _anthropic_stream() -> bytes:
+    return b"".join(sse(event) for event in text_stream("Hello there"))
+
+
 def seeds() -> dict[str, list[bytes]]:
     chat, fmt, embed = orjson.dumps(CHAT), orjson.dumps(FORMAT), orjson.dumps(EMBED)
     frames = b"".join(bedrock_frames())
     stream = _stream()
     return {
         "sse": [b"\x00" + stream, b"\x02\x00\x10\x01\x00" + stream, b"\x00" + FIRST_CHUNK],
+        "anthropic_stream": [
+            b"\x80" + _anthropic_stream(),
+            b"\x02\x00\x10\x01\x00" + _anthropic_stream(),
+            b"\x00" + _anthropic_stream()[:200],
+        ],
         "eventstream": [b"\x00\xff" + frames, b"\x00\x00" + frames, b"\x00\x10" + frames[:50]],
         "router": [
             b"\x01\x00\x06\x00\x01" + chat,

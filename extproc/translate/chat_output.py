@@ -3,6 +3,7 @@ document or chunk of one completion repeats, the usage object, and the SSE event
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,16 @@ def openai_usage(usage: Usage) -> Json:
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
     }
+
+
+def finish_reason(reasons: Mapping[str, str], stop_reason: Any, has_calls: bool) -> str:
+    """OpenAI's finish reason for a provider's stop reason (``reasons``: its table; unknown
+    ones are ``stop``)."""
+    finish = reasons.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+    if finish in ("stop", "tool_calls"):
+        # The answer tool ends with tool_use but is no tool call for the client.
+        return "tool_calls" if has_calls else "stop"
+    return finish
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from extproc.translate import chat_output
 from extproc.translate.bedrock.buffered import Unreadable
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.chat_output import CompletionId, openai_usage
@@ -46,11 +47,7 @@ _FINISH_REASONS = {
 
 
 def finish_reason(stop_reason: Any, has_calls: bool) -> str:
-    finish = _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-    if finish in ("stop", "tool_calls"):
-        # The answer tool ends with tool_use but is no tool call for the client.
-        return "tool_calls" if has_calls else "stop"
-    return finish
+    return chat_output.finish_reason(_FINISH_REASONS, stop_reason, has_calls)
 
 
 def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
