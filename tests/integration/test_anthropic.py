@@ -69,17 +69,13 @@ def anthropic() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture(scope="module")
-def otlp() -> Iterator[OTLPReceiver]:
-    with OTLPReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
-def gateway(anthropic: FakeAnthropic, otlp: OTLPReceiver) -> Iterator[Gateway]:
+def gateway(anthropic: FakeAnthropic, otlp: OTLPReceiver, accounting: str) -> Iterator[Gateway]:
     with FakeAnthropic(compress="always", chunk_delay=0.05) as gzipped:
         one = {"retry": {"attempts": 1}}
         backend = {**anthropic.backend(), "api_key": "${AN_KEY}"}
         config = {
+            # Translated answers are the sidecar's to account in both modes.
+            "accounting": {"mode": accounting, "flush_interval": "50ms"},
             "backends": {
                 "anthropic": {**backend, "model_max_tokens": {"claude-big": 8000}},
                 "beta": {**backend, "anthropic_beta": ["prompt-caching-2024-07-31"]},

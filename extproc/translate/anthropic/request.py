@@ -260,9 +260,9 @@ def messages_request(doc: Json, model: str, default_limit: int) -> tuple[Json, P
         if doc.get("parallel_tool_calls") is False and choice["type"] != "none":
             choice["disable_parallel_tool_use"] = True
         body["tool_choice"] = choice
-    user = doc.get("user") or doc.get("safety_identifier")
-    if user is not None:
-        body["metadata"] = {"user_id": string(user, "user")}
+    who = "user" if doc.get("user") else "safety_identifier"
+    if doc.get(who) is not None:
+        body["metadata"] = {"user_id": string(doc[who], who)}
     _thinking(doc, body, limit, default_limit)
     if stream:
         body["stream"] = True
