@@ -1,19 +1,10 @@
-"""Anthropic's stream of Messages events (SSE: ``event:`` and ``data:`` lines) as OpenAI's chat
-completion chunks, one chunk per event as soon as the event is complete: a state machine of its
-own per streamed answer.
-
-The SSE framing is read with :func:`extproc.usage.event_ends` / :func:`~extproc.usage.event_data`
-(the gateway's own reader, written for OpenAI's streams: no SSE library reads bytes split at
-arbitrary points without copying them per event). Each event's JSON names its ``type``, so the
-``event:`` line is not needed.
-"""
+"""Anthropic's stream of Messages events as OpenAI's chat completion chunks, one chunk per
+event as soon as the event is complete: a state machine of its own per streamed answer (the
+events are read by :class:`~extproc.translate.anthropic.events.EventReader`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from extproc import tokens
 from extproc.errors import UPSTREAM
@@ -23,16 +14,11 @@ from extproc.translate import (
     STREAM_TRUNCATED,
     UPSTREAM_ERROR,
 )
+from extproc.translate.anthropic.events import EventReader, UsageReport
 from extproc.translate.anthropic.request import Plan
-from extproc.translate.anthropic.response import (
-    ERROR_TYPES,
-    error_of,
-    error_type,
-    finish_reason,
-    usage_of,
-)
+from extproc.translate.anthropic.response import ERROR_TYPES, error_of, error_type, finish_reason
 from extproc.translate.chat_output import DONE, Chunks, CompletionId, error_event
-from extproc.usage import MAX_EVENT_BYTES, Usage, event_data, event_ends
+from extproc.usage import MAX_EVENT_BYTES, Usage
 
 Json = dict[str, Any]
 
@@ -47,60 +33,47 @@ class MessagesStream:
     def __init__(self, plan: Plan, ident: CompletionId) -> None:
         self._plan = plan
         self._out = Chunks(ident, plan.include_usage)
-        self._buffer = bytearray()  # the incomplete event
+        self._events = EventReader()
         self._blocks: dict[int, int] = {}  # content block index -> tool_calls index (or _*)
         self._calls = 0
-        self._reported: dict[str, Any] = {}  # usage as reported so far (message_start, deltas)
+        self._usage = UsageReport()
         # What the answer said (text, reasoning, tool calls), for an estimate if it ends
         # without Anthropic's usage.
         self._said: list[str] = []
         self._stopped = self._closed = False
         self.done = False  # the stream ended with message_stop
-        self.usage: Usage | None = None
         self.model: str | None = None
         self.failure: str | None = None  # why the answer failed, once the client was told
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage.final
 
     def feed(self, chunk: bytes, end_of_stream: bool) -> bytes:
         """The OpenAI SSE events for this piece of Anthropic's stream."""
         if self._closed:
             return b""
-        buffer = self._buffer
-        held = len(buffer)
-        buffer += chunk
         out: list[bytes] = []
-        start = 0
-        # A separator may straddle the held bytes and the chunk: look 3 bytes back, no more.
-        for end in event_ends(buffer, max(0, held - 3)):
-            out.append(self._event(event_data(bytes(buffer[start:end]))))
-            start = end
+        for event in self._events.feed(chunk, end_of_stream):
+            out.append(self._event(event))
             if self._closed:
                 return b"".join(out)
-        del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
+        if self._events.overflow:
             message = f"Anthropic sent a stream event over {MAX_EVENT_BYTES} bytes."
             out.append(self._fail(message, UPSTREAM, EVENT_TOO_LARGE, EVENT_TOO_LARGE))
         elif end_of_stream:
-            if buffer.strip():
-                out.append(self._event(event_data(bytes(buffer) + b"\n\n")))
-            if not self._closed:
-                out.append(
-                    self._fail(
-                        "Anthropic ended the stream before the answer was complete.",
-                        UPSTREAM,
-                        STREAM_TRUNCATED,
-                        STREAM_TRUNCATED,
-                    )
+            out.append(
+                self._fail(
+                    "Anthropic ended the stream before the answer was complete.",
+                    UPSTREAM,
+                    STREAM_TRUNCATED,
+                    STREAM_TRUNCATED,
                 )
+            )
         return b"".join(out)
 
-    def _event(self, data: bytes) -> bytes:
-        if not data:
-            return b""  # a comment or an event without data
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict):
+    def _event(self, event: Json | None) -> bytes:
+        if event is None:
             return self._malformed()
         kind = event.get("type")
         if kind == "message_start":
@@ -125,17 +98,8 @@ class MessagesStream:
             return self._malformed()
         if isinstance(message.get("model"), str):
             self.model = message["model"]
-        self._see_usage(message.get("usage"), final=False)
+        self._usage.see(message.get("usage"), final=False)
         return self._out.chunk({"role": "assistant", "content": ""})
-
-    def _see_usage(self, usage: Any, final: bool) -> None:
-        """message_start's usage (the input, one output token), then message_delta's,
-        cumulative: each count replaces the one before. Only the final one is the answer's
-        usage: a stream cut before it is estimated, and marked cut, like any other."""
-        if isinstance(usage, Mapping):
-            self._reported.update({k: v for k, v in usage.items() if v is not None})
-            if final:
-                self.usage = usage_of(self._reported)
 
     def _block_start(self, event: Json) -> bytes:
         index = event.get("index")
@@ -192,7 +156,7 @@ class MessagesStream:
         return self._out.chunk(out)
 
     def _message_delta(self, event: Json) -> bytes:
-        self._see_usage(event.get("usage"), final=True)
+        self._usage.see(event.get("usage"), final=True)
         delta = event.get("delta")
         stop = delta.get("stop_reason") if isinstance(delta, dict) else None
         if stop is None:
@@ -213,7 +177,6 @@ class MessagesStream:
     def _fail(self, message: str, type_: str, code: str | None, failure: str) -> bytes:
         self._closed = True
         self.failure = failure
-        self._buffer = bytearray()
         return error_event(message, type_, code)
 
     def _malformed(self) -> bytes:
