@@ -27,6 +27,7 @@ from extproc.endpoints import Operation
 from extproc.errors import NOT_FOUND, GatewayError
 from extproc.translate import RequestContext, Translator, azure
 from extproc.translate.anthropic.chat import AnthropicChat
+from extproc.translate.anthropic.messages import MessagesPassThrough
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
@@ -106,8 +107,12 @@ def _anthropic(backend: AnthropicBackend) -> Schema:
     def chat(ctx: RequestContext) -> Translator:
         return AnthropicChat(ctx, prefix, backend.default_max_tokens(ctx.upstream_model))
 
+    def messages(ctx: RequestContext) -> Translator:
+        return MessagesPassThrough(ctx, prefix)
+
     key = backend.api_key.get_secret_value() if backend.api_key else ""
-    return Schema({"chat": chat}, StaticHeader("x-api-key", key), backend.version_headers())
+    auth = StaticHeader("x-api-key", key)
+    return Schema({"chat": chat, "messages": messages}, auth, backend.version_headers())
 
 
 def schema(backend: Backend) -> Schema:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings"]
+Operation = Literal["chat", "embeddings", "messages"]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route).
 BodyFormat = Literal["json"]
@@ -56,6 +56,18 @@ EMBEDDINGS = API(
     output_tokens=False,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS)
+# Anthropic's Messages API, for Anthropic clients (its backends: extproc/backends.py). The
+# gateway's own errors on it are still OpenAI's shape (README, "Anthropic").
+MESSAGES = API(
+    operation="messages",
+    paths=(wire.MESSAGES_PATH,),
+    body="json",
+    errors="openai",
+    # Anthropic's usage is not where Envoy's readers look (wire.USAGE_FIELDS).
+    envoy_usage=None,
+    output_tokens=True,
+)
+
+APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, MESSAGES)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 BY_OPERATION: dict[str, API] = {api.operation: api for api in APIS}

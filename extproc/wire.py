@@ -85,9 +85,10 @@ class Key(StrEnum):
     NOT_JSON = "not_json"  # a buffered answer's body that Envoy's JSON reader could not parse
 
 
-# The OpenAI API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
+# The API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+MESSAGES_PATH = "/v1/messages"  # Anthropic's Messages API
 MODELS_PATH = "/v1/models"
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and

@@ -14,13 +14,13 @@ from extproc.backendconfig import BACKEND_TYPES, CREDENTIAL_VARIABLES, SCHEMAS, 
 from extproc.backends import Schema, runtime, schema
 from extproc.cli import envoy_environment
 from extproc.config import Backend, ModelIndex, parse_config
-from extproc.endpoints import APIS, BY_OPERATION, BY_PATH, CHAT, EMBEDDINGS, Operation
+from extproc.endpoints import APIS, BY_OPERATION, BY_PATH, CHAT, EMBEDDINGS, MESSAGES, Operation
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
 from extproc.translate import RequestContext, UpstreamRequest
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH
+from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH, MESSAGES_PATH
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -49,8 +49,15 @@ ENV = {
     "AWS_TOKEN": "aws-token",
     "ANTHROPIC_KEY": "sk-ant-secret",
 }
-# Schemas that serve chat only (their providers have no embeddings API).
-CHAT_ONLY = {"anthropic"}
+# The endpoints each sample backend serves: OpenAI's APIs everywhere but on Anthropic (no
+# embeddings API), Anthropic's Messages API on Anthropic only.
+SERVED = {
+    "openai": {"chat", "embeddings"},
+    "azure": {"chat", "embeddings"},
+    "entra": {"chat", "embeddings"},
+    "bedrock": {"chat", "embeddings"},
+    "anthropic": {"chat", "messages"},
+}
 
 
 def test_every_schema_declares_its_provider_and_credential_variables() -> None:
@@ -114,19 +121,28 @@ def test_a_model_lookup_after_model_copy_sees_the_copy() -> None:
 
 
 def test_every_served_path_is_described_once() -> None:
-    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS}
-    assert set(BY_OPERATION) == {"chat", "embeddings"} == set(get_args(Operation))
+    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS, MESSAGES_PATH: MESSAGES}
+    assert set(BY_OPERATION) == {"chat", "embeddings", "messages"} == set(get_args(Operation))
     # Only APIs Envoy's readers can account are ever handed off to them.
     assert [api.operation for api in APIS if api.envoy_usage is not None] == ["chat"]
 
 
-def test_today_every_schema_serves_every_endpoint_but_chat_only_ones() -> None:
+def test_the_endpoints_each_schema_serves() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
+    assert set(SERVED) == set(config.backends)
     for name, backend in config.backends.items():
         registered = schema(backend)
-        served = {"chat"} if name in CHAT_ONLY else set(BY_OPERATION)
-        assert set(registered.translators) == served, name
+        assert set(registered.translators) == SERVED[name], name
         assert runtime(name, backend).provider == type(backend).provider
+
+
+def test_messages_to_a_backend_that_does_not_speak_it_is_the_404_naming_it() -> None:
+    config = parse_config({"backends": BACKENDS}, ENV)
+    served = backends.build_backends(config)["bedrock"]
+    with pytest.raises(GatewayError) as caught:
+        served.translator(_ctx(MESSAGES_PATH, "messages"))
+    assert (caught.value.status, caught.value.code) == (404, "unsupported_endpoint")
+    assert "/v1/messages" in caught.value.message
 
 
 def test_anthropic_answers_embeddings_with_the_404_naming_it() -> None:
@@ -204,6 +220,7 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     router = Router(parse_config({}))
     answer = router.on_headers({":method": "POST", ":path": "/v1/nothing"})
     assert isinstance(answer, Respond) and answer.status == 404
-    assert b"Supported: POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models." in (
-        answer.body
+    assert (
+        b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages,"
+        b" GET /v1/models." in answer.body
     )

@@ -82,16 +82,17 @@ def test_envoy_accounting_adds_the_usage_readers_and_the_record_log() -> None:
     assert names("sidecar") == ([filters[0], *filters[3:]], logs[:1])
 
 
-def test_embeddings_requests_run_without_the_usage_readers() -> None:
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/messages"])
+def test_requests_whose_usage_envoy_cannot_read_run_without_the_usage_readers(path: str) -> None:
     # Envoy builds a request's filter chain from the route it matches on arrival, before the
-    # router stage names the model: that route is the one before the catch-all, for the
-    # embeddings path.
+    # router stage names the model: that route is one of those before the catch-all, for the
+    # path.
     config = parse_config({"accounting": {"mode": "envoy"}}, {})
     listener = render(config)["static_resources"]["listeners"][1]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    last = hcm["route_config"]["virtual_hosts"][0]["routes"][-2]
-    assert last["match"] == {"path": "/v1/embeddings"}
-    disabled = {k for k, v in last["typed_per_filter_config"].items() if v["disabled"]}
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    (route,) = [r for r in routes[:-1] if r["match"] == {"path": path}]
+    disabled = {k for k, v in route["typed_per_filter_config"].items() if v["disabled"]}
     assert disabled == {"envoy.filters.http.json_to_metadata", "envoy.filters.http.sse_to_metadata"}
 
 
