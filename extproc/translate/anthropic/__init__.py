@@ -1,5 +1,5 @@
 """OpenAI API -> Anthropic's Messages API (``POST /v1/messages``): chat completions, streams
-included.
+included; and Anthropic clients' own ``/v1/messages``, passed through.
 
 Decisions a client can observe:
 
@@ -22,5 +22,7 @@ Decisions a client can observe:
 
 The modules, in the order a request meets them: :mod:`.fields` (the field table),
 :mod:`.request` (the Messages request), :mod:`.chat` (the translator), :mod:`.response` (a whole
-answer, usage, finish reasons, errors), :mod:`.stream` (the event stream).
+answer, usage, finish reasons, errors), :mod:`.events` (reading the event stream),
+:mod:`.stream` (the event stream as chunks). :mod:`.messages` passes Anthropic clients'
+``/v1/messages`` through.
 """
