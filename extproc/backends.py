@@ -31,6 +31,7 @@ from extproc.translate.anthropic.messages import MessagesPassThrough
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
+from extproc.wire import MESSAGES_PATH
 
 TranslatorFactory = Callable[[RequestContext], Translator]
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
@@ -102,13 +103,16 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
 
 
 def _anthropic(backend: AnthropicBackend) -> Schema:
-    prefix = backend.endpoint()[3]
+    # The backend URL's path (a proxy in front of Anthropic) goes before /v1/messages.
+    base = backend.endpoint()[3] + "/v1"
+    query = backend.query
 
     def chat(ctx: RequestContext) -> Translator:
-        return AnthropicChat(ctx, prefix, backend.default_max_tokens(ctx.upstream_model))
+        path = join_path(base, MESSAGES_PATH, query)
+        return AnthropicChat(ctx, path, backend.default_max_tokens(ctx.upstream_model))
 
     def messages(ctx: RequestContext) -> Translator:
-        return MessagesPassThrough(ctx, prefix)
+        return MessagesPassThrough(ctx, join_path(base, ctx.path, query))
 
     key = backend.api_key.get_secret_value() if backend.api_key else ""
     auth = StaticHeader("x-api-key", key)

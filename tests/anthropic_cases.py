@@ -26,7 +26,7 @@ def chat(stream: bool = False, include_usage: bool = False) -> AnthropicChat:
     ctx = RequestContext(
         "chat", "my-claude", SONNET, "my-claude", "/v1/chat/completions", stream, include_usage
     )
-    return AnthropicChat(ctx, "", DEFAULT_MAX_TOKENS)
+    return AnthropicChat(ctx, "/v1/messages", DEFAULT_MAX_TOKENS)
 
 
 def messages(doc: Json, t: AnthropicChat | None = None) -> Json:

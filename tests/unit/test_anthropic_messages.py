@@ -17,13 +17,13 @@ BODY = orjson.dumps(
 )
 
 
-def passthrough(body_model: str = "my-claude", prefix: str = "") -> MessagesPassThrough:
+def passthrough(body_model: str = "my-claude") -> MessagesPassThrough:
     ctx = RequestContext("messages", "my-claude", SONNET, body_model, "/v1/messages?beta=true")
-    return MessagesPassThrough(ctx, prefix)
+    return MessagesPassThrough(ctx, "/proxy/v1/messages?beta=true")
 
 
 def test_the_path_and_the_model_rewrite() -> None:
-    t = passthrough(prefix="/proxy")
+    t = passthrough()
     assert t.needs_request_body
     upstream = t.request(BODY)
     assert upstream.path == "/proxy/v1/messages?beta=true"

@@ -112,7 +112,7 @@ def test_a_chat_request_keeps_its_meaning_as_messages(
     doc: Json = {"model": "c", "messages": chat_messages, "tools": tools, "tool_choice": choice}
     if not tools:
         del doc["tools"], doc["tool_choice"]
-    request = AnthropicChat(_ctx(), "", 1000).request(orjson.dumps(doc))
+    request = AnthropicChat(_ctx(), "/v1/messages", 1000).request(orjson.dumps(doc))
     body = orjson.loads(request.body or b"")
     check_messages_request(body)  # what the real API would accept
     system = [m["content"] for m in chat_messages if m["role"] in ("system", "developer")]
@@ -145,7 +145,7 @@ events = st.builds(
 @PROPERTY
 @given(stream=st.lists(events, max_size=10), cuts=st.lists(st.integers(0, 4096), max_size=6))
 def test_any_stream_becomes_valid_sse_with_one_end(stream: list[bytes], cuts: list[int]) -> None:
-    chat = AnthropicChat(_ctx(stream=True), "", 1000)
+    chat = AnthropicChat(_ctx(stream=True), "/v1/messages", 1000)
     chat.request(
         orjson.dumps({"model": "c", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     )

@@ -145,6 +145,23 @@ def test_messages_to_a_backend_that_does_not_speak_it_is_the_404_naming_it() -> 
     assert "/v1/messages" in caught.value.message
 
 
+def test_anthropic_paths_keep_the_backend_url_s_prefix_and_query() -> None:
+    backend = {
+        "schema": "anthropic",
+        "api_key": "${ANTHROPIC_KEY}",
+        "url": "https://proxy.example.com/anthropic",
+        "query": {"team": "a"},
+    }
+    config = parse_config({"backends": {"anthropic": backend}}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    chat = served.translator(_ctx(CHAT_PATH, "chat")).request(
+        b'{"messages": [{"role": "user", "content": "x"}]}'
+    )
+    assert chat.path == "/anthropic/v1/messages?team=a"
+    messages = served.translator(_ctx(MESSAGES_PATH + "?beta=true", "messages")).request(None)
+    assert messages.path == "/anthropic/v1/messages?beta=true&team=a"
+
+
 def test_anthropic_answers_embeddings_with_the_404_naming_it() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
     served = backends.build_backends(config)["anthropic"]

@@ -43,9 +43,10 @@ class AnthropicChat:
     needs_request_body = True
     needs_response = True
 
-    def __init__(self, ctx: RequestContext, prefix: str, default_max_tokens: int) -> None:
+    def __init__(self, ctx: RequestContext, path: str, default_max_tokens: int) -> None:
+        """``path``: the Messages path (and query) at the backend."""
         self._ctx = ctx
-        self._path = f"{prefix}/v1/messages"
+        self._path = path
         self._default_max_tokens = default_max_tokens
         self._plan = Plan()
         self._id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -29,7 +29,7 @@ from extproc.translate import (
 )
 from extproc.translate.anthropic.events import EventReader, UsageReport
 from extproc.translate.anthropic.response import ERROR_TYPES, error_of, usage_of
-from extproc.translate.openai import join_path, rewrite_body
+from extproc.translate.openai import rewrite_body
 from extproc.usage import Usage, json_document
 
 Json = dict[str, Any]
@@ -55,8 +55,9 @@ class MessagesPassThrough:
 
     needs_response = True
 
-    def __init__(self, ctx: RequestContext, prefix: str) -> None:
-        self._path = join_path(f"{prefix}/v1", ctx.path)
+    def __init__(self, ctx: RequestContext, path: str) -> None:
+        """``path``: the client's path (and query) at the backend."""
+        self._path = path
         self._model = ctx.upstream_model if ctx.body_model != ctx.upstream_model else None
         self.needs_request_body = self._model is not None
         self._status = 0
