@@ -12,12 +12,14 @@ import anthropic
 import pytest
 from anthropic import Anthropic
 
+from extproc.clients import hash_key
 from tests.fakes.anthropic import CACHE_READ, CACHED, OVERLOADED, STREAM_ERROR, FakeAnthropic
 from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
 
 SONNET = "claude-sonnet-4-5"
+CLIENT_KEY = "gw-key-anthropic-sdk"
 WEATHER: Any = {
     "name": "get_weather",
     "description": "Weather for a city",
@@ -47,6 +49,8 @@ def gateway(fakes: tuple[FakeAnthropic, FakeOpenAI], otlp: OTLPReceiver) -> Iter
             {"name": "wrong-key", "backends": [{"backend": "wrong-key", "model": SONNET}], **one},
             {"name": "gpt", "backends": [{"backend": "openai"}], **one},
         ],
+        # The SDK sends its key as x-api-key: a gateway key there is checked like any other.
+        "clients": [{"name": "sdk", "key_sha256": hash_key(CLIENT_KEY)}],
     }
     env = {"AN_KEY": claude.api_key, "AN_WRONG_KEY": "sk-ant-wrong", **otlp.env(100)}
     with Gateway(config, env=env) as gw:
@@ -55,7 +59,7 @@ def gateway(fakes: tuple[FakeAnthropic, FakeOpenAI], otlp: OTLPReceiver) -> Iter
 
 @pytest.fixture
 def client(gateway: Gateway) -> Anthropic:
-    return Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0)
+    return Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0)
 
 
 def _record(otlp: OTLPReceiver, trace_id: str, timeout: float = 15.0) -> dict[str, Any]:
@@ -89,7 +93,8 @@ def test_messages_create_passes_through_and_is_accounted(
     assert reply.model == SONNET and reply.stop_reason == "end_turn"
     seen = claude.requests[-1]
     assert seen.path == "/v1/messages"
-    assert seen.headers["x-api-key"] == claude.api_key
+    assert seen.headers["x-api-key"] == claude.api_key  # the backend's, not the client's
+    assert CLIENT_KEY not in str(seen.headers)
     assert seen.headers["anthropic-version"] == "2023-06-01"
     assert "authorization" not in seen.headers
     body = seen.json()
@@ -175,3 +180,11 @@ def test_messages_to_a_backend_that_does_not_speak_it_is_a_404(client: Anthropic
             model="gpt", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
     assert "unsupported_endpoint" in str(caught.value.body)
+
+
+def test_a_wrong_gateway_key_in_x_api_key_is_refused(gateway: Gateway) -> None:
+    wrong = Anthropic(base_url=gateway.url, api_key="not-a-gateway-key", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        wrong.messages.create(
+            model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
