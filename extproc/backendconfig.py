@@ -23,6 +23,11 @@ from extproc.configbase import ConfigModel, Duration
 from extproc.wire import INTERNAL_PREFIX
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
+# The Messages API version every Anthropic request names (its request and answer shapes).
+ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; a chat request without a limit gets this one unless the
+# backend names another (for all models or one).
+DEFAULT_ANTHROPIC_MAX_TOKENS = 4096
 
 
 class TLS(ConfigModel):
@@ -196,8 +201,47 @@ class AWSBedrockBackend(_BackendBase):
         return self
 
 
+class AnthropicBackend(_BackendBase):
+    """Anthropic's own Messages API (``POST /v1/messages``), for OpenAI chat clients."""
+
+    provider = "anthropic"
+    credential_variables = frozenset({"ANTHROPIC_API_KEY"})
+
+    schema_: Literal["anthropic"] = Field(alias="schema")
+    url: str | None = "https://api.anthropic.com"
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    # Beta features (the anthropic-beta header), e.g. ["prompt-caching-2024-07-31"].
+    anthropic_beta: list[str] = Field(default_factory=list)
+    # max_tokens sent when the client sends none: per upstream model, else max_tokens.
+    max_tokens: int = Field(default=DEFAULT_ANTHROPIC_MAX_TOKENS, ge=1)
+    model_max_tokens: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _key(self) -> AnthropicBackend:
+        if self.api_key_file and self.api_key is None:
+            object.__setattr__(self, "api_key", _read_secret_file(self.api_key_file))
+        if self.api_key is None:
+            raise ValueError("anthropic needs api_key (from the environment) or api_key_file")
+        owned = sorted(h for h in self.headers if h in ("x-api-key", *self.version_headers()))
+        if owned:
+            raise ValueError(f"headers may not set {', '.join(owned)} (set by the schema)")
+        return self
+
+    def version_headers(self) -> dict[str, str]:
+        """The API version and beta features every request names."""
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        if self.anthropic_beta:
+            headers["anthropic-beta"] = ",".join(self.anthropic_beta)
+        return headers
+
+    def default_max_tokens(self, model: str) -> int:
+        return self.model_max_tokens.get(model, self.max_tokens)
+
+
 Backend = Annotated[
-    OpenAIBackend | AzureOpenAIBackend | AWSBedrockBackend, Field(discriminator="schema_")
+    OpenAIBackend | AzureOpenAIBackend | AWSBedrockBackend | AnthropicBackend,
+    Field(discriminator="schema_"),
 ]
 
 # The schemas' models, and what the config loader and the CLI derive from them.
@@ -244,7 +288,7 @@ _AWS_CREDENTIAL_HINTS = (
 def env_backends(env: Mapping[str, str]) -> dict[str, Any]:
     """The backends of ``ai-gateway run`` without ``-c``: every provider found in the
     environment, in fallback order: OpenAI (or any OpenAI-compatible server at
-    ``OPENAI_BASE_URL``), then Azure OpenAI, then AWS Bedrock. Values the config loader
+    ``OPENAI_BASE_URL``), then Azure OpenAI, then AWS Bedrock, then Anthropic. Values the config loader
     substitutes (``${VAR}``), so a secret is never a literal here either."""
     backends: dict[str, Any] = {}
     if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
@@ -265,4 +309,6 @@ def env_backends(env: Mapping[str, str]) -> dict[str, Any]:
     if region and any(env.get(k) for k in _AWS_CREDENTIAL_HINTS):
         # Credentials themselves come from the standard AWS chain at run time.
         backends["bedrock"] = {"schema": "aws_bedrock", "region": region}
+    if env.get("ANTHROPIC_API_KEY"):
+        backends["anthropic"] = {"schema": "anthropic", "api_key": "${ANTHROPIC_API_KEY}"}
     return backends

@@ -10,12 +10,13 @@ endpoint and the backend (:meth:`BackendRuntime.translator`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
-from extproc.auth import Auth, NoAuth, bearer, entra
+from extproc.auth import Auth, NoAuth, StaticHeader, bearer, entra
 from extproc.auth.sigv4 import SigV4
 from extproc.config import (
+    AnthropicBackend,
     AWSBedrockBackend,
     AzureOpenAIBackend,
     Backend,
@@ -25,9 +26,12 @@ from extproc.config import (
 from extproc.endpoints import Operation
 from extproc.errors import NOT_FOUND, GatewayError
 from extproc.translate import RequestContext, Translator, azure
+from extproc.translate.anthropic.chat import AnthropicChat
+from extproc.translate.anthropic.messages import MessagesPassThrough
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.openai import PassThrough, join_path
+from extproc.wire import MESSAGES_PATH
 
 TranslatorFactory = Callable[[RequestContext], Translator]
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
@@ -35,10 +39,12 @@ UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
 
 @dataclass(frozen=True, slots=True)
 class Schema:
-    """A backend's schema, registered: a translator factory per endpoint it serves, its auth."""
+    """A backend's schema, registered: a translator factory per endpoint it serves, its auth,
+    and headers every request to it carries (an API version)."""
 
     translators: Mapping[Operation, TranslatorFactory]
     auth: Auth
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,23 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
     return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
 
 
+def _anthropic(backend: AnthropicBackend) -> Schema:
+    # The backend URL's path (a proxy in front of Anthropic) goes before /v1/messages.
+    base = backend.endpoint()[3] + "/v1"
+    query = backend.query
+
+    def chat(ctx: RequestContext) -> Translator:
+        path = join_path(base, MESSAGES_PATH, query)
+        return AnthropicChat(ctx, path, backend.default_max_tokens(ctx.upstream_model))
+
+    def messages(ctx: RequestContext) -> Translator:
+        return MessagesPassThrough(ctx, join_path(base, ctx.path, query))
+
+    key = backend.api_key.get_secret_value() if backend.api_key else ""
+    auth = StaticHeader("x-api-key", key)
+    return Schema({"chat": chat, "messages": messages}, auth, backend.version_headers())
+
+
 def schema(backend: Backend) -> Schema:
     match backend:
         case OpenAIBackend():
@@ -110,6 +133,8 @@ def schema(backend: Backend) -> Schema:
             return _azure(backend)
         case AWSBedrockBackend():
             return _bedrock(backend)
+        case AnthropicBackend():
+            return _anthropic(backend)
         case _:
             assert_never(backend)
 
@@ -121,7 +146,7 @@ def runtime(name: str, backend: Backend) -> BackendRuntime:
         backend.provider,
         registered.translators,
         registered.auth,
-        backend.headers,
+        {**registered.headers, **backend.headers},
         backend.authority(),
     )
 

@@ -25,6 +25,7 @@ from extproc.backendconfig import (
 )
 from extproc.backendconfig import DEFAULT_AZURE_API_VERSION as DEFAULT_AZURE_API_VERSION
 from extproc.backendconfig import TLS as TLS
+from extproc.backendconfig import AnthropicBackend as AnthropicBackend
 from extproc.backendconfig import AWSBedrockBackend as AWSBedrockBackend
 from extproc.backendconfig import AzureOpenAIBackend as AzureOpenAIBackend
 from extproc.backendconfig import Backend as Backend
@@ -454,7 +455,7 @@ def default_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     Every provider found in the environment becomes a backend of one catch-all route (model
     ``"*"``: the client's model name is sent upstream), in fallback order: OpenAI (or any
     OpenAI-compatible server at ``OPENAI_BASE_URL``), then Azure OpenAI, then AWS Bedrock
-    (the client's model name is then a Bedrock model id).
+    (the client's model name is then a Bedrock model id), then Anthropic.
     """
     backends = env_backends(os.environ if env is None else env)
     entries = [{"backend": name, "priority": i} for i, name in enumerate(backends)]

@@ -17,7 +17,9 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings", "responses", "stored_responses", "text_completion"]
+Operation = Literal[
+    "chat", "embeddings", "responses", "stored_responses", "text_completion", "messages"
+]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
@@ -111,7 +113,19 @@ COMPLETIONS = API(
     stream_usage_opt_in=True,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS)
+# Anthropic's Messages API, for Anthropic clients (its backends: extproc/backends.py). The
+# gateway's own errors on it are still OpenAI's shape (README, "Anthropic").
+MESSAGES = API(
+    operation="messages",
+    paths=(wire.MESSAGES_PATH,),
+    body="json",
+    errors="openai",
+    # Anthropic's usage is not where Envoy's readers look (wire.USAGE_FIELDS).
+    envoy_usage=None,
+    output_tokens=True,
+)
+
+APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS, MESSAGES)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]
 

@@ -165,7 +165,7 @@ Decision = Respond | ReadBody | Route
 
 def error_response(err: GatewayError, shape: ErrorShape = "openai") -> Respond:
     """The client's answer to ``err``, in the shape its API's clients expect (before the
-    endpoint is known, OpenAI's: every path the gateway serves is OpenAI's)."""
+    endpoint is known, OpenAI's: every API the gateway serves answers its own errors in it)."""
     match shape:
         case "openai":
             body = err.body()

@@ -121,8 +121,9 @@ def message_texts(message: Mapping[str, Any]) -> Iterable[str]:
 
 
 def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
-    """The texts of an OpenAI chat, embeddings, completions or Responses request, and the
-    tokens added around them."""
+    """The texts of an OpenAI chat, embeddings, completions or Responses request (or an
+    Anthropic Messages request: its text blocks and ``system``), and the tokens added around
+    them."""
     messages = doc.get("messages")
     if isinstance(messages, list):
         texts: list[str] = []
@@ -139,6 +140,7 @@ def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
         response_format = doc.get("response_format")
         if isinstance(response_format, dict) and "json_schema" in response_format:
             texts.append(orjson.dumps(response_format["json_schema"]).decode())
+        texts.extend(_texts(doc.get("system")))  # Anthropic's Messages API
         return texts, extra
     raw = doc.get("input") if "input" in doc else doc.get("prompt")  # completions: "prompt"
     items = [raw] if isinstance(raw, str) or _is_tokens(raw) else raw

@@ -136,7 +136,7 @@ _USAGE_NULL = re.compile(rb'(,\s*"usage"\s*:\s*null(?=\s*[,}]))|("usage"\s*:\s*n
 MAX_EVENT_BYTES = 1024 * 1024
 
 
-def _event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
+def event_ends(data: bytes | bytearray, start: int = 0) -> Iterator[int]:
     """Where each complete event of ``data`` ends (after its blank line), looking from
     ``start`` on (no separator ends before it)."""
     if data.find(b"\r", start) != -1:
@@ -213,7 +213,7 @@ class SSEObserver:
         out: list[bytes] = []
         start = 0
         # A separator may straddle the held bytes and the chunk: look 3 bytes back, no more.
-        for end in _event_ends(data, max(0, held - 3)):
+        for end in event_ends(data, max(0, held - 3)):
             kept = self._event(bytes(data[start:end]))
             start = end
             if kept is not None:

@@ -87,7 +87,7 @@ class Key(StrEnum):
     NOT_JSON = "not_json"  # a buffered answer's body that Envoy's JSON reader could not parse
 
 
-# The OpenAI API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
+# The API paths the gateway serves (what each POST endpoint is: extproc/endpoints.py).
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 RESPONSES_PATH = "/v1/responses"
@@ -95,6 +95,7 @@ COMPLETIONS_PATH = "/v1/completions"
 # What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the
 # input-token count. Nothing else reaches a provider: no dot segment, no second id.
 STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")
+MESSAGES_PATH = "/v1/messages"  # Anthropic's Messages API
 MODELS_PATH = "/v1/models"
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Run one atheris target: fuzz/run.sh TARGET [SECONDS]  (targets: sse eventstream router request
-# response largejson responses). The corpus grows in fuzz/corpus/TARGET, crashes land in fuzz/crashes/TARGET, the
-# log in fuzz/logs/TARGET.log. Needs atheris in the venv: .venv/bin/pip install atheris
+# response largejson responses anthropic_stream). The corpus grows in fuzz/corpus/TARGET, crashes
+# land in fuzz/crashes/TARGET, the log in fuzz/logs/TARGET.log. Needs atheris in the venv:
+# .venv/bin/pip install atheris
 #
 # fuzz/run.sh TARGET merge  shrinks fuzz/corpus/TARGET to the inputs that add coverage.
 set -eu

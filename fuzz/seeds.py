@@ -16,6 +16,8 @@ from _common import FUZZ
 
 sys.path.insert(0, str(FUZZ.parent))
 
+from tests.anthropic_cases import text_stream
+from tests.fakes.anthropic import sse
 from tests.fakes.faulty import FIRST_CHUNK, bedrock_frames, completion
 from tests.fakes.openai import chat_reply, completion_chunks, embeddings, sse_events
 from tests.fakes.responses import events, responses_reply
@@ -107,6 +109,10 @@ def _responses_stream() -> bytes:
     return b"".join(events(responses_reply(plain), plain)) + tool
 
 
+def _anthropic_stream() -> bytes:
+    return b"".join(sse(event) for event in text_stream("Hello there"))
+
+
 def seeds() -> dict[str, list[bytes]]:
     chat, fmt, embed = orjson.dumps(CHAT), orjson.dumps(FORMAT), orjson.dumps(EMBED)
     frames = b"".join(bedrock_frames())
@@ -114,6 +120,11 @@ def seeds() -> dict[str, list[bytes]]:
     return {
         "sse": [b"\x00" + stream, b"\x02\x00\x10\x01\x00" + stream, b"\x00" + FIRST_CHUNK],
         "responses": [b"\x00" + _responses_stream(), b"\x02\x00\x20\x01\x00" + _responses_stream()],
+        "anthropic_stream": [
+            b"\x80" + _anthropic_stream(),
+            b"\x02\x00\x10\x01\x00" + _anthropic_stream(),
+            b"\x00" + _anthropic_stream()[:200],
+        ],
         "eventstream": [b"\x00\xff" + frames, b"\x00\x00" + frames, b"\x00\x10" + frames[:50]],
         "router": [
             b"\x01\x00\x06\x00\x01" + chat,

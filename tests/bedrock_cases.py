@@ -77,6 +77,18 @@ SCHEMA_FORMAT = {
 }
 
 
+def sse_events(raw: bytes) -> list[Any]:
+    """The events a client gets from a translated stream: chunks (JSON) and ``[DONE]``."""
+    text = raw.decode()
+    assert text.endswith("\n\n")
+    events: list[Any] = []
+    for event in text[:-2].split("\n\n"):
+        assert event.startswith("data: ")
+        data = event.removeprefix("data: ")
+        events.append(data if data == "[DONE]" else orjson.loads(data))
+    return events
+
+
 def accumulate(chunks: list[Json]) -> Json:
     """What an OpenAI client assembles from the chunks."""
     content = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-# Names and values of the OpenAI and Bedrock APIs: a generated document uses them often, so it
+# Names and values of the OpenAI, Bedrock and Anthropic APIs: a generated document uses them often, so it
 # reaches the code behind each field instead of stopping at "unknown field".
 WORDS = [
     "model", "messages", "role", "content", "user", "assistant", "system", "developer", "tool",
@@ -27,7 +27,12 @@ WORDS = [
     "contentBlockIndex", "start", "stopReason", "end_turn", "tool_use",
     "inputTokens", "outputTokens", "cacheReadInputTokens", "embedding", "embeddings",
     "inputTextTokenCount", "Message", "prompt_tokens_details", "cached_tokens",
-    "completion_tokens_details", "reasoning_tokens", "anthropic.claude-v1:0", "",
+    "completion_tokens_details", "reasoning_tokens", "anthropic.claude-v1:0",
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop", "ping", "error", "content_block", "index", "text_delta",
+    "input_json_delta", "partial_json", "thinking_delta", "thinking", "signature_delta",
+    "signature", "stop_reason", "input_tokens", "output_tokens", "cache_read_input_tokens",
+    "cache_creation_input_tokens", "overloaded_error", "cache_control", "ephemeral", "",
 ]  # fmt: skip
 
 

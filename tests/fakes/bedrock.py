@@ -74,7 +74,7 @@ from tests.fakes.bedrock_checks import (
     guardrail_trace,
 )
 from tests.fakes.openai import count_tokens, example, vector
-from tests.fakes.server import FakeServer, Reject, stream_chunks
+from tests.fakes.server import FakeServer, Reject, split, stream_chunks
 
 Json = dict[str, Any]
 
@@ -661,19 +661,10 @@ class FakeBedrock(FakeServer):
                 return [*frames[:2], exception_frame(exception_type, message)]
         return frames
 
-    def _split(self, data: bytes) -> list[bytes]:
-        chunks = []
-        pos = 0
-        while pos < len(data):
-            size = self._rng.randint(1, self.max_chunk)
-            chunks.append(data[pos : pos + size])
-            pos += size
-        return chunks
-
     async def _stream(self, request: web.Request, data: bytes) -> web.StreamResponse:
         return await stream_chunks(
             request,
-            self._split(data),
+            split(data, self._rng, self.max_chunk),
             content_type=EVENT_STREAM,
             delay=self.chunk_delay,
             headers={"x-amzn-requestid": str(uuid.uuid4())},

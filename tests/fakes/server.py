@@ -84,6 +84,17 @@ def _pieces(data: bytes, rng: random.Random, most: int = 3) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
 
 
+def split(data: bytes, rng: random.Random, max_chunk: int) -> list[bytes]:
+    """``data`` in consecutive chunks of 1..``max_chunk`` bytes, as a stream may arrive."""
+    chunks = []
+    pos = 0
+    while pos < len(data):
+        size = rng.randint(1, max_chunk)
+        chunks.append(data[pos : pos + size])
+        pos += size
+    return chunks
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     method: str

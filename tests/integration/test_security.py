@@ -1,7 +1,7 @@
 """Secrets, TLS, bind addresses and internal headers, through real Envoy + sidecar.
 
-- Every configured credential (OpenAI and Azure keys, an Entra client secret and the tokens
-  it buys, AWS keys and session token, a gateway key) is absent from every log line, metric,
+- Every configured credential (OpenAI, Azure and Anthropic keys, an Entra client secret and
+  the tokens it buys, AWS keys and session token, a gateway key) is absent from every log line, metric,
   span, error body, response header, rendered file, command line and Envoy's environment of a
   full run that uses them all, successes and failures alike (sidecar at debug level).
 - Upstream TLS is verified by default (unknown CA, wrong name: refused); the admin port and the
@@ -31,6 +31,7 @@ import trustme
 from extproc.clients import hash_key
 from extproc.config import GatewayConfig, parse_config
 from extproc.render import render, sidecar_addresses
+from tests.fakes.anthropic import OVERLOADED, FakeAnthropic
 from tests.fakes.azure import FakeAzure
 from tests.fakes.bedrock import THROTTLE, FakeBedrock
 from tests.fakes.openai import FakeOpenAI
@@ -45,6 +46,7 @@ WRONG_ENTRA_SECRET = "canary-wrong-entra-secret-9c9c"
 AWS_KEY_ID = "AKIACANARY0000000001"
 AWS_SECRET = "canary/aws+secret/key0123456789abcdef0"
 AWS_TOKEN = "canary-aws-session-token-4242"
+ANTHROPIC_KEY = "sk-ant-canary-anthropic-6b6b"
 GATEWAY_KEY = "canary-gateway-key-3e3e3e3e3e3e3e"
 WRONG_GATEWAY_KEY = "canary-wrong-gateway-key-5151"
 SECRETS = [
@@ -55,6 +57,7 @@ SECRETS = [
     AWS_KEY_ID,
     AWS_SECRET,
     AWS_TOKEN,
+    ANTHROPIC_KEY,
     GATEWAY_KEY,
     WRONG_GATEWAY_KEY,
     "fake-entra-token-",  # every bearer token the fake Entra ID issues
@@ -88,9 +91,17 @@ def fakes(tls_ca: trustme.CA) -> Iterator[dict[str, Any]]:
         FakeOpenAI(ssl_context=server_ctx) as tls,
         FakeAzure(api_key=AZURE_KEY, client_secret=ENTRA_SECRET) as azure,
         FakeBedrock(access_key=AWS_KEY_ID, secret_key=AWS_SECRET, session_token=AWS_TOKEN) as br,
+        FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic,
         OTLPReceiver() as otlp,
     ):
-        yield {"openai": openai, "tls": tls, "azure": azure, "bedrock": br, "otlp": otlp}
+        yield {
+            "openai": openai,
+            "tls": tls,
+            "azure": azure,
+            "bedrock": br,
+            "anthropic": anthropic,
+            "otlp": otlp,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +134,7 @@ def gw(fakes: dict[str, Any], ca_file: str) -> Iterator[Gateway]:
                 "secret_access_key": "${AWS_SECRET_CANARY}",
                 "session_token": "${AWS_TOKEN_CANARY}",
             },
+            "an": {"schema": "anthropic", "url": fakes["anthropic"].url, "api_key": "${AN_KEY}"},
             "tls-trusted": {
                 "schema": "openai",
                 "url": f"https://localhost:{tls.port}/v1",
@@ -143,6 +155,7 @@ def gw(fakes: dict[str, Any], ca_file: str) -> Iterator[Gateway]:
             {"name": "az-bad", "backends": [{"backend": "az-bad-entra", "model": "dep"}]},
             {"name": "claude", "backends": [{"backend": "br", "model": CLAUDE}]},
             {"name": "titan", "backends": [{"backend": "br", "model": TITAN}]},
+            {"name": "sonnet", "backends": [{"backend": "an", "model": "claude-sonnet-4-5"}]},
             {"name": "tls-trusted", "backends": [{"backend": "tls-trusted"}]},
             {"name": "tls-unknown-ca", "backends": [{"backend": "tls-unknown-ca"}]},
             {"name": "tls-wrong-name", "backends": [{"backend": "tls-wrong-name"}]},
@@ -161,6 +174,7 @@ def gw(fakes: dict[str, Any], ca_file: str) -> Iterator[Gateway]:
         "AWS_KEY_ID_CANARY": AWS_KEY_ID,
         "AWS_SECRET_CANARY": AWS_SECRET,
         "AWS_TOKEN_CANARY": AWS_TOKEN,
+        "AN_KEY": ANTHROPIC_KEY,
         **fakes["otlp"].env(),
     }
     # The sidecar at debug level and Envoy at info level: the most log lines a production
@@ -387,7 +401,7 @@ def test_client_cannot_forge_the_logged_path(gw: Gateway) -> None:
 def test_traffic_of_every_kind(gw: Gateway, fakes: dict[str, Any]) -> None:
     """Successes and failures across every provider and credential kind, for the scan."""
     openai: FakeOpenAI = fakes["openai"]
-    for model in ("m", "az", "az-entra", "claude"):
+    for model in ("m", "az", "az-entra", "claude", "sonnet"):
         assert call(gw, chat(model, "hello")).status_code == 200, model
         stream = call(gw, chat(model, "hello", stream=True))
         assert stream.status_code == 200 and "[DONE]" in stream.text, model
@@ -404,6 +418,7 @@ def test_traffic_of_every_kind(gw: Gateway, fakes: dict[str, Any]) -> None:
         ).status_code,
         "entra refused": call(gw, chat("az-bad")).status_code,
         "bedrock throttled": call(gw, chat("claude", THROTTLE)).status_code,
+        "anthropic overloaded": call(gw, chat("sonnet", OVERLOADED)).status_code,
         "unknown model": call(gw, chat("nope")).status_code,
         "malformed": call(gw, b'{"model": ').status_code,
     }
@@ -415,6 +430,7 @@ def test_traffic_of_every_kind(gw: Gateway, fakes: dict[str, Any]) -> None:
         "wrong api-key": 401,
         "entra refused": 502,
         "bedrock throttled": 429,
+        "anthropic overloaded": 503,
         "unknown model": 404,
         "malformed": 400,
         "provider 401": 401,

@@ -6,7 +6,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
 
 from extproc.eventstream import encode_message
@@ -22,6 +21,7 @@ from tests.bedrock_cases import (
     accumulate,
     chat,
     converse,
+    sse_events,
 )
 from tests.fakes.bedrock import CONFORMANCE, RECORDING, event_frame, exception_frame
 
@@ -42,17 +42,6 @@ def stream(t: BedrockChat, data: bytes, sizes: Callable[[], int]) -> list[Any]:
         pos += size
     out += t.response_body(b"", True)
     return sse_events(bytes(out))
-
-
-def sse_events(raw: bytes) -> list[Any]:
-    text = raw.decode()
-    assert text.endswith("\n\n")
-    events: list[Any] = []
-    for event in text[:-2].split("\n\n"):
-        assert event.startswith("data: ")
-        data = event.removeprefix("data: ")
-        events.append(data if data == "[DONE]" else orjson.loads(data))
-    return events
 
 
 def _random_sizes(seed: int) -> Callable[[], int]:

@@ -7,6 +7,7 @@ import pytest
 from extproc.bedrockmodels import named_family
 from extproc.config import (
     WILDCARD_MODEL,
+    AnthropicBackend,
     ConfigError,
     OpenAIBackend,
     default_config,
@@ -148,14 +149,48 @@ def test_default_config_fallback_order() -> None:
         "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
         "AWS_ACCESS_KEY_ID": "AKID",
         "AWS_REGION": "eu-west-1",
+        "ANTHROPIC_API_KEY": "sk-ant",
     }
     (model,) = default_config(env).models
     assert [(b.backend, b.priority) for b in model.backends] == [
         ("openai", 0),
         ("azure", 1),
         ("bedrock", 2),
+        ("anthropic", 3),
     ]
     assert default_config({"AWS_REGION": "eu-west-1"}).models == []
+
+
+def test_default_config_with_only_an_anthropic_key() -> None:
+    config = default_config({"ANTHROPIC_API_KEY": "sk-ant"})
+    (model,) = config.models
+    assert [b.backend for b in model.backends] == ["anthropic"]
+    backend = config.backends["anthropic"]
+    assert isinstance(backend, AnthropicBackend)
+    assert backend.url == "https://api.anthropic.com"
+    assert backend.api_key is not None and backend.api_key.get_secret_value() == "sk-ant"
+
+
+def test_anthropic_backend_keys() -> None:
+    def backend(**extra: object) -> dict[str, object]:
+        return {"backends": {"a": {"schema": "anthropic", **extra}}}
+
+    with pytest.raises(ConfigError, match="api_key"):
+        parse_config(backend(), {})
+    with pytest.raises(ConfigError, match="must come from the environment"):
+        parse_config(backend(api_key="sk-literal"), {})
+    with pytest.raises(ConfigError, match="anthropic-version"):
+        parse_config(
+            backend(api_key="${K}", headers={"Anthropic-Version": "2099-01-01"}), {"K": "k"}
+        )
+    with pytest.raises(ConfigError, match="max_tokens"):
+        parse_config(backend(api_key="${K}", max_tokens=0), {"K": "k"})
+    config = parse_config(
+        backend(api_key="${K}", max_tokens=1000, model_max_tokens={"claude-big": 64000}), {"K": "k"}
+    )
+    a = config.backends["a"]
+    assert isinstance(a, AnthropicBackend)
+    assert (a.default_max_tokens("claude-big"), a.default_max_tokens("other")) == (64000, 1000)
 
 
 def test_load_config_reports_yaml_errors(tmp_path: Path) -> None:

@@ -49,9 +49,9 @@ from extproc.usage import (
     _EVENT_END,
     _USAGE_NULL,
     SSEObserver,
-    _event_ends,
     _without_usage_null,
     event_data,
+    event_ends,
     from_openai,
 )
 from extproc.wire import MODEL_HEADER
@@ -228,7 +228,7 @@ sse_bytes = st.lists(
 def test_sse_fast_paths_agree_with_the_plain_definitions(data: bytes) -> None:
     # The observer's shortcuts (bytes.find, one-line events, a search from the "usage" key)
     # against what they shortcut: the regexes and the line-by-line reading.
-    assert list(_event_ends(data)) == [m.end() for m in _EVENT_END.finditer(data)]
+    assert list(event_ends(data)) == [m.end() for m in _EVENT_END.finditer(data)]
     lines = (line[5:].lstrip(b" ") for line in data.splitlines() if line.startswith(b"data:"))
     assert event_data(data) == b"".join(lines)
     assert _without_usage_null(data) == _USAGE_NULL.sub(b"", data, count=1)

@@ -21,6 +21,7 @@ from extproc.endpoints import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    MESSAGES,
     RESPONSES,
     STORED_RESPONSES,
     Operation,
@@ -29,9 +30,15 @@ from extproc.endpoints import (
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
-from extproc.translate import RequestContext
+from extproc.translate import RequestContext, UpstreamRequest
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
+from extproc.wire import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    MESSAGES_PATH,
+    RESPONSES_PATH,
+)
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -49,6 +56,7 @@ BACKENDS = {
         "secret_access_key": "${AWS_SECRET}",
         "session_token": "${AWS_TOKEN}",
     },
+    "anthropic": {"schema": "anthropic", "api_key": "${ANTHROPIC_KEY}"},
 }
 ENV = {
     "KEY_A": "sk-a",
@@ -57,14 +65,30 @@ ENV = {
     "AWS_ID": "AKIDEXAMPLE",
     "AWS_SECRET": "aws-secret",
     "AWS_TOKEN": "aws-token",
+    "ANTHROPIC_KEY": "sk-ant-secret",
+}
+# The endpoints each sample backend serves: OpenAI's APIs on OpenAI and Azure, chat and
+# embeddings on Bedrock, chat and Anthropic's Messages API on Anthropic (no embeddings API).
+_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
+SERVED = {
+    "openai": _OPENAI_API,
+    "azure": _OPENAI_API,
+    "entra": _OPENAI_API,
+    "bedrock": {"chat", "embeddings"},
+    "anthropic": {"chat", "messages"},
 }
 
 
 def test_every_schema_declares_its_provider_and_credential_variables() -> None:
-    assert set(SCHEMAS) == {"openai", "azure_openai", "aws_bedrock"}
+    assert set(SCHEMAS) == {"openai", "azure_openai", "aws_bedrock", "anthropic"}
     for cls in BACKEND_TYPES:
         assert cls.provider and isinstance(cls.credential_variables, frozenset), cls
-    assert {cls.provider for cls in BACKEND_TYPES} == {"openai", "azure.openai", "aws.bedrock"}
+    assert {cls.provider for cls in BACKEND_TYPES} == {
+        "openai",
+        "azure.openai",
+        "aws.bedrock",
+        "anthropic",
+    }
     # Only OpenAI-compatible servers answer GET /v1/models for a catch-all route's list.
     assert [cls.provider for cls in BACKEND_TYPES if cls.lists_models] == ["openai"]
 
@@ -81,12 +105,19 @@ def test_the_secret_keys_and_credential_variables_are_derived_from_the_models() 
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
+        "ANTHROPIC_API_KEY",
     } == CREDENTIAL_VARIABLES
 
 
 def test_envoy_gets_no_secret_of_any_schema() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
-    env = {**ENV, "OPENAI_API_KEY": "sk-std", "AWS_SESSION_TOKEN": "t", "HOME": "/home/x"}
+    env = {
+        **ENV,
+        "OPENAI_API_KEY": "sk-std",
+        "AWS_SESSION_TOKEN": "t",
+        "ANTHROPIC_API_KEY": "sk-ant-std",
+        "HOME": "/home/x",
+    }
     assert envoy_environment(config, env) == {"HOME": "/home/x"}
 
 
@@ -114,6 +145,7 @@ def test_every_served_path_is_described_once() -> None:
         EMBEDDINGS_PATH: EMBEDDINGS,
         RESPONSES_PATH: RESPONSES,
         COMPLETIONS_PATH: COMPLETIONS,
+        MESSAGES_PATH: MESSAGES,
     }
     assert set(BY_OPERATION) == {
         "chat",
@@ -121,6 +153,7 @@ def test_every_served_path_is_described_once() -> None:
         "responses",
         "stored_responses",
         "text_completion",
+        "messages",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
@@ -137,22 +170,64 @@ def test_every_served_path_is_described_once() -> None:
     ]
 
 
-# What each schema serves today; a schema without an endpoint answers it 404 (below).
-_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
-SERVED = {
-    "openai": _OPENAI_API,
-    "azure": _OPENAI_API,
-    "entra": _OPENAI_API,
-    "bedrock": {"chat", "embeddings"},
-}
-
-
-def test_each_schema_serves_its_endpoints() -> None:
+def test_the_endpoints_each_schema_serves() -> None:
     config = parse_config({"backends": BACKENDS}, ENV)
+    assert set(SERVED) == set(config.backends)
     for name, backend in config.backends.items():
         registered = schema(backend)
         assert set(registered.translators) == SERVED[name], name
         assert runtime(name, backend).provider == type(backend).provider
+
+
+def test_messages_to_a_backend_that_does_not_speak_it_is_the_404_naming_it() -> None:
+    config = parse_config({"backends": BACKENDS}, ENV)
+    served = backends.build_backends(config)["bedrock"]
+    with pytest.raises(GatewayError) as caught:
+        served.translator(_ctx(MESSAGES_PATH, "messages"))
+    assert (caught.value.status, caught.value.code) == (404, "unsupported_endpoint")
+    assert "/v1/messages" in caught.value.message
+
+
+def test_anthropic_paths_keep_the_backend_url_s_prefix_and_query() -> None:
+    backend = {
+        "schema": "anthropic",
+        "api_key": "${ANTHROPIC_KEY}",
+        "url": "https://proxy.example.com/anthropic",
+        "query": {"team": "a"},
+    }
+    config = parse_config({"backends": {"anthropic": backend}}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    chat = served.translator(_ctx(CHAT_PATH, "chat")).request(
+        b'{"messages": [{"role": "user", "content": "x"}]}'
+    )
+    assert chat.path == "/anthropic/v1/messages?team=a"
+    messages = served.translator(_ctx(MESSAGES_PATH + "?beta=true", "messages")).request(None)
+    assert messages.path == "/anthropic/v1/messages?beta=true&team=a"
+
+
+def test_anthropic_answers_embeddings_with_the_404_naming_it() -> None:
+    config = parse_config({"backends": BACKENDS}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    with pytest.raises(GatewayError) as caught:
+        served.translator(_ctx(EMBEDDINGS_PATH, "embeddings"))
+    assert (caught.value.status, caught.value.code) == (404, "unsupported_endpoint")
+    assert "'anthropic' (anthropic)" in caught.value.message
+
+
+def test_anthropic_requests_carry_the_api_version_and_the_key_header() -> None:
+    backend = {
+        "schema": "anthropic",
+        "api_key": "${ANTHROPIC_KEY}",
+        "anthropic_beta": ["a-1", "b-2"],
+    }
+    config = parse_config({"backends": {"anthropic": backend}}, ENV)
+    served = backends.build_backends(config)["anthropic"]
+    assert served.static_headers == {"anthropic-version": "2023-06-01", "anthropic-beta": "a-1,b-2"}
+    assert served.authority == "api.anthropic.com"
+    assert "sk-ant-secret" not in repr(served.auth)
+    request = UpstreamRequest("/v1/messages")
+    asyncio.run(served.auth.apply(request, served.authority))
+    assert request.headers == {"x-api-key": "sk-ant-secret"}
 
 
 def _only_chat(real: Callable[[Backend], Schema]) -> Callable[[Backend], Schema]:
@@ -207,5 +282,6 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" POST /v1/completions, GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
+        b" POST /v1/completions, POST /v1/messages, GET/POST/DELETE /v1/responses/{id},"
+        b" GET /v1/models." in answer.body
     )

@@ -82,19 +82,16 @@ def test_envoy_accounting_adds_the_usage_readers_and_the_record_log() -> None:
     assert names("sidecar") == ([filters[0], *filters[3:]], logs[:1])
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/responses"])
-def test_requests_envoy_never_accounts_run_without_the_usage_readers(path: str) -> None:
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/responses", "/v1/messages"])
+def test_requests_whose_usage_envoy_cannot_read_run_without_the_usage_readers(path: str) -> None:
     # Envoy builds a request's filter chain from the route it matches on arrival, before the
-    # router stage names the model: those routes are the ones before the catch-all, one per
-    # path of an API whose usage Envoy's readers cannot read.
+    # router stage names the model: that route is one of those before the catch-all, for the
+    # path.
     config = parse_config({"accounting": {"mode": "envoy"}}, {})
     listener = render(config)["static_resources"]["listeners"][1]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    (route,) = [
-        r
-        for r in hcm["route_config"]["virtual_hosts"][0]["routes"][:-1]
-        if r["match"] == {"path": path}
-    ]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    (route,) = [r for r in routes[:-1] if r["match"] == {"path": path}]
     disabled = {k for k, v in route["typed_per_filter_config"].items() if v["disabled"]}
     assert disabled == {"envoy.filters.http.json_to_metadata", "envoy.filters.http.sse_to_metadata"}
 

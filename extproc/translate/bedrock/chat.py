@@ -19,10 +19,11 @@ from extproc.translate import (
     json_object,
 )
 from extproc.translate.bedrock.buffered import JSON, BedrockTranslator, parse_upstream
-from extproc.translate.bedrock.chat_response import CompletionId, chat_completion
+from extproc.translate.bedrock.chat_response import chat_completion
 from extproc.translate.bedrock.guardrails import guardrail_config
 from extproc.translate.bedrock.request import Plan, converse
 from extproc.translate.bedrock.stream import ConverseStream
+from extproc.translate.chat_output import CompletionId
 from extproc.usage import Usage
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"

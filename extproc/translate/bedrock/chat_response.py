@@ -1,45 +1,23 @@
 """Converse's answer as OpenAI's chat completion: the whole document (``stream: false``), and
-what a stream's chunks share with it (the completion's id, finish reasons, usage)."""
+what a stream's chunks share with it (finish reasons, usage)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from extproc.translate import chat_output
 from extproc.translate.bedrock.buffered import Unreadable
 from extproc.translate.bedrock.guardrails import text_units
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.bedrock.tiers import openai_tier
+from extproc.translate.chat_output import CompletionId, openai_usage
 from extproc.usage import Usage, token_count
 
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CompletionId:
-    """What every document (or chunk) of one completion repeats."""
-
-    id: str
-    created: int
-    model: str  # the route's model: Converse does not name the model that served
-    service_tier: str | None = None  # the tier asked for (OpenAI's name), echoed as OpenAI does
-
-    def document(self, kind: str, choices: list[Json]) -> Json:
-        """``kind``: ``chat.completion`` or ``chat.completion.chunk``."""
-        doc: Json = {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if self.service_tier is not None:
-            doc["service_tier"] = self.service_tier
-        return doc
 
 
 def usage_of(usage: Mapping[str, Any], trace: Any = None) -> Usage:
@@ -63,15 +41,6 @@ def usage_of(usage: Mapping[str, Any], trace: Any = None) -> Usage:
     )
 
 
-def openai_usage(usage: Usage) -> Json:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-    }
-
-
 _FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -84,11 +53,7 @@ _FINISH_REASONS = {
 
 
 def finish_reason(stop_reason: Any, has_calls: bool) -> str:
-    finish = _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-    if finish in ("stop", "tool_calls"):
-        # The answer tool ends with tool_use but is no tool call for the client.
-        return "tool_calls" if has_calls else "stop"
-    return finish
+    return chat_output.finish_reason(_FINISH_REASONS, stop_reason, has_calls)
 
 
 def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:

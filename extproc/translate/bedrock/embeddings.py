@@ -30,12 +30,8 @@ from extproc.translate.bedrock.buffered import (
     parse_upstream,
 )
 from extproc.translate.bedrock.errors import client_status, error_kind, openai_error_body
-from extproc.translate.bedrock.fields import (
-    EMBEDDINGS_RULES,
-    MAX_TITAN_INPUTS,
-    check_fields,
-    positive_int,
-)
+from extproc.translate.bedrock.fields import EMBEDDINGS_RULES, MAX_TITAN_INPUTS
+from extproc.translate.chat_fields import check_fields, positive_int
 from extproc.usage import Usage
 
 Json = dict[str, Any]
@@ -118,7 +114,7 @@ def _embeddings_request(
     body: bytes | None, model_id: str, family: Family | None
 ) -> _EmbeddingsRequest:
     doc = json_object(body)
-    check_fields(doc, EMBEDDINGS_RULES)
+    check_fields(doc, EMBEDDINGS_RULES, "Bedrock")
     model = _embedding_model(model_id, family)
     texts = _embedding_texts(doc.get("input"))
     encoding = doc.get("encoding_format")

@@ -1,37 +1,16 @@
-"""What happens to each OpenAI request field on Bedrock: the table (checked against the OpenAI
-SDK's request types by the tests, and printed into the README by :func:`fields_markdown`), the
-check every request passes first, and the readers of the fields' values."""
+"""What happens to each OpenAI request field on Bedrock: the tables (checked against the OpenAI
+SDK's request types by the tests, and printed into the README by :func:`fields_markdown`). The
+check and the value readers are :mod:`extproc.translate.chat_fields`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from extproc.errors import bad_request, unsupported_parameter
 from extproc.translate.bedrock import tiers
+from extproc.translate.chat_fields import FieldRule, markdown_table
+from extproc.translate.chat_fields import accepts_only as _is
 
 Json = dict[str, Any]
-Disposition = Literal["mapped", "ignored", "rejected"]
-
-
-@dataclass(frozen=True, slots=True)
-class FieldRule:
-    """How one OpenAI request field is handled.
-
-    ``accepts`` (rejected fields only): the values that ask for nothing beyond the API default
-    and therefore pass, e.g. ``n: 1``.
-    """
-
-    name: str
-    disposition: Disposition
-    note: str
-    accepts: Callable[[Any], bool] | None = None
-
-
-def _is(*values: object) -> Callable[[Any], bool]:
-    return lambda value: any(value == v and type(value) is type(v) for v in values)
-
 
 CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule(
@@ -202,52 +181,5 @@ EMBEDDINGS_RULES = {rule.name: rule for rule in EMBEDDINGS_FIELDS}
 
 
 def fields_markdown(rules: tuple[FieldRule, ...] = CHAT_FIELDS) -> str:
-    """The field table as a Markdown table, for the README."""
-    lines = ["| Field | Handling | Notes |", "|---|---|---|"]
-    for rule in rules:
-        note = rule.note.replace("|", r"\|")
-        lines.append(f"| `{rule.name}` | {rule.disposition} | {note} |")
-    return "\n".join(lines) + "\n"
-
-
-def check_fields(doc: Json, rules: Mapping[str, FieldRule]) -> None:
-    unknown = sorted(name for name in doc if name not in rules)
-    if unknown:
-        raise bad_request(
-            f"Unrecognized request argument(s): {', '.join(unknown)}.",
-            unknown[0],
-            "unknown_parameter",
-        )
-    for name, value in doc.items():
-        rule = rules[name]
-        if rule.disposition != "rejected" or value is None:
-            continue
-        if rule.accepts is None or not rule.accepts(value):
-            raise unsupported_parameter(name, f"not supported by this Bedrock backend. {rule.note}")
-
-
-# --- the values of fields ---------------------------------------------------------------------
-
-
-def number(doc: Json, key: str) -> float | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad_request(f"'{key}' must be a number.", key)
-    return value
-
-
-def positive_int(doc: Json, key: str) -> int | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise bad_request(f"'{key}' must be a positive integer.", key)
-    return value
-
-
-def string(value: Any, param: str, *, empty: bool = False) -> str:
-    if not isinstance(value, str) or not (value or empty):
-        raise bad_request(f"'{param}' must be a non-empty string.", param)
-    return value
+    """The field table as a Markdown table, for the README (chat's unless told)."""
+    return markdown_table(rules)

@@ -23,7 +23,7 @@ from extproc.translate.bedrock.caching import (
     marked,
 )
 from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
-from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.translate.bedrock.fields import CHAT_RULES
 from extproc.translate.bedrock.guardrails import GuardrailConfig
 from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
 from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
@@ -35,6 +35,9 @@ from extproc.translate.bedrock.tools import (
     tool_list,
     tool_specs,
 )
+from extproc.translate.chat_fields import check_fields, number, positive_int, string
+
+PROVIDER = "Bedrock"  # how its errors name the provider (chat_fields.check_fields)
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -354,7 +357,7 @@ def converse(
     """The Converse request body for an OpenAI chat request to ``model`` (a Bedrock model id),
     and what the response needs; ``cache_points``: where the model entry adds cache points;
     ``declared``: the family the model entry declares (for an id naming none)."""
-    check_fields(doc, CHAT_RULES)
+    check_fields(doc, CHAT_RULES, PROVIDER)
     stream = doc.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", "stream")

@@ -8,23 +8,17 @@ from typing import Any
 import orjson
 
 from extproc import tokens
-from extproc.errors import UPSTREAM, error_body
+from extproc.errors import UPSTREAM
 from extproc.eventstream import EventStreamDecoder, EventStreamError, Message
 from extproc.translate import BAD_UPSTREAM_RESPONSE, STREAM_TRUNCATED, UPSTREAM_ERROR
-from extproc.translate.bedrock.chat_response import (
-    CompletionId,
-    finish_reason,
-    openai_usage,
-    usage_of,
-)
+from extproc.translate.bedrock.chat_response import finish_reason, usage_of
 from extproc.translate.bedrock.errors import ERROR_TYPES, error_message, error_type
 from extproc.translate.bedrock.reasoning import StreamedThinking
 from extproc.translate.bedrock.request import Plan
+from extproc.translate.chat_output import DONE, Chunks, CompletionId, error_event
 from extproc.usage import Usage
 
 Json = dict[str, Any]
-
-DONE = b"data: [DONE]\n\n"
 
 # Stream bookkeeping for a content block that is not one of the client's tool calls.
 _ANSWER_BLOCK = -1  # the response_format tool: its input deltas are content deltas
@@ -42,7 +36,7 @@ class ConverseStream:
 
     def __init__(self, plan: Plan, ident: CompletionId) -> None:
         self._plan = plan
-        self._ident = ident
+        self._out = Chunks(ident, plan.include_usage)
         self._decoder = EventStreamDecoder()
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> tool_calls index (or _*_BLOCK)
         self._calls = 0
@@ -50,7 +44,7 @@ class ConverseStream:
         # What the answer said (text, reasoning, tool calls), for an estimate if it ends
         # without Bedrock's usage: the pieces as they came, joined only then.
         self._said: list[str] = []
-        self._opened = self._stopped = self._closed = self._usage_sent = False
+        self._opened = self._stopped = self._closed = False
         self.done = False  # the stream ended with [DONE]
         self.usage: Usage | None = None
         self.failure: str | None = None  # why the answer failed, once the client was told
@@ -121,15 +115,7 @@ class ConverseStream:
         return b""  # events a newer Bedrock may add carry nothing for us
 
     def _chunk(self, delta: Json, finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return self._sse([choice], None)
-
-    def _sse(self, choices: list[Json], usage: Json | None) -> bytes:
-        doc = self._ident.document("chat.completion.chunk", choices)
-        # With include_usage OpenAI puts `usage: null` in every chunk but the last.
-        if self._plan.include_usage:
-            doc["usage"] = usage
-        return b"data: " + orjson.dumps(doc) + b"\n\n"
+        return self._out.chunk(delta, finish)
 
     def _open(self) -> bytes:
         """The role chunk, before anything else (text blocks have no start event)."""
@@ -222,16 +208,13 @@ class ConverseStream:
         return self._usage_chunk() if self._stopped else b""
 
     def _usage_chunk(self) -> bytes:
-        if not self._plan.include_usage or self.usage is None or self._usage_sent:
-            return b""
-        self._usage_sent = True
-        return self._sse([], openai_usage(self.usage))
+        return self._out.usage(self.usage)
 
     def _fail(self, message: str, type_: str, code: str | None, failure: str) -> bytes:
         """The stream's last event: an error in OpenAI's shape (no [DONE] follows)."""
         self._closed = True
         self.failure = failure
-        return b"data: " + error_body(message, type_, None, code) + b"\n\n"
+        return error_event(message, type_, code)
 
     def _malformed(self, message: str) -> bytes:
         return self._fail(message, UPSTREAM, BAD_UPSTREAM_RESPONSE, BAD_UPSTREAM_RESPONSE)

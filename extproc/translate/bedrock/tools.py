@@ -7,7 +7,7 @@ from typing import Any, NotRequired, TypedDict
 
 from extproc.errors import bad_request
 from extproc.translate.bedrock.caching import CachePointBlock, cache_point, ends_with_point
-from extproc.translate.bedrock.fields import string
+from extproc.translate.chat_fields import string
 
 Json = dict[str, Any]
 
