@@ -14,6 +14,7 @@ import orjson
 
 from extproc.bedrockmodels import Family as ModelFamily
 from extproc.errors import bad_request, unsupported_parameter
+from extproc.translate import chat_input
 from extproc.translate.bedrock.caching import (
     CachePointBlock,
     after,
@@ -28,6 +29,7 @@ from extproc.translate.bedrock.guardrails import GuardrailConfig
 from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
 from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
 from extproc.translate.bedrock.tools import (
+    PROVIDER,
     ToolChoice,
     ToolConfig,
     answer_tool,
@@ -36,8 +38,6 @@ from extproc.translate.bedrock.tools import (
     tool_specs,
 )
 from extproc.translate.chat_fields import check_fields, number, positive_int, string
-
-PROVIDER = "Bedrock"  # how its errors name the provider (chat_fields.check_fields)
 
 Json = dict[str, Any]
 Role = Literal["user", "assistant"]
@@ -220,20 +220,6 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
     return blocks
 
 
-def _arguments(raw: Any, param: str) -> Json:
-    if not isinstance(raw, str):
-        raise bad_request(f"'{param}' must be a string of JSON.", param)
-    if not raw.strip():
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request(f"'{param}' is not valid JSON.", param) from None
-    if not isinstance(value, dict):
-        raise bad_request(f"'{param}' must be a JSON object.", param)
-    return value
-
-
 def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock]:
     for legacy in ("function_call", "audio"):
         if msg.get(legacy) is not None:
@@ -255,7 +241,7 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
             raise bad_request(f"'{where}.function' must be an object.", f"{where}.function")
         call_id = string(call.get("id"), f"{where}.id")
         name = string(function.get("name"), f"{where}.function.name")
-        arguments = _arguments(function.get("arguments"), f"{where}.function.arguments")
+        arguments = chat_input.arguments(function.get("arguments"), f"{where}.function.arguments")
         if textify:
             shown = orjson.dumps(arguments).decode()
             blocks.append({"text": f"[called tool {name} (call {call_id}) with {shown}]"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from extproc.errors import bad_request
+from extproc.translate import chat_input
 from extproc.translate.bedrock.caching import CachePointBlock, cache_point, ends_with_point
-from extproc.translate.chat_fields import string
+from extproc.translate.chat_input import FunctionTool
 
 Json = dict[str, Any]
 
@@ -43,102 +43,29 @@ class ToolConfig(TypedDict):
     toolChoice: NotRequired[ToolChoice]
 
 
-_ANSWER_TOOL = "json_response"
-_ANSWER_DESCRIPTION = (
-    "Give your final answer to the user by calling this tool: its input is the complete answer,"
-    " as JSON matching the schema."
-)
+PROVIDER = "Bedrock"  # how the shared readers' errors name this backend
+
+
+def _spec(tool: FunctionTool) -> ToolSpec:
+    spec: ToolSpec = {"name": tool.name, "inputSchema": {"json": tool.schema}}
+    if tool.description is not None:  # Converse rejects an empty description
+        spec["description"] = tool.description
+    return spec
 
 
 def tool_specs(tools: Any) -> list[ToolSpec]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", "tools")
-    specs = []
-    for j, tool in enumerate(tools):
-        param = f"tools[{j}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise bad_request(
-                "Only function tools are supported by this Bedrock backend.", f"{param}.type"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        spec: ToolSpec = {
-            "name": string(function.get("name"), f"{param}.function.name"),
-            "inputSchema": {"json": schema},
-        }
-        description = function.get("description")
-        # Converse rejects an empty description.
-        if isinstance(description, str) and description.strip():
-            spec["description"] = description
-        specs.append(spec)
-    return specs
+    return [_spec(tool) for tool in chat_input.function_tools(tools, PROVIDER)]
 
 
 def tool_choice_mode(choice: Any, names: list[str]) -> tuple[str, str | None]:
     """(mode, tool name): mode is absent, auto, none, required or named."""
-    if choice is None:
-        return "absent", None
-    if choice in ("auto", "none", "required"):
-        if choice == "required" and not names:
-            raise bad_request("'tool_choice' is 'required' but no tools are given.", "tool_choice")
-        return choice, None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if name not in names:
-            raise bad_request(f"'tool_choice' names an unknown tool {name!r}.", "tool_choice")
-        return "named", name
-    raise bad_request(
-        "'tool_choice' must be 'none', 'auto', 'required' or a function tool.", "tool_choice"
-    )
+    return chat_input.tool_choice(choice, names)
 
 
 def answer_tool(response_format: Any) -> ToolSpec | None:
     """The forced tool that carries a ``response_format`` schema, or None for plain text."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {
-            "name": _ANSWER_TOOL,
-            "description": _ANSWER_DESCRIPTION,
-            "inputSchema": {"json": {"type": "object"}},
-        }
-    if kind != "json_schema":
-        raise bad_request(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-            "response_format.type",
-        )
-    spec = response_format.get("json_schema")
-    if not isinstance(spec, dict):
-        raise bad_request(
-            "'response_format.json_schema' must be an object.", "response_format.json_schema"
-        )
-    schema = spec.get("schema") or {"type": "object"}
-    # A tool's input is always an object, so only object schemas can travel as one.
-    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
-        raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
-        )
-    description = spec.get("description")
-    return {
-        "name": spec.get("name") or _ANSWER_TOOL,
-        "description": description
-        if isinstance(description, str) and description.strip()
-        else _ANSWER_DESCRIPTION,
-        "inputSchema": {"json": schema},
-    }
+    tool = chat_input.answer_tool(response_format)
+    return _spec(tool) if tool is not None else None
 
 
 def tool_list(specs: list[ToolSpec], marks: set[int], auto: bool) -> list[Tool | CachePointBlock]:
