@@ -7,6 +7,7 @@ dynamic metadata say is made here, from that and from what the exchange saw.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from extproc import tokens
 from extproc.backends import BackendRuntime
 from extproc.config import Pricing
 from extproc.cost import cost_usd
+from extproc.endpoints import BY_OPERATION
+from extproc.errors import GatewayError
 from extproc.telemetry import Record, Span, error_type
 from extproc.translate import RequestContext, Translator
 from extproc.usage import Usage, estimated
@@ -54,6 +57,11 @@ class Attempt:
         if ids is not None:
             meta[Key.TRACE] = ids
         return meta
+
+    def in_its_shape(self, err: GatewayError) -> GatewayError:
+        """``err`` in the error shape the attempt's API's clients expect."""
+        shape = BY_OPERATION[self.ctx.endpoint].errors
+        return err if err.shape == shape else dataclasses.replace(err, shape=shape)
 
     def cost_header(self, metadata: dict[str, Any], headers: dict[str, str]) -> None:
         """Add the cost header to a response whose headers have not left yet."""

@@ -25,8 +25,9 @@ Operation = Literal[
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
 # responses.default_model.
 BodyFormat = Literal["json", "optional"]
-# "openai": {"error": {"message", "type", "param", "code"}} (extproc/errors.py).
-ErrorShape = Literal["openai"]
+# "openai": {"error": {"message", "type", "param", "code"}}; "anthropic": {"type": "error",
+# "error": {"type", "message"}} (extproc/errors.py).
+ErrorShape = Literal["openai", "anthropic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +114,13 @@ COMPLETIONS = API(
     stream_usage_opt_in=True,
 )
 
-# Anthropic's Messages API, for Anthropic clients (its backends: extproc/backends.py). The
-# gateway's own errors on it are still OpenAI's shape (README, "Anthropic").
+# Anthropic's Messages API, for Anthropic clients (its backends: extproc/backends.py), who get
+# the gateway's own errors in Anthropic's shape.
 MESSAGES = API(
     operation="messages",
     paths=(wire.MESSAGES_PATH,),
     body="json",
-    errors="openai",
+    errors="anthropic",
     # Anthropic's usage is not where Envoy's readers look (wire.USAGE_FIELDS).
     envoy_usage=None,
     output_tokens=True,

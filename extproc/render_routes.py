@@ -3,10 +3,12 @@ replies in OpenAI's error shape."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
 from extproc.endpoints import API, APIS
+from extproc.errors import anthropic_type
 from extproc.render_clusters import cluster_name
 from extproc.render_common import _MODEL, _TYPE, UNROUTED_CLUSTER, _secs
 from extproc.render_filters import _JSON_READER, _SSE_READER
@@ -63,16 +65,20 @@ def _before_routing(config: GatewayConfig) -> dict[str, Any]:
 
 
 def _local_reply_config() -> dict[str, Any]:
-    """Envoy's own error replies, rewritten into OpenAI's error shape.
+    """Envoy's own error replies, rewritten into OpenAI's error shape, or Anthropic's on the
+    paths of an API whose clients expect it (endpoints.API.errors).
 
     Replies from the sidecar are already in that shape and carry the details string
     ``ai_gateway``; the CEL filter leaves them alone.
     """
+    anthropic = " || ".join(
+        f"request.path.startsWith('{path}')"
+        for api in APIS
+        if api.errors == "anthropic"
+        for path in api.paths
+    )
 
-    def mapper(
-        status_expr: str, type_: str, code: str, message: str, status: int | None = None
-    ) -> dict[str, Any]:
-        expr = f"!(response.code_details.startsWith('{DETAILS}')) && ({status_expr})"
+    def one(expr: str, body: dict[str, Any], status: int | None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "filter": {
                 "extension_filter": {
@@ -83,99 +89,118 @@ def _local_reply_config() -> dict[str, Any]:
                     },
                 }
             },
-            "body_format_override": {
-                "json_format": {
-                    "error": {"message": message, "type": type_, "param": None, "code": code}
-                },
-                "content_type": "application/json",
-            },
+            "body_format_override": {"json_format": body, "content_type": "application/json"},
         }
         if status is not None:
             out["status_code"] = status
         return out
 
+    def mapper(
+        status_expr: str, type_: str, code: str, message: str, status: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The reply on Anthropic's paths first (the first mapper that matches wins)."""
+        expr = f"!(response.code_details.startsWith('{DETAILS}')) && ({status_expr})"
+        kind = anthropic_type(status or _status_of(status_expr))
+        openai = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+        replies = [one(expr, openai, status)]
+        if anthropic:
+            body = {"type": "error", "error": {"type": kind, "message": message}}
+            replies.insert(0, one(f"{expr} && ({anthropic})", body, status))
+        return replies
+
     model = _MODEL
     return {
         "mappers": [
-            mapper(
-                "response.code_details.startsWith('ext_proc')",
-                "server_error",
-                "sidecar_unavailable",
-                "The gateway's processing sidecar did not answer (%RESPONSE_CODE_DETAILS%);"
-                " try again.",
-                status=503,
-            ),
-            mapper(
-                "response.code == 413",
-                "invalid_request_error",
-                "request_too_large",
-                "Request body is larger than this gateway accepts.",
-            ),
-            mapper(
-                "response.code == 404",
-                "not_found_error",
-                "not_found",
-                "No route for this request: %LOCAL_REPLY_BODY%",
-            ),
-            mapper(
-                "response.code == 408",
-                "invalid_request_error",
-                "request_timeout",
-                "The request was not received in time (%RESPONSE_CODE_DETAILS%).",
-            ),
-            mapper(
-                "response.code == 431",
-                "invalid_request_error",
-                "request_header_fields_too_large",
-                "Request headers are larger than this gateway accepts.",
-            ),
-            mapper(
-                "response.code == 504",
-                "timeout_error",
-                "upstream_timeout",
-                f"The provider for model {model} did not answer in time: %LOCAL_REPLY_BODY%",
-            ),
-            mapper(
-                "response.code == 503",
-                "upstream_error",
-                "upstream_unavailable",
-                f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
-            ),
-            # A request with an Upgrade header matches a route (the one before routing) that
-            # takes no upgrade: Envoy refuses it at once, before any filter.
-            mapper(
-                "response.code == 403 && response.code_details == 'upgrade_failed'",
-                "invalid_request_error",
-                "upgrade_not_supported",
-                "Protocol upgrades are not served: send the request without the Upgrade header.",
-                status=400,
-            ),
-            # Envoy's HTTP/1 codec answers 501 to a transfer coding it does not implement
-            # ("chunked, identity", "xchunked"): the client's mistake, not the gateway's.
-            mapper(
-                "response.code == 501 && response.code_details.startsWith('http1.')",
-                "invalid_request_error",
-                "unsupported_transfer_encoding",
-                "The request's Transfer-Encoding is not supported (%RESPONSE_CODE_DETAILS%);"
-                " send 'chunked' alone, or a Content-Length.",
-                status=400,
-            ),
-            mapper(
-                "response.code >= 500",
-                "server_error",
-                "gateway_error",
-                "The gateway could not process this request: %LOCAL_REPLY_BODY%",
-            ),
-            # Envoy's own 400s (a rejected path, a malformed request) often have no body: the
-            # details say what was wrong.
-            mapper(
-                "response.code >= 400",
-                "invalid_request_error",
-                "bad_request",
-                "The request was rejected (%RESPONSE_CODE_DETAILS%). %LOCAL_REPLY_BODY%",
-            ),
+            reply
+            for replies in (
+                mapper(
+                    "response.code_details.startsWith('ext_proc')",
+                    "server_error",
+                    "sidecar_unavailable",
+                    "The gateway's processing sidecar did not answer (%RESPONSE_CODE_DETAILS%);"
+                    " try again.",
+                    status=503,
+                ),
+                mapper(
+                    "response.code == 413",
+                    "invalid_request_error",
+                    "request_too_large",
+                    "Request body is larger than this gateway accepts.",
+                ),
+                mapper(
+                    "response.code == 404",
+                    "not_found_error",
+                    "not_found",
+                    "No route for this request: %LOCAL_REPLY_BODY%",
+                ),
+                mapper(
+                    "response.code == 408",
+                    "invalid_request_error",
+                    "request_timeout",
+                    "The request was not received in time (%RESPONSE_CODE_DETAILS%).",
+                ),
+                mapper(
+                    "response.code == 431",
+                    "invalid_request_error",
+                    "request_header_fields_too_large",
+                    "Request headers are larger than this gateway accepts.",
+                ),
+                mapper(
+                    "response.code == 504",
+                    "timeout_error",
+                    "upstream_timeout",
+                    f"The provider for model {model} did not answer in time: %LOCAL_REPLY_BODY%",
+                ),
+                mapper(
+                    "response.code == 503",
+                    "upstream_error",
+                    "upstream_unavailable",
+                    f"No provider for model {model} is reachable: %LOCAL_REPLY_BODY%",
+                ),
+                # A request with an Upgrade header matches a route (the one before routing) that
+                # takes no upgrade: Envoy refuses it at once, before any filter.
+                mapper(
+                    "response.code == 403 && response.code_details == 'upgrade_failed'",
+                    "invalid_request_error",
+                    "upgrade_not_supported",
+                    "Protocol upgrades are not served: send the request without the Upgrade header.",
+                    status=400,
+                ),
+                # Envoy's HTTP/1 codec answers 501 to a transfer coding it does not implement
+                # ("chunked, identity", "xchunked"): the client's mistake, not the gateway's.
+                mapper(
+                    "response.code == 501 && response.code_details.startsWith('http1.')",
+                    "invalid_request_error",
+                    "unsupported_transfer_encoding",
+                    "The request's Transfer-Encoding is not supported (%RESPONSE_CODE_DETAILS%);"
+                    " send 'chunked' alone, or a Content-Length.",
+                    status=400,
+                ),
+                mapper(
+                    "response.code >= 500",
+                    "server_error",
+                    "gateway_error",
+                    "The gateway could not process this request: %LOCAL_REPLY_BODY%",
+                ),
+                # Envoy's own 400s (a rejected path, a malformed request) often have no body: the
+                # details say what was wrong.
+                mapper(
+                    "response.code >= 400",
+                    "invalid_request_error",
+                    "bad_request",
+                    "The request was rejected (%RESPONSE_CODE_DETAILS%). %LOCAL_REPLY_BODY%",
+                ),
+            )
+            for reply in replies
         ]
     }
+
+
+def _status_of(status_expr: str) -> int:
+    """The status a mapper's condition names (``response.code == 413``), or the class of its
+    lower bound (``response.code >= 500``)."""
+    match = re.search(r"response\.code (==|>=) (\d+)", status_expr)
+    return int(match.group(2)) if match is not None else 500
 
 
 def _routes(model: ModelRoute, config: GatewayConfig) -> list[dict[str, Any]]:

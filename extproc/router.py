@@ -163,16 +163,13 @@ class Route:
 Decision = Respond | ReadBody | Route
 
 
-def error_response(err: GatewayError, shape: ErrorShape = "openai") -> Respond:
-    """The client's answer to ``err``, in the shape its API's clients expect (before the
-    endpoint is known, OpenAI's: every API the gateway serves answers its own errors in it)."""
-    match shape:
-        case "openai":
-            body = err.body()
-        case _:
-            assert_never(shape)
+def error_response(err: GatewayError, shape: ErrorShape | None = None) -> Respond:
+    """The client's answer to ``err``, in the shape its API's clients expect (``shape``; None:
+    the error's own, OpenAI's unless the stage that raised it knew the API)."""
+    if shape is not None and shape != err.shape:
+        err = dataclasses.replace(err, shape=shape)
     headers = {"content-type": "application/json", **err.headers}
-    return Respond(err.status, body, headers)
+    return Respond(err.status, err.body(), headers)
 
 
 class Router:
@@ -202,7 +199,8 @@ class Router:
         try:
             return self._dispatch(method, path, query, headers)
         except GatewayError as err:
-            return error_response(err)
+            api = api_for(path)
+            return error_response(err, api.errors if api is not None else None)
 
     def _dispatch(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> Decision:
         api = api_for(path)

@@ -453,6 +453,8 @@ class Exchange:
         """``refused``: the attempt, when the backend refused it before it was served."""
         self._status = err.status
         failure = err.code or err.type
+        attempt = refused or (self._serving.attempt if self._serving is not None else None)
+        err = attempt.in_its_shape(err) if attempt is not None else err
         if refused is not None:
             self._record(refused, None, cut=False, failure=failure)
         else:

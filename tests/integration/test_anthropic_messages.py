@@ -3,12 +3,14 @@ Anthropic, the body and answer passed through (streams unbuffered), every attemp
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import orjson
 import pytest
 from anthropic import Anthropic
 
@@ -16,10 +18,11 @@ from extproc.clients import hash_key
 from tests.fakes.anthropic import CACHE_READ, CACHED, OVERLOADED, STREAM_ERROR, FakeAnthropic
 from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
-from tests.harness import Gateway
+from tests.harness import Gateway, free_port
 
 SONNET = "claude-sonnet-4-5"
 CLIENT_KEY = "gw-key-anthropic-sdk"
+LIMITED_KEY = "gw-key-anthropic-limited"
 WEATHER: Any = {
     "name": "get_weather",
     "description": "Weather for a city",
@@ -42,15 +45,25 @@ def gateway(fakes: tuple[FakeAnthropic, FakeOpenAI], otlp: OTLPReceiver) -> Iter
             "anthropic": {**claude.backend(), "api_key": "${AN_KEY}"},
             "wrong-key": {**claude.backend(), "api_key": "${AN_WRONG_KEY}"},
             "openai": {"schema": "openai", "url": f"{openai.url}/v1"},
+            "down": {
+                **claude.backend(),
+                "url": f"http://127.0.0.1:{free_port()}",
+                "api_key": "${AN_KEY}",
+            },
         },
         "models": [
             {"name": "claude", "backends": [{"backend": "anthropic", "model": SONNET}], **one},
             {"name": SONNET, "backends": [{"backend": "anthropic"}], **one},
             {"name": "wrong-key", "backends": [{"backend": "wrong-key", "model": SONNET}], **one},
             {"name": "gpt", "backends": [{"backend": "openai"}], **one},
+            {"name": "down", "backends": [{"backend": "down", "model": SONNET}], **one},
         ],
         # The SDK sends its key as x-api-key: a gateway key there is checked like any other.
-        "clients": [{"name": "sdk", "key_sha256": hash_key(CLIENT_KEY)}],
+        "clients": [
+            {"name": "sdk", "key_sha256": hash_key(CLIENT_KEY)},
+            {"name": "limited", "key_sha256": hash_key(LIMITED_KEY)},
+        ],
+        "limits": [{"match": {"client": "limited"}, "requests": 1, "per": "day"}],
     }
     env = {"AN_KEY": claude.api_key, "AN_WRONG_KEY": "sk-ant-wrong", **otlp.env(100)}
     with Gateway(config, env=env) as gw:
@@ -179,7 +192,9 @@ def test_messages_to_a_backend_that_does_not_speak_it_is_a_404(client: Anthropic
         client.messages.create(
             model="gpt", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
-    assert "unsupported_endpoint" in str(caught.value.body)
+    # Anthropic's shape has no code: the message names the endpoint and the backend.
+    message = str(caught.value.body)
+    assert "/v1/messages" in message and "'openai'" in message
 
 
 def test_a_wrong_gateway_key_in_x_api_key_is_refused(gateway: Gateway) -> None:
@@ -188,3 +203,63 @@ def test_a_wrong_gateway_key_in_x_api_key_is_refused(gateway: Gateway) -> None:
         wrong.messages.create(
             model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def _anthropic_error(body: object) -> dict[str, Any]:
+    """The ``error`` of an error body in Anthropic's shape (and nothing of OpenAI's)."""
+    assert isinstance(body, dict) and body["type"] == "error", body
+    error = body["error"]
+    assert set(error) == {"type", "message"} and error["message"], error
+    return dict(error)
+
+
+def test_the_gateways_own_errors_are_in_anthropics_shape(client: Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        client.messages.create(
+            model="no-such-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert _anthropic_error(unknown.value.body)["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        client.messages.create(model="claude", max_tokens=10, messages="not a list")
+    assert _anthropic_error(bad.value.body)["type"] == "invalid_request_error"
+    # An error the upstream stage makes: an endpoint the backend does not serve.
+    with pytest.raises(anthropic.NotFoundError) as unserved:
+        client.messages.create(
+            model="gpt", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "unsupported_endpoint" not in str(unserved.value.body)  # no OpenAI code field
+    assert _anthropic_error(unserved.value.body)["type"] == "not_found_error"
+
+
+def test_a_rate_limit_is_an_anthropic_rate_limit_error(gateway: Gateway) -> None:
+    limited = Anthropic(base_url=gateway.url, api_key=LIMITED_KEY, max_retries=0)
+    ask: Any = {
+        "model": "claude",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    limited.messages.create(**ask)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        limited.messages.create(**ask)
+    assert _anthropic_error(caught.value.body)["type"] == "rate_limit_error"
+
+
+def test_envoys_own_replies_on_the_messages_path_are_in_anthropics_shape(client: Anthropic) -> None:
+    # No provider is reachable: Envoy's own 503, rewritten for the Messages path.
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(
+            model="down", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 503
+    assert _anthropic_error(caught.value.body)["type"] == "api_error"
+
+
+def test_bad_json_is_an_anthropic_invalid_request(gateway: Gateway) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    headers = {"content-type": "application/json", "x-api-key": CLIENT_KEY}
+    conn.request("POST", "/v1/messages", b"{not json", headers)
+    response = conn.getresponse()
+    doc = orjson.loads(response.read())
+    conn.close()
+    assert response.status == 400
+    assert _anthropic_error(doc)["type"] == "invalid_request_error"
