@@ -100,12 +100,15 @@ def build_record(
     request before one was made; ``ttft``: seconds to the first response chunk, if one came;
     ``billed``: a 2xx answer the client got an error for; ``body``: the client's, if seen."""
     ctx = attempt.ctx
-    usage = translator.usage if translator is not None else None
+    # An answer that relays what was charged before (a stored response) has no usage of its
+    # own, whatever it says, and costs nothing.
+    metered = BY_OPERATION[ctx.endpoint].metered
+    usage = translator.usage if translator is not None and metered else None
     # A provider reports usage once it is done, and ends its stream with a last event: a
     # client that leaves after either (the SDK closes the connection right after the last
     # event) cut nothing.
     cut = cut and usage is None and not (translator is not None and translator.complete)
-    if usage is None and translator is not None and (billed or 200 <= status < 300):
+    if metered and usage is None and translator is not None and (billed or 200 <= status < 300):
         # The provider billed it all the same: counted here, marked as estimated.
         usage = _estimate(attempt, translator, body)
     if failure is None and translator is not None:
@@ -120,7 +123,7 @@ def build_record(
         status=status,
         duration=duration,
         usage=usage,
-        cost_usd=cost_usd(usage, attempt.pricing) if attempt.pricing else 0.0,
+        cost_usd=cost_usd(usage, attempt.pricing) if attempt.pricing and metered else 0.0,
         ttft=ttft if ctx.stream and ttft is not None and status < 400 else None,
         streaming=ctx.stream,
         cut=cut,

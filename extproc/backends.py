@@ -122,7 +122,11 @@ def _anthropic(backend: AnthropicBackend) -> Schema:
 
     key = backend.api_key.get_secret_value() if backend.api_key else ""
     auth = StaticHeader("x-api-key", key)
-    return Schema({"chat": chat, "messages": messages}, auth, backend.version_headers())
+    return Schema(
+        {"chat": chat, "messages": messages, "count_tokens": messages},
+        auth,
+        backend.version_headers(),
+    )
 
 
 def schema(backend: Backend) -> Schema:

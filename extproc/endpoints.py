@@ -18,7 +18,13 @@ from typing import Literal
 from extproc import wire
 
 Operation = Literal[
-    "chat", "embeddings", "responses", "stored_responses", "text_completion", "messages"
+    "chat",
+    "embeddings",
+    "responses",
+    "stored_responses",
+    "text_completion",
+    "messages",
+    "count_tokens",
 ]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
@@ -126,7 +132,26 @@ MESSAGES = API(
     output_tokens=True,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS, MESSAGES)
+# Anthropic's count of a Messages request's input tokens: free, so not metered.
+COUNT_TOKENS = API(
+    operation="count_tokens",
+    paths=(wire.COUNT_TOKENS_PATH,),
+    body="json",
+    errors="anthropic",
+    envoy_usage=None,
+    output_tokens=False,
+    metered=False,
+)
+
+APIS: tuple[API, ...] = (
+    CHAT,
+    EMBEDDINGS,
+    RESPONSES,
+    STORED_RESPONSES,
+    COMPLETIONS,
+    MESSAGES,
+    COUNT_TOKENS,
+)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]
 

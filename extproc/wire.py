@@ -96,6 +96,7 @@ COMPLETIONS_PATH = "/v1/completions"
 # input-token count. Nothing else reaches a provider: no dot segment, no second id.
 STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")
 MESSAGES_PATH = "/v1/messages"  # Anthropic's Messages API
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"  # ... and its count of a request's input tokens
 MODELS_PATH = "/v1/models"
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and

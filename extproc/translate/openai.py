@@ -93,7 +93,6 @@ class PassThrough:
         api = BY_OPERATION[ctx.endpoint]
         self._has_output = api.output_tokens
         self._responses = ctx.endpoint in ("responses", "stored_responses")
-        self._metered = api.metered
         self._read_usage: UsageReader = from_responses if self._responses else from_openai
         self._model = (
             ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
@@ -101,8 +100,7 @@ class PassThrough:
         self._inject_usage = ctx.stream and not ctx.include_usage and api.stream_usage_opt_in
         self.needs_request_body = self._model is not None or self._inject_usage
         self.needs_response = True
-        # An answer that relays what was charged before costs nothing, whatever it says.
-        self.usage: Usage | None = None if api.metered else Usage()
+        self.usage: Usage | None = None
         self.response_model: str | None = None
         self._observer: SSEObserver | None = None
         self._status = 0
@@ -165,25 +163,21 @@ class PassThrough:
             if end_of_stream:
                 self._ended = True
                 fields, self.response_model = large.fields()
-                if self._metered:
-                    self.usage = self._read_usage(fields)
+                self.usage = self._read_usage(fields)
             return chunk
         if observer is None:
             # Buffered: the whole body in one chunk, its head still held by Envoy.
             self._ended = self._ended or end_of_stream
             doc = json_document(chunk)
-            usage, self.response_model = from_json_doc(doc, self._read_usage)
-            if self._metered:
-                self.usage = usage
-            if usage is None:
+            self.usage, self.response_model = from_json_doc(doc, self._read_usage)
+            if self.usage is None:
                 self._said = answer_text(doc)
             if doc is None and end_of_stream and self._ok:
                 self._failure = BAD_UPSTREAM_RESPONSE
                 raise bad_upstream_response(_NOT_JSON)
             return chunk
         out = observer.feed(chunk, end_of_stream)
-        if self._metered:
-            self.usage = observer.usage
+        self.usage = observer.usage
         self.response_model = observer.model
         if observer.overflow and self._failure is None:
             self._failure = EVENT_TOO_LARGE

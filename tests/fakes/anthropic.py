@@ -116,6 +116,7 @@ class FakeAnthropic(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/v1/messages", self._messages)
+        app.router.add_post(f"{self.prefix}/v1/messages/count_tokens", self._count_tokens)
 
     def fault_body(self, status: int) -> bytes:
         kind = "overloaded_error" if status == 529 else "api_error"
@@ -132,6 +133,25 @@ class FakeAnthropic(FakeServer):
             raise invalid("anthropic-version: header is required")
         if version not in API_VERSIONS:
             raise invalid(f"anthropic-version: invalid version {version!r}")
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        """The prompt's tokens, as :meth:`reply` counts them; no ``max_tokens`` needed."""
+        self._authorize(request)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise invalid("There was an issue with your request body: invalid JSON") from None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            raise invalid("model: Field required")
+        if not isinstance(messages, list) or not messages:
+            raise invalid("messages: Field required")
+        texts = [
+            *_texts(body.get("system")),
+            *(" ".join(_texts(m.get("content"))) for m in messages),
+        ]
+        answer = {"input_tokens": count_tokens(" ".join(texts))}
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         self._authorize(request)

@@ -263,3 +263,22 @@ def test_bad_json_is_an_anthropic_invalid_request(gateway: Gateway) -> None:
     conn.close()
     assert response.status == 400
     assert _anthropic_error(doc)["type"] == "invalid_request_error"
+
+
+def test_count_tokens_is_answered_by_the_backend_and_not_charged(
+    client: Anthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], otlp: OTLPReceiver
+) -> None:
+    trace_id = os.urandom(16).hex()
+    traced = client.with_options(
+        default_headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"}
+    )
+    counted = traced.messages.count_tokens(
+        model="claude", messages=[{"role": "user", "content": "one two three"}]
+    )
+    assert counted.input_tokens == 3
+    claude, _ = fakes
+    sent = claude.requests[-1]
+    assert sent.path == "/v1/messages/count_tokens" and sent.json()["model"] == SONNET
+    record = _record(otlp, trace_id)
+    assert record["gen_ai.operation.name"] == "count_tokens"
+    assert not [key for key in record if key.startswith("gen_ai.usage.")]

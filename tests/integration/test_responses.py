@@ -291,11 +291,9 @@ def test_a_stored_response_is_retrieved_listed_and_deleted_at_no_charge(
     assert again.output_text == "Echo: keep me" and again.id == made.id
     (record,) = attempt_spans(otlp, trace_id)
     assert record["gen_ai.operation.name"] == "stored_responses"
-    # The stored answer's usage was charged when it was made, not again.
-    assert record["gen_ai.usage.input_tokens"] == 0
-    assert record.get("ai_gateway.cost_usd", 0) == 0  # (a cost of 0 is not set on the span)
-    assert "gen_ai.usage.output_tokens" not in record  # a relay, not an answer of the model
-    assert record["ai_gateway.usage_source"] == "provider"
+    # The stored answer's usage was charged when it was made: a relay has none, costs nothing.
+    assert not [key for key in record if key.startswith("gen_ai.usage.")]
+    assert "ai_gateway.cost_usd" not in record and "ai_gateway.usage_source" not in record
     named = client.with_options(default_headers={"x-ai-eg-model": "gpt-4o-mini"})
     items = named.responses.input_items.list(made.id, limit=5, order="asc")
     assert [item.type for item in items.data] == ["message"]

@@ -20,6 +20,7 @@ from extproc.endpoints import (
     BY_PATH,
     CHAT,
     COMPLETIONS,
+    COUNT_TOKENS,
     EMBEDDINGS,
     MESSAGES,
     RESPONSES,
@@ -35,6 +36,7 @@ from extproc.upstream import UpstreamStage
 from extproc.wire import (
     CHAT_PATH,
     COMPLETIONS_PATH,
+    COUNT_TOKENS_PATH,
     EMBEDDINGS_PATH,
     MESSAGES_PATH,
     RESPONSES_PATH,
@@ -75,7 +77,7 @@ SERVED = {
     "azure": _OPENAI_API,
     "entra": _OPENAI_API,
     "bedrock": {"chat", "embeddings"},
-    "anthropic": {"chat", "messages"},
+    "anthropic": {"chat", "messages", "count_tokens"},
 }
 
 
@@ -146,6 +148,7 @@ def test_every_served_path_is_described_once() -> None:
         RESPONSES_PATH: RESPONSES,
         COMPLETIONS_PATH: COMPLETIONS,
         MESSAGES_PATH: MESSAGES,
+        COUNT_TOKENS_PATH: COUNT_TOKENS,
     }
     assert set(BY_OPERATION) == {
         "chat",
@@ -154,6 +157,7 @@ def test_every_served_path_is_described_once() -> None:
         "stored_responses",
         "text_completion",
         "messages",
+        "count_tokens",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
@@ -282,6 +286,7 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" POST /v1/completions, POST /v1/messages, GET/POST/DELETE /v1/responses/{id},"
+        b" POST /v1/completions, POST /v1/messages, POST /v1/messages/count_tokens,"
+        b" GET/POST/DELETE /v1/responses/{id},"
         b" GET /v1/models." in answer.body
     )
