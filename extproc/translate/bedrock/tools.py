@@ -48,6 +48,12 @@ _ANSWER_DESCRIPTION = (
     "Give your final answer to the user by calling this tool: its input is the complete answer,"
     " as JSON matching the schema."
 )
+# The answer tool of a schema-less JSON answer (``json_object``).
+OBJECT_TOOL: ToolSpec = {
+    "name": _ANSWER_TOOL,
+    "description": _ANSWER_DESCRIPTION,
+    "inputSchema": {"json": {"type": "object"}},
+}
 
 
 def tool_specs(tools: Any) -> list[ToolSpec]:
@@ -65,21 +71,24 @@ def tool_specs(tools: Any) -> list[ToolSpec]:
         function = tool.get("function")
         if not isinstance(function, dict):
             raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        spec: ToolSpec = {
-            "name": string(function.get("name"), f"{param}.function.name"),
-            "inputSchema": {"json": schema},
-        }
-        description = function.get("description")
-        # Converse rejects an empty description.
-        if isinstance(description, str) and description.strip():
-            spec["description"] = description
-        specs.append(spec)
+        specs.append(function_spec(function, f"{param}.function"))
     return specs
+
+
+def function_spec(function: Json, param: str) -> ToolSpec:
+    """The ``toolSpec`` of a function's ``name``, ``description`` and ``parameters``."""
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise bad_request(f"'{param}.parameters' must be an object.", f"{param}.parameters")
+    spec: ToolSpec = {
+        "name": string(function.get("name"), f"{param}.name"),
+        "inputSchema": {"json": schema},
+    }
+    description = function.get("description")
+    # Converse rejects an empty description.
+    if isinstance(description, str) and description.strip():
+        spec["description"] = description
+    return spec
 
 
 def tool_choice_mode(choice: Any, names: list[str]) -> tuple[str, str | None]:
@@ -109,11 +118,7 @@ def answer_tool(response_format: Any) -> ToolSpec | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return {
-            "name": _ANSWER_TOOL,
-            "description": _ANSWER_DESCRIPTION,
-            "inputSchema": {"json": {"type": "object"}},
-        }
+        return OBJECT_TOOL
     if kind != "json_schema":
         raise bad_request(
             "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
@@ -124,12 +129,16 @@ def answer_tool(response_format: Any) -> ToolSpec | None:
         raise bad_request(
             "'response_format.json_schema' must be an object.", "response_format.json_schema"
         )
+    return schema_tool(spec, "response_format.json_schema")
+
+
+def schema_tool(spec: Json, param: str) -> ToolSpec:
+    """The answer tool of a schema's ``name``, ``description`` and ``schema`` (at ``param``)."""
     schema = spec.get("schema") or {"type": "object"}
     # A tool's input is always an object, so only object schemas can travel as one.
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
         raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
+            f"'{param}.schema' must describe a JSON object on this backend.", f"{param}.schema"
         )
     description = spec.get("description")
     return {
