@@ -27,6 +27,7 @@ from extproc.errors import NOT_FOUND, GatewayError
 from extproc.translate import RequestContext, Translator, azure
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+from extproc.translate.bedrock.responses import BedrockResponses
 from extproc.translate.openai import PassThrough, join_path
 
 TranslatorFactory = Callable[[RequestContext], Translator]
@@ -96,7 +97,10 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
     def embeddings(ctx: RequestContext) -> Translator:
         return BedrockEmbeddings(ctx, prefix)
 
-    return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
+    def responses(ctx: RequestContext) -> Translator:
+        return BedrockResponses(ctx, prefix)
+
+    return Schema({"chat": chat, "embeddings": embeddings, "responses": responses}, SigV4(backend))
 
 
 def schema(backend: Backend) -> Schema:

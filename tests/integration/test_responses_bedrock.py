@@ -1,0 +1,318 @@
+"""The Responses API on Bedrock end to end: the official SDK -> Envoy -> sidecar -> the fake
+Bedrock (SigV4 and Converse's rules checked), translated both ways and accounted exactly."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import orjson
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel
+
+from tests.fakes.bedrock import STREAM_ERROR, THROTTLE, FakeBedrock
+from tests.fakes.openai import count_tokens
+from tests.fakes.otlp import OTLPReceiver
+from tests.harness import Gateway
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+PRICING = {"input": 0.25, "cached_input": 0.03, "output": 1.25}
+TEXT = " ".join(["hello"] * 12)
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+    "strict": True,
+}
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def gateway(otlp: OTLPReceiver, bedrock: FakeBedrock) -> Iterator[Gateway]:
+    config = {
+        "backends": {
+            "br": {
+                "schema": "aws_bedrock",
+                "url": bedrock.url,
+                "region": bedrock.region,
+                "access_key_id": "${AWS_ID}",
+                "secret_access_key": "${AWS_SECRET}",
+            }
+        },
+        "models": [
+            {"name": "claude", "pricing": PRICING, "backends": [{"backend": "br", "model": CLAUDE}]}
+        ],
+    }
+    env = {**otlp.env(100), "AWS_ID": bedrock.access_key, "AWS_SECRET": bedrock.secret_key}
+    with Gateway(config, env=env) as gw:
+        yield gw
+
+
+def _traced(client: OpenAI) -> tuple[OpenAI, str]:
+    trace_id = os.urandom(16).hex()
+    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    return client.with_options(default_headers={"traceparent": parent}), trace_id
+
+
+def _record(otlp: OTLPReceiver, trace_id: str) -> dict[str, Any]:
+    """The attributes of the request's one attempt span."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
+        if spans:
+            time.sleep(0.3)  # a record too many would arrive with the other
+            spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
+            assert len(spans) == 1, spans
+            return dict(spans[0]["attributes"])
+        time.sleep(0.1)
+    pytest.fail("no record of the request arrived")
+
+
+def _cost(input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * PRICING["input"] + output_tokens * PRICING["output"]) / 1e6
+
+
+def test_create_is_translated_to_converse_and_accounted_exactly(
+    client: OpenAI, otlp: OTLPReceiver, bedrock: FakeBedrock
+) -> None:
+    traced, trace_id = _traced(client)
+    raw = traced.responses.with_raw_response.create(
+        model="claude", instructions="Be brief.", input=TEXT, max_output_tokens=50, temperature=0.5
+    )
+    answer = raw.parse()
+    assert answer.id.startswith("resp_") and answer.object == "response"
+    assert answer.status == "completed" and answer.model == "claude"
+    assert answer.output_text == f"You said: {TEXT}"
+    sent = bedrock.requests[-1]
+    assert sent.raw_path.endswith("/converse")
+    assert sent.json() == {
+        "messages": [{"role": "user", "content": [{"text": TEXT}]}],
+        "system": [{"text": "Be brief."}],
+        "inferenceConfig": {"maxTokens": 50, "temperature": 0.5},
+    }
+    prompt = count_tokens(f"Be brief. {TEXT}")
+    output = count_tokens(f"You said: {TEXT}")
+    assert answer.usage is not None
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (prompt, output)
+    assert answer.usage.total_tokens == prompt + output
+    assert answer.usage.input_tokens_details.cached_tokens == 0
+    assert answer.usage.output_tokens_details.reasoning_tokens == 0
+    assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(_cost(prompt, output), abs=1e-6)
+    record = _record(otlp, trace_id)
+    assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
+    assert record["gen_ai.operation.name"] == "responses"
+    assert record["gen_ai.provider.name"] == "aws.bedrock"
+    assert record["gen_ai.usage.input_tokens"] == prompt
+    assert record["gen_ai.usage.output_tokens"] == output
+    assert record["ai_gateway.usage_source"] == "provider"
+
+
+def test_max_output_tokens_makes_it_incomplete(client: OpenAI) -> None:
+    answer = client.responses.create(model="claude", input=TEXT, max_output_tokens=3)
+    assert answer.status == "incomplete"
+    assert answer.incomplete_details is not None
+    assert answer.incomplete_details.reason == "max_output_tokens"
+    assert answer.output_text == "You said: hello"
+
+
+def test_the_sdk_streams_typed_events_and_the_stream_is_accounted(
+    client: OpenAI, otlp: OTLPReceiver
+) -> None:
+    traced, trace_id = _traced(client)
+    with traced.responses.stream(model="claude", input=TEXT) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert final.output_text == f"You said: {TEXT}"
+    prompt, output = count_tokens(TEXT), count_tokens(f"You said: {TEXT}")
+    assert final.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (prompt, output)
+    record = _record(otlp, trace_id)
+    assert record["gen_ai.usage.input_tokens"] == prompt
+    assert record["gen_ai.usage.output_tokens"] == output
+    assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
+    assert record["ai_gateway.usage_source"] == "provider"
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: int
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
+def test_parse_returns_the_pydantic_model(
+    client: OpenAI, bedrock: FakeBedrock, stream: bool
+) -> None:
+    if stream:
+        with client.responses.stream(
+            model="claude", input="weather?", text_format=Weather
+        ) as events:
+            for _ in events:
+                pass
+            parsed = events.get_final_response().output_parsed
+    else:
+        parsed = client.responses.parse(
+            model="claude", input="weather?", text_format=Weather
+        ).output_parsed
+    assert parsed == Weather(city="fake", celsius=1)
+    tool_config = bedrock.requests[-1].json()["toolConfig"]
+    assert tool_config["toolChoice"] == {"tool": {"name": "Weather"}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
+def test_function_calling_over_two_turns(
+    client: OpenAI, bedrock: FakeBedrock, stream: bool
+) -> None:
+    tools: Any = [WEATHER]
+    first: Any
+    if stream:
+        with client.responses.stream(
+            model="claude", input="Weather in Paris? [[tool]]", tools=tools
+        ) as events:
+            for _ in events:
+                pass
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(
+            model="claude", input="Weather in Paris? [[tool]]", tools=tools
+        )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and orjson.loads(call.arguments) == {"city": "fake"}
+    assert call.call_id.startswith("tooluse_")
+    second_input: Any = [
+        {"role": "user", "content": "Weather in Paris? [[tool]]"},
+        call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
+    ]
+    if stream:
+        with client.responses.stream(model="claude", input=second_input, tools=tools) as events:
+            for _ in events:
+                pass
+            final = events.get_final_response()
+    else:
+        final = client.responses.create(model="claude", input=second_input, tools=tools)
+    assert final.output_text == "Tool said: sunny, 21C"
+    messages = bedrock.requests[-1].json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"][0]["toolUse"]["toolUseId"] == call.call_id
+    assert messages[2]["content"][0]["toolResult"]["toolUseId"] == call.call_id
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_once(
+    gateway: Gateway, otlp: OTLPReceiver, bedrock: FakeBedrock
+) -> None:
+    trace_id = os.urandom(16).hex()
+    long_text = " ".join(["word"] * 300)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    bedrock.chunk_delay = 0.01
+    try:
+        conn.request(
+            "POST",
+            "/v1/responses",
+            orjson.dumps({"model": "claude", "input": long_text, "stream": True}),
+            {
+                "content-type": "application/json",
+                "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
+            },
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        deltas = 0
+        while deltas < 3:
+            line = response.readline()
+            assert line, "the stream ended early"
+            deltas += line.startswith(b"event: response.output_text.delta")
+        conn.sock.close()
+        conn.close()
+        record = _record(otlp, trace_id)
+    finally:
+        bedrock.chunk_delay = 0.0
+    assert record["ai_gateway.usage_source"] == "estimated"
+    assert record["error.type"] == "interrupted"
+    assert record["gen_ai.usage.input_tokens"] >= count_tokens(long_text)
+    assert 3 <= record["gen_ai.usage.output_tokens"] <= count_tokens(f"You said: {long_text}") + 1
+
+
+def test_a_bedrock_error_is_openais_error(client: OpenAI) -> None:
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="claude", input=f"hi {THROTTLE}")
+
+
+def test_an_exception_mid_stream_fails_the_response(client: OpenAI) -> None:
+    with client.responses.stream(model="claude", input=f"hi {STREAM_ERROR}") as stream:
+        events = list(stream)
+    assert events[-1].type == "response.failed"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None
+    assert "ModelStreamErrorException" in failed.error.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"previous_response_id": "resp_123"}, "previous_response_id"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"background": True}, "background"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "file_search", "vector_store_ids": ["v"]}]}, "tools[0].type"),
+        ({"tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"input": 42}, "input"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"input": [{"type": "bogus"}]}, "input[0].type"),
+        (
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_image", "image_url": "https://x/a.png"}],
+                    }
+                ]
+            },
+            "input[0].content[0].image_url",
+        ),
+        ({"frequency_penalty": 1}, "frequency_penalty"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_bad_input_is_a_400_naming_the_param(
+    gateway: Gateway, bedrock: FakeBedrock, extra: dict[str, Any], param: str
+) -> None:
+    before = len(bedrock.requests)
+    body = {"model": "claude", "input": "hi", **extra}
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    conn.request("POST", "/v1/responses", orjson.dumps(body), {"content-type": "application/json"})
+    response = conn.getresponse()
+    doc = orjson.loads(response.read())
+    conn.close()
+    assert response.status == 400, doc
+    assert doc["error"]["type"] == "invalid_request_error"
+    assert doc["error"]["param"] == param
+    assert len(bedrock.requests) == before  # refused before any call
