@@ -212,6 +212,7 @@ def test_function_calling_over_two_turns(
         call.model_dump(exclude_none=True),
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
     ]
+    final: Any
     if stream:
         with client.responses.stream(model="claude", input=second_input, tools=tools) as events:
             for _ in events:
