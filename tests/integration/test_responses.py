@@ -251,12 +251,12 @@ def test_azure_gets_its_v1_responses_path_with_the_deployment_as_model(
     assert sent.json()["model"] == "my-gpt"
 
 
-def test_a_backend_without_the_endpoint_is_a_404_naming_both(client: OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.responses.create(model="claude", input="hi")
-    error = caught.value.body
-    assert isinstance(error, dict) and error["code"] == "unsupported_endpoint"
-    assert "responses" in error["message"] and "'br'" in error["message"]
+def test_bedrock_serves_it_translated(client: OpenAI, bedrock: FakeBedrock) -> None:
+    # The 404 of a backend without the endpoint: tests/unit/test_registry.py; Bedrock's
+    # translation: tests/integration/test_responses_bedrock.py.
+    answer = client.responses.create(model="claude", input="hi")
+    assert answer.output_text == "You said: hi"
+    assert bedrock.requests[-1].raw_path.endswith("/converse")
 
 
 def test_a_client_that_leaves_mid_stream_is_charged_once(

@@ -119,7 +119,7 @@ SERVED = {
     "openai": {"chat", "embeddings", "responses"},
     "azure": {"chat", "embeddings", "responses"},
     "entra": {"chat", "embeddings", "responses"},
-    "bedrock": {"chat", "embeddings"},
+    "bedrock": {"chat", "embeddings", "responses"},
 }
 
 
