@@ -84,7 +84,10 @@ class ResponseShell:
 def response_usage(usage: Usage) -> Json:
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_input_tokens,
+        },
         "output_tokens": usage.output_tokens,
         # Converse does not count reasoning tokens apart: they are in output_tokens.
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},

@@ -89,12 +89,6 @@ class ResponsesStream(ConverseEvents):
             out += self._send("response.content_part.added", **self._at(item), part=part)
         return item, out
 
-    def _at(self, item: _Item, part: bool = True) -> Json:
-        at: Json = {"item_id": item.id, "output_index": item.index}
-        if part:
-            at["content_index"] = 0
-        return at
-
     def _item(self, item: _Item, done: bool) -> Json:
         status: Status = "completed" if done else "in_progress"
         text = "".join(item.pieces)
@@ -157,7 +151,17 @@ class ResponsesStream(ConverseEvents):
     def _piece(self, item: _Item, kind: str, piece: str) -> bytes:
         item.pieces.append(piece)
         self._said.append(piece)
-        return self._send(kind, **self._at(item, item.kind != "function_call"), delta=piece)
+        at = self._at(item, item.kind != "function_call", kind == "response.output_text.delta")
+        return self._send(kind, **at, delta=piece)
+
+    def _at(self, item: _Item, part: bool = True, text: bool = False) -> Json:
+        """Where an event's item (and its part) is; text events carry (no) logprobs."""
+        at: Json = {"item_id": item.id, "output_index": item.index}
+        if part:
+            at["content_index"] = 0
+        if text:
+            at["logprobs"] = []
+        return at
 
     def _block_stop(self, payload: Json) -> bytes:
         block = block_index(payload)
@@ -178,7 +182,8 @@ class ResponsesStream(ConverseEvents):
         else:
             part = done["content"][0] if done["content"] else reasoning_part(text)
             kind = "output_text" if item.kind == "message" else "reasoning_text"
-            out = self._send(f"response.{kind}.done", **self._at(item), text=text)
+            at = self._at(item, text=item.kind == "message")
+            out = self._send(f"response.{kind}.done", **at, text=text)
             out += self._send("response.content_part.done", **self._at(item), part=part)
         return out + self._send("response.output_item.done", output_index=item.index, item=done)
 
