@@ -3,6 +3,7 @@ Bedrock (SigV4 and Converse's rules checked), translated both ways and accounted
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import time
@@ -12,7 +13,15 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from openai import OpenAI
+from agents import (
+    Agent,
+    OpenAIResponsesModel,
+    RunConfig,
+    Runner,
+    function_tool,
+    set_tracing_disabled,
+)
+from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
 from tests.fakes.bedrock import STREAM_ERROR, THROTTLE, FakeBedrock
@@ -317,3 +326,51 @@ def test_bad_input_is_a_400_naming_the_param(
     assert doc["error"]["type"] == "invalid_request_error"
     assert doc["error"]["param"] == param
     assert len(bedrock.requests) == before  # refused before any call
+
+
+# --- the OpenAI Agents SDK ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+def test_an_agent_with_a_function_tool_runs_through_the_gateway(
+    gateway: Gateway, bedrock: FakeBedrock, streamed: bool
+) -> None:
+    set_tracing_disabled(True)  # no trace export: no network
+    asked: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"sunny in {city}"
+
+    client = AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="c", max_retries=0)
+    agent = Agent(
+        name="forecaster",
+        instructions="Answer with the weather tool.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model="claude", openai_client=client),
+    )
+    config = RunConfig(tracing_disabled=True)
+    prompt = "Weather in Paris? [[tool]]"
+
+    async def run_streamed() -> Any:
+        result = Runner.run_streamed(agent, prompt, run_config=config)
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    result = (
+        asyncio.run(run_streamed())
+        if streamed
+        else Runner.run_sync(agent, prompt, run_config=config)
+    )
+    assert asked == ["fake"]  # the fake's call: an example of the tool's schema
+    assert result.final_output == "Tool said: sunny in fake"
+    last = bedrock.requests[-1].json()
+    assert last["system"] == [{"text": "Answer with the weather tool."}]
+    assert [m["role"] for m in last["messages"]] == ["user", "assistant", "user"]
+    (use,) = last["messages"][1]["content"]
+    (answer,) = last["messages"][2]["content"]
+    assert answer["toolResult"]["toolUseId"] == use["toolUse"]["toolUseId"]
+    assert answer["toolResult"]["content"] == [{"text": "sunny in fake"}]
