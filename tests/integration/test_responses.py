@@ -106,13 +106,13 @@ def gateway(
         yield gw
 
 
-def _traced(client: OpenAI) -> tuple[OpenAI, str]:
+def with_trace(client: OpenAI) -> tuple[OpenAI, str]:
     trace_id = os.urandom(16).hex()
     parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
     return client.with_options(default_headers={"traceparent": parent}), trace_id
 
 
-def _record(otlp: OTLPReceiver, trace_id: str, attempts: int = 1) -> list[dict[str, Any]]:
+def record_of(otlp: OTLPReceiver, trace_id: str, attempts: int = 1) -> list[dict[str, Any]]:
     """The attributes of the request's attempt spans, in order."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -133,7 +133,7 @@ def _cost(input_tokens: int, output_tokens: int) -> float:
 def test_create_is_answered_and_accounted_from_the_answers_usage(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
 ) -> None:
-    traced, trace_id = _traced(client)
+    traced, trace_id = with_trace(client)
     raw = traced.responses.with_raw_response.create(model="gpt-4o-mini", input=TEXT)
     answer = raw.parse()
     assert answer.output_text == f"Echo: {TEXT}"
@@ -142,7 +142,7 @@ def test_create_is_answered_and_accounted_from_the_answers_usage(
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (prompt, output)
     # The header in micro-dollars, the record exact.
     assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(_cost(prompt, output), abs=1e-6)
-    (record,) = _record(otlp, trace_id)
+    (record,) = record_of(otlp, trace_id)
     assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
     assert record["gen_ai.operation.name"] == "responses"
     assert record["gen_ai.usage.input_tokens"] == prompt
@@ -174,7 +174,7 @@ def test_a_stream_passes_unchanged_and_is_accounted_from_its_last_event(
     conn.close()
     # Byte for byte what the provider sent: no usage asked for, nothing taken out.
     assert got == b"".join(events(responses_reply(body), body))
-    (record,) = _record(otlp, trace_id)
+    (record,) = record_of(otlp, trace_id)
     assert record["gen_ai.usage.input_tokens"] == count_tokens(TEXT)
     assert record["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
     assert record["ai_gateway.usage_source"] == "provider"
@@ -228,14 +228,14 @@ def test_a_failed_attempt_falls_back_and_each_attempt_is_recorded(
     client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI, spare: FakeOpenAI
 ) -> None:
     openai_fake.fail_next(503, path="/v1/responses")
-    traced, trace_id = _traced(client)
+    traced, trace_id = with_trace(client)
     with traced.responses.stream(model="pair", input=TEXT) as stream:
         for _ in stream:
             pass
         final = stream.get_final_response()
     assert final.output_text == f"Echo: {TEXT}"
     assert spare.requests[-1].json()["model"] == "gpt-4o-mini"
-    failed, served = _record(otlp, trace_id, attempts=2)
+    failed, served = record_of(otlp, trace_id, attempts=2)
     assert failed["http.response.status_code"] == 503
     assert served["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
 
@@ -259,12 +259,9 @@ def test_bedrock_serves_it_translated(client: OpenAI, bedrock: FakeBedrock) -> N
     assert bedrock.requests[-1].raw_path.endswith("/converse")
 
 
-def test_a_client_that_leaves_mid_stream_is_charged_once(
-    gateway: Gateway, otlp: OTLPReceiver
-) -> None:
-    trace_id = os.urandom(16).hex()
+def leave_mid_stream(gateway: Gateway, body: dict[str, Any], trace_id: str) -> None:
+    """Streams ``body`` and leaves after the third text delta."""
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
-    body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
     conn.request(
         "POST",
         "/v1/responses",
@@ -283,7 +280,14 @@ def test_a_client_that_leaves_mid_stream_is_charged_once(
         deltas += line.startswith(b"event: response.output_text.delta")
     conn.sock.close()
     conn.close()
-    (record,) = _record(otlp, trace_id)
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_once(
+    gateway: Gateway, otlp: OTLPReceiver
+) -> None:
+    trace_id = os.urandom(16).hex()
+    leave_mid_stream(gateway, {"model": "gpt-4o-mini", "input": TEXT, "stream": True}, trace_id)
+    (record,) = record_of(otlp, trace_id)
     assert record["ai_gateway.usage_source"] == "estimated"
     assert record["error.type"] == "interrupted"
     assert record["gen_ai.usage.input_tokens"] >= count_tokens(TEXT)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,21 +27,16 @@ from tests.fakes.bedrock import STREAM_ERROR, THROTTLE, FakeBedrock
 from tests.fakes.openai import count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
+from tests.integration.test_responses import (
+    TEXT,
+    WEATHER,
+    leave_mid_stream,
+    record_of,
+    with_trace,
+)
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 PRICING = {"input": 0.25, "cached_input": 0.03, "output": 1.25}
-TEXT = " ".join(["hello"] * 12)
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-    "strict": True,
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +66,6 @@ def gateway(otlp: OTLPReceiver, bedrock: FakeBedrock) -> Iterator[Gateway]:
         yield gw
 
 
-def _traced(client: OpenAI) -> tuple[OpenAI, str]:
-    trace_id = os.urandom(16).hex()
-    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
-    return client.with_options(default_headers={"traceparent": parent}), trace_id
-
-
-def _record(otlp: OTLPReceiver, trace_id: str) -> dict[str, Any]:
-    """The attributes of the request's one attempt span."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-        if spans:
-            time.sleep(0.3)  # a record too many would arrive with the other
-            spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
-            assert len(spans) == 1, spans
-            return dict(spans[0]["attributes"])
-        time.sleep(0.1)
-    pytest.fail("no record of the request arrived")
-
-
 def _cost(input_tokens: int, output_tokens: int) -> float:
     return (input_tokens * PRICING["input"] + output_tokens * PRICING["output"]) / 1e6
 
@@ -99,7 +73,7 @@ def _cost(input_tokens: int, output_tokens: int) -> float:
 def test_create_is_translated_to_converse_and_accounted_exactly(
     client: OpenAI, otlp: OTLPReceiver, bedrock: FakeBedrock
 ) -> None:
-    traced, trace_id = _traced(client)
+    traced, trace_id = with_trace(client)
     raw = traced.responses.with_raw_response.create(
         model="claude", instructions="Be brief.", input=TEXT, max_output_tokens=50, temperature=0.5
     )
@@ -122,7 +96,7 @@ def test_create_is_translated_to_converse_and_accounted_exactly(
     assert answer.usage.input_tokens_details.cached_tokens == 0
     assert answer.usage.output_tokens_details.reasoning_tokens == 0
     assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(_cost(prompt, output), abs=1e-6)
-    record = _record(otlp, trace_id)
+    (record,) = record_of(otlp, trace_id)
     assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
     assert record["gen_ai.operation.name"] == "responses"
     assert record["gen_ai.provider.name"] == "aws.bedrock"
@@ -142,7 +116,7 @@ def test_max_output_tokens_makes_it_incomplete(client: OpenAI) -> None:
 def test_the_sdk_streams_typed_events_and_the_stream_is_accounted(
     client: OpenAI, otlp: OTLPReceiver
 ) -> None:
-    traced, trace_id = _traced(client)
+    traced, trace_id = with_trace(client)
     with traced.responses.stream(model="claude", input=TEXT) as stream:
         events = list(stream)
         final = stream.get_final_response()
@@ -164,7 +138,7 @@ def test_the_sdk_streams_typed_events_and_the_stream_is_accounted(
     prompt, output = count_tokens(TEXT), count_tokens(f"You said: {TEXT}")
     assert final.usage is not None
     assert (final.usage.input_tokens, final.usage.output_tokens) == (prompt, output)
-    record = _record(otlp, trace_id)
+    (record,) = record_of(otlp, trace_id)
     assert record["gen_ai.usage.input_tokens"] == prompt
     assert record["gen_ai.usage.output_tokens"] == output
     assert record["ai_gateway.cost_usd"] == pytest.approx(_cost(prompt, output), rel=1e-12)
@@ -241,28 +215,10 @@ def test_a_client_that_leaves_mid_stream_is_charged_once(
 ) -> None:
     trace_id = os.urandom(16).hex()
     long_text = " ".join(["word"] * 300)
-    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
     bedrock.chunk_delay = 0.01
     try:
-        conn.request(
-            "POST",
-            "/v1/responses",
-            orjson.dumps({"model": "claude", "input": long_text, "stream": True}),
-            {
-                "content-type": "application/json",
-                "traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01",
-            },
-        )
-        response = conn.getresponse()
-        assert response.status == 200
-        deltas = 0
-        while deltas < 3:
-            line = response.readline()
-            assert line, "the stream ended early"
-            deltas += line.startswith(b"event: response.output_text.delta")
-        conn.sock.close()
-        conn.close()
-        record = _record(otlp, trace_id)
+        leave_mid_stream(gateway, {"model": "claude", "input": long_text, "stream": True}, trace_id)
+        (record,) = record_of(otlp, trace_id)
     finally:
         bedrock.chunk_delay = 0.0
     assert record["ai_gateway.usage_source"] == "estimated"

@@ -15,9 +15,10 @@ from pydantic import TypeAdapter
 from extproc.errors import GatewayError
 from extproc.translate.bedrock.responses import BedrockResponses
 from extproc.usage import Usage
-from tests.bedrock_cases import HEAD, STREAM_HEAD, Json
+from tests.bedrock_cases import HEAD, Json
 from tests.fakes.bedrock import event_frame, exception_frame
 from tests.unit.test_bedrock_responses_request import WEATHER, responses
+from tests.unit.test_bedrock_stream import fed
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 USAGE = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
@@ -177,16 +178,7 @@ def text_stream(*texts: str, stop: str = "end_turn") -> bytes:
 
 
 def feed(t: BedrockResponses, data: bytes, sizes: Callable[[], int]) -> list[Json]:
-    assert t.response_body_mode(200, STREAM_HEAD) == "streamed"
-    assert t.response_headers(200, STREAM_HEAD).set["content-type"] == "text/event-stream"
-    out = bytearray()
-    pos = 0
-    while pos < len(data):
-        size = sizes()
-        out += t.response_body(data[pos : pos + size], False)
-        pos += size
-    out += t.response_body(b"", True)
-    return parse(bytes(out))
+    return parse(fed(t, data, sizes))
 
 
 def parse(raw: bytes) -> list[Json]:

@@ -82,14 +82,21 @@ def finish_reason(stop_reason: Any, has_calls: bool) -> str:
     return finish
 
 
-def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
-    """The OpenAI chat completion for a Converse response document, and its usage; raises
+def converse_answer(doc: Json) -> tuple[Any, Usage | None]:
+    """The content blocks and usage of a Converse response document; raises
     :class:`Unreadable` for a document without a message."""
     output = doc.get("output")
     message = output.get("message") if isinstance(output, dict) else None
     if not isinstance(message, dict):
         raise Unreadable
-    blocks = message.get("content")
+    reported = doc.get("usage")
+    return message.get("content"), usage_of(reported) if isinstance(reported, dict) else None
+
+
+def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
+    """The OpenAI chat completion for a Converse response document, and its usage; raises
+    :class:`Unreadable` for a document without a message."""
+    blocks, usage = converse_answer(doc)
     # Content is the text blocks and the answer tool's input, in the model's order.
     parts: list[str] = []
     thinking: list[Json] = []  # the reasoning blocks, to be sent back (thinking_blocks)
@@ -134,8 +141,6 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
         "finish_reason": finish_reason(doc.get("stopReason"), bool(calls)),
     }
     completion = ident.document("chat.completion", [choice])
-    reported = doc.get("usage")
-    usage = usage_of(reported) if isinstance(reported, dict) else None
     if usage is not None:
         completion["usage"] = openai_usage(usage)
     return completion, usage

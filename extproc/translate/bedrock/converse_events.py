@@ -96,7 +96,15 @@ class ConverseEvents(ABC):
         if event == "messageStart":
             return self._open()
         if event == "contentBlockStart":
-            return self._block_start(payload)
+            start = payload.get("start")
+            tool = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(tool, dict):
+                return b""
+            block = block_index(payload)
+            if block is None:
+                # Its deltas could not be told apart from another block's.
+                return self._malformed("Bedrock sent a tool call the gateway cannot read.")
+            return self._tool_start(block, tool)
         if event == "contentBlockDelta":
             return self._block_delta(payload)
         if event == "contentBlockStop":
@@ -125,7 +133,8 @@ class ConverseEvents(ABC):
         """``messageStart`` (may come late or twice: idempotent)."""
 
     @abstractmethod
-    def _block_start(self, payload: Json) -> bytes: ...
+    def _tool_start(self, block: int, tool: Json) -> bytes:
+        """A tool use block starts (text and reasoning blocks have no start event)."""
 
     @abstractmethod
     def _block_delta(self, payload: Json) -> bytes: ...

@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 import orjson
 
-from extproc.translate.bedrock.buffered import Unreadable
-from extproc.translate.bedrock.chat_response import finish_reason, usage_of
+from extproc.translate.bedrock.chat_response import converse_answer, finish_reason
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.bedrock.responses_request import REDACTED
@@ -184,13 +183,8 @@ def said(items: list[Json]) -> list[str]:
 
 def response_document(doc: Json, plan: Plan, shell: ResponseShell) -> tuple[Json, Usage | None]:
     """The Responses document for a Converse response document, and its usage; raises
-    :class:`Unreadable` for a document without a message."""
-    output = doc.get("output")
-    message = output.get("message") if isinstance(output, dict) else None
-    if not isinstance(message, dict):
-        raise Unreadable
-    reported = doc.get("usage")
-    usage = usage_of(reported) if isinstance(reported, dict) else None
+    :class:`~.buffered.Unreadable` for a document without a message."""
+    blocks, usage = converse_answer(doc)
     status, incomplete = outcome(doc.get("stopReason"))
-    items = _items(message.get("content"), plan)
+    items = _items(blocks, plan)
     return shell.document(status, items, usage, incomplete), usage

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.translate.bedrock.fields import FieldRule, _is
+from extproc.translate.bedrock.fields import CHAT_RULES, FieldRule, _is
 
 _STATELESS = "Bedrock keeps no responses (nothing is stored by the gateway either)"
 # What the SDKs send for "nothing extra": the encrypted reasoning the answer carries anyway.
@@ -31,7 +31,6 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
         " are a 400.",
     ),
     FieldRule("instructions", "mapped", "`system`, before the system and developer items."),
-    FieldRule("model", "mapped", "The route's Bedrock model id or inference profile, in the path."),
     FieldRule(
         "stream",
         "mapped",
@@ -43,10 +42,7 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
         "`include_obfuscation` has nothing to act on (no obfuscation padding is added).",
     ),
     FieldRule("max_output_tokens", "mapped", "`inferenceConfig.maxTokens`."),
-    FieldRule(
-        "temperature", "mapped", "`inferenceConfig.temperature` (the model's own range applies)."
-    ),
-    FieldRule("top_p", "mapped", "`inferenceConfig.topP`."),
+    *(CHAT_RULES[name] for name in ("model", "temperature", "top_p")),
     FieldRule(
         "tools",
         "mapped",
@@ -75,11 +71,7 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
         " *Reasoning*); the reasoning comes back as `reasoning` items with `reasoning_text`"
         " content. `summary` is accepted: Bedrock gives the reasoning itself, not a summary.",
     ),
-    FieldRule(
-        "parallel_tool_calls",
-        "mapped",
-        "`false`: only the first tool call of a turn is returned (Converse has no such switch).",
-    ),
+    CHAT_RULES["parallel_tool_calls"],
     FieldRule(
         "include",
         "rejected",
@@ -93,12 +85,17 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
         f"{_STATELESS}: the answer cannot be retrieved later, whatever its value.",
     ),
     FieldRule("metadata", "ignored", "Tags for OpenAI's stored responses; echoed in the answer."),
-    FieldRule("user", "ignored", "End-user id for OpenAI's abuse monitoring."),
-    FieldRule("safety_identifier", "ignored", "End-user id for OpenAI's abuse monitoring."),
-    FieldRule("service_tier", "ignored", "Billing and latency tier only."),
-    FieldRule("prompt_cache_key", "ignored", "A caching hint: only cost and latency change."),
-    FieldRule("prompt_cache_options", "ignored", "A caching hint: only cost and latency change."),
-    FieldRule("prompt_cache_retention", "ignored", "A caching hint: only cost and latency change."),
+    *(
+        CHAT_RULES[name]
+        for name in (
+            "user",
+            "safety_identifier",
+            "service_tier",
+            "prompt_cache_key",
+            "prompt_cache_options",
+            "prompt_cache_retention",
+        )
+    ),
     FieldRule(
         "truncation",
         "rejected",

@@ -99,15 +99,7 @@ class ResponsesStream(ConverseEvents):
         thought = item.thinking.block() if done and item.thinking is not None else None
         return reasoning_item(item.id, thought)
 
-    def _block_start(self, payload: Json) -> bytes:
-        start = payload.get("start")
-        tool = start.get("toolUse") if isinstance(start, dict) else None
-        if not isinstance(tool, dict):
-            return b""
-        block = block_index(payload)
-        if block is None:
-            # Its deltas could not be told apart from another block's.
-            return self._malformed("Bedrock sent a tool call the gateway cannot read.")
+    def _tool_start(self, block: int, tool: Json) -> bytes:
         name = tool.get("name")
         if name == self._plan.answer_tool:
             return self._add(block, "message")[1]

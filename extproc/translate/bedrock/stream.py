@@ -60,15 +60,7 @@ class ConverseStream(ConverseEvents):
         self._opened = True
         return self._chunk({"role": "assistant", "content": ""})
 
-    def _block_start(self, payload: Json) -> bytes:
-        start = payload.get("start")
-        tool = start.get("toolUse") if isinstance(start, dict) else None
-        if not isinstance(tool, dict):
-            return b""
-        block = block_index(payload)
-        if block is None:
-            # Its deltas could not be told apart from another block's.
-            return self._malformed("Bedrock sent a tool call the gateway cannot read.")
+    def _tool_start(self, block: int, tool: Json) -> bytes:
         if tool.get("name") == self._plan.answer_tool:
             self._blocks[block] = _ANSWER_BLOCK
             return self._open()
