@@ -57,7 +57,7 @@ class ResponsesStream(ConverseEvents):
         self._open_items: dict[int, _Item | None] = {}  # contentBlockIndex -> item (None: dropped)
         self._output: list[Json] = []  # the finished items, by output index
         self._calls = 0
-        self._opened = self._ended = False
+        self._opened = False
         self._status: Status = "completed"
         self._incomplete: str | None = None
 
@@ -194,9 +194,8 @@ class ResponsesStream(ConverseEvents):
         return self._end()
 
     def _end(self) -> bytes:
-        if self._ended:
-            return b""
-        self._ended = True
+        # The last event: whatever Bedrock sends after it cannot reach the client.
+        self._closed = self.done = True
         output = [item for item in self._output if item]
         final = self._shell.document(self._status, output, self.usage, self._incomplete)
         kind = "response.incomplete" if self._status == "incomplete" else "response.completed"
