@@ -374,3 +374,9 @@ def test_claudes_thinking_constraints_name_the_responses_fields() -> None:
     assert err.param == "text.format"
     err = rejected({"reasoning": {"effort": "high"}, "max_output_tokens": 2000}, SONNET_4)
     assert err.param == "max_output_tokens" and "'max_output_tokens'" in err.message
+
+
+def test_a_tool_output_takes_text_parts_only() -> None:
+    output = [{"type": "input_image", "image_url": PNG}]
+    err = rejected({"input": [{"type": "function_call_output", "call_id": "c", "output": output}]})
+    assert err.param == "input[0].output[0].type" and "tool output" in err.message

@@ -43,12 +43,15 @@ Json = dict[str, Any]
 REDACTED = "redacted:"
 # Tools that run on OpenAI's side; named in the error so the client knows why.
 _BUILT_IN = ("web_search", "file_search", "code_interpreter", "computer", "image_generation", "mcp")
+# The content parts each holder of content takes (a tool's output: text only).
 _PARTS = {
     "user": ("input_text", "input_image"),
     "system": ("input_text",),
     "developer": ("input_text",),
     "assistant": ("output_text", "refusal", "input_text"),
+    "tool output": ("input_text",),
 }
+_ROLES = ("user", "system", "developer", "assistant")
 _TEXT_KEYS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 # reasoning() speaks chat's names; the Responses API's for its errors.
 _NAMES = {
@@ -151,7 +154,7 @@ def _reasoning(doc: Json, text_format: Json | None, model: str, limit: int | Non
         raise dataclasses.replace(exc, param=name, message=message) from None
 
 
-def _parts(content: Any, role: str, param: str) -> list[TextBlock | ImageBlock]:
+def _parts(content: Any, holder: str, param: str) -> list[TextBlock | ImageBlock]:
     if isinstance(content, str):
         return list(text_blocks(content))
     if not isinstance(content, list):
@@ -160,9 +163,9 @@ def _parts(content: Any, role: str, param: str) -> list[TextBlock | ImageBlock]:
     for j, part in enumerate(content):
         where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in _PARTS[role]:
+        if kind not in _PARTS[holder]:
             raise bad_request(
-                f"Content part type {kind!r} is not supported in a {role} message by this"
+                f"Content part type {kind!r} is not supported in {holder} content by this"
                 " Bedrock backend.",
                 f"{where}.type",
             )
@@ -183,7 +186,7 @@ def _parts(content: Any, role: str, param: str) -> list[TextBlock | ImageBlock]:
 def _output_texts(output: Any, param: str) -> list[str]:
     if isinstance(output, str):
         return [output] if output.strip() else []
-    return _texts(_parts(output, "system", param))  # text parts only
+    return _texts(_parts(output, "tool output", param))
 
 
 def _texts(blocks: list[Any]) -> list[str]:
@@ -223,7 +226,7 @@ def _item(item: Any, param: str, textify: bool) -> tuple[str, list[ContentBlock]
     kind = item.get("type", "message" if "role" in item else None)
     if kind == "message":
         role = item.get("role")
-        if role not in _PARTS:
+        if role not in _ROLES:
             raise bad_request(f"Unsupported role {role!r}.", f"{param}.role")
         blocks: list[ContentBlock] = [*_parts(item.get("content"), role, f"{param}.content")]
         return ("system" if role == "developer" else role), blocks
