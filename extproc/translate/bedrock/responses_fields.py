@@ -25,9 +25,9 @@ RESPONSES_FIELDS: tuple[FieldRule, ...] = (
         "A string (one user turn) or items: `message` (roles `user`, `assistant`, `system`,"
         " `developer`; parts `input_text`, `input_image` as a `data:` URI, and `output_text` /"
         " `refusal` of earlier answers) -> turns, system and developer text -> `system`;"
-        " `function_call` -> `toolUse`, `function_call_output` (text) -> `toolResult` in a user turn;"
-        " `reasoning` (as answers carry it) -> `reasoningContent`; consecutive same-role turns"
-        " merged. Image URLs are not fetched and `file_id` images, files and `item_reference`"
+        " `function_call` -> `toolUse`, `function_call_output` (text) -> `toolResult` in a"
+        " user turn; `reasoning` (as answers carry it) -> `reasoningContent`; consecutive"
+        " same-role turns merged. Image URLs are not fetched and `file_id` images, files and `item_reference`"
         " are a 400.",
     ),
     FieldRule("instructions", "mapped", "`system`, before the system and developer items."),
