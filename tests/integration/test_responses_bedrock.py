@@ -23,6 +23,7 @@ from agents import (
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
+from tests.bedrock_cases import PNG
 from tests.fakes.bedrock import STREAM_ERROR, THROTTLE, FakeBedrock
 from tests.fakes.openai import count_tokens
 from tests.fakes.otlp import OTLPReceiver
@@ -36,6 +37,7 @@ from tests.integration.test_responses import (
 )
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+THINKER = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 PRICING = {"input": 0.25, "cached_input": 0.03, "output": 1.25}
 
 
@@ -58,7 +60,12 @@ def gateway(otlp: OTLPReceiver, bedrock: FakeBedrock) -> Iterator[Gateway]:
             }
         },
         "models": [
-            {"name": "claude", "pricing": PRICING, "backends": [{"backend": "br", "model": CLAUDE}]}
+            {
+                "name": "claude",
+                "pricing": PRICING,
+                "backends": [{"backend": "br", "model": CLAUDE}],
+            },
+            {"name": "thinker", "backends": [{"backend": "br", "model": THINKER}]},
         ],
     }
     env = {**otlp.env(100), "AWS_ID": bedrock.access_key, "AWS_SECRET": bedrock.secret_key}
@@ -103,6 +110,17 @@ def test_create_is_translated_to_converse_and_accounted_exactly(
     assert record["gen_ai.usage.input_tokens"] == prompt
     assert record["gen_ai.usage.output_tokens"] == output
     assert record["ai_gateway.usage_source"] == "provider"
+
+
+def test_an_inline_image_reaches_converse(client: OpenAI, bedrock: FakeBedrock) -> None:
+    content: Any = [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": PNG, "detail": "auto"},
+    ]
+    answer = client.responses.create(model="claude", input=[{"role": "user", "content": content}])
+    assert answer.output_text == "You said: what is this?"
+    (_, image) = bedrock.requests[-1].json()["messages"][0]["content"]
+    assert image == {"image": {"format": "png", "source": {"bytes": PNG.partition(",")[2]}}}
 
 
 def test_max_output_tokens_makes_it_incomplete(client: OpenAI) -> None:
@@ -208,6 +226,47 @@ def test_function_calling_over_two_turns(
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"][0]["toolUse"]["toolUseId"] == call.call_id
     assert messages[2]["content"][0]["toolResult"]["toolUseId"] == call.call_id
+
+
+def _answer(client: OpenAI, stream: bool, **request: Any) -> Any:
+    if not stream:
+        return client.responses.create(**request)
+    with client.responses.stream(**request) as events:
+        for _ in events:
+            pass
+        return events.get_final_response()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
+@pytest.mark.parametrize("marker", ["", " [[redacted]]"], ids=["signed", "redacted"])
+def test_claudes_reasoning_makes_the_tool_round_trip(
+    client: OpenAI, bedrock: FakeBedrock, stream: bool, marker: str
+) -> None:
+    # The fake checks that the tool turn sent back starts with its reasoning, signed as issued.
+    tools: Any = [WEATHER]
+    ask = f"Weather in Paris? [[tool]]{marker}"
+    settings: Any = {"model": "thinker", "tools": tools, "reasoning": {"effort": "low"}}
+    first = _answer(client, stream, input=ask, **settings)
+    kinds = [item.type for item in first.output]
+    assert kinds[-1] == "function_call" and "reasoning" in kinds
+    thought = first.output[kinds.index("reasoning")]
+    assert thought.encrypted_content
+    if not marker:
+        assert thought.content and thought.content[0].type == "reasoning_text"
+    assert bedrock.requests[-1].json()["additionalModelRequestFields"]["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": 4096,
+    }
+    call = first.output[-1]
+    history: Any = [
+        {"role": "user", "content": ask},
+        *(item.model_dump(exclude_none=True) for item in first.output),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    final = _answer(client, stream, input=history, **settings)
+    assert final.output_text == "Tool said: sunny"
+    sent = bedrock.requests[-1].json()["messages"][1]["content"]
+    assert "reasoningContent" in sent[0] and "toolUse" in sent[-1]
 
 
 def test_a_client_that_leaves_mid_stream_is_charged_once(
