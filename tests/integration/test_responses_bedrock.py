@@ -163,6 +163,15 @@ def test_the_sdk_streams_typed_events_and_the_stream_is_accounted(
     assert record["ai_gateway.usage_source"] == "provider"
 
 
+def _answer(client: OpenAI, stream: bool, **request: Any) -> Any:
+    if not stream:
+        return client.responses.create(**request)
+    with client.responses.stream(**request) as events:
+        for _ in events:
+            pass
+        return events.get_final_response()
+
+
 class Weather(BaseModel):
     city: str
     celsius: int
@@ -173,17 +182,10 @@ def test_parse_returns_the_pydantic_model(
     client: OpenAI, bedrock: FakeBedrock, stream: bool
 ) -> None:
     if stream:
-        with client.responses.stream(
-            model="claude", input="weather?", text_format=Weather
-        ) as events:
-            for _ in events:
-                pass
-            parsed = events.get_final_response().output_parsed
+        parsed = _answer(client, True, model="claude", input="weather?", text_format=Weather)
     else:
-        parsed = client.responses.parse(
-            model="claude", input="weather?", text_format=Weather
-        ).output_parsed
-    assert parsed == Weather(city="fake", celsius=1)
+        parsed = client.responses.parse(model="claude", input="weather?", text_format=Weather)
+    assert parsed.output_parsed == Weather(city="fake", celsius=1)
     tool_config = bedrock.requests[-1].json()["toolConfig"]
     assert tool_config["toolChoice"] == {"tool": {"name": "Weather"}}
 
@@ -193,18 +195,7 @@ def test_function_calling_over_two_turns(
     client: OpenAI, bedrock: FakeBedrock, stream: bool
 ) -> None:
     tools: Any = [WEATHER]
-    first: Any
-    if stream:
-        with client.responses.stream(
-            model="claude", input="Weather in Paris? [[tool]]", tools=tools
-        ) as events:
-            for _ in events:
-                pass
-            first = events.get_final_response()
-    else:
-        first = client.responses.create(
-            model="claude", input="Weather in Paris? [[tool]]", tools=tools
-        )
+    first = _answer(client, stream, model="claude", input="Weather in Paris? [[tool]]", tools=tools)
     (call,) = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather" and orjson.loads(call.arguments) == {"city": "fake"}
     assert call.call_id.startswith("tooluse_")
@@ -213,28 +204,12 @@ def test_function_calling_over_two_turns(
         call.model_dump(exclude_none=True),
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
     ]
-    final: Any
-    if stream:
-        with client.responses.stream(model="claude", input=second_input, tools=tools) as events:
-            for _ in events:
-                pass
-            final = events.get_final_response()
-    else:
-        final = client.responses.create(model="claude", input=second_input, tools=tools)
+    final = _answer(client, stream, model="claude", input=second_input, tools=tools)
     assert final.output_text == "Tool said: sunny, 21C"
     messages = bedrock.requests[-1].json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"][0]["toolUse"]["toolUseId"] == call.call_id
     assert messages[2]["content"][0]["toolResult"]["toolUseId"] == call.call_id
-
-
-def _answer(client: OpenAI, stream: bool, **request: Any) -> Any:
-    if not stream:
-        return client.responses.create(**request)
-    with client.responses.stream(**request) as events:
-        for _ in events:
-            pass
-        return events.get_final_response()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])

@@ -9,13 +9,12 @@ from typing import Any
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
-from openai.types.responses import ResponseStreamEvent
-from pydantic import TypeAdapter
 
 from extproc.errors import GatewayError
 from extproc.translate import RequestContext
 from extproc.translate.bedrock.responses import BedrockResponses
 from extproc.translate.bedrock.responses_fields import RESPONSES_FIELDS
+from tests.unit.test_bedrock_responses_answer import parse
 from tests.unit.test_properties import (
     PROPERTY,
     _chunked,
@@ -27,7 +26,6 @@ from tests.unit.test_properties import (
     json_values,
 )
 
-EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 EVENT_STREAM = {"content-type": "application/vnd.amazon.eventstream"}
 
 
@@ -115,13 +113,7 @@ def test_any_event_stream_becomes_typed_events_that_end_once(
     out = _unless_known(
         lambda: b"".join(t.response_body(p, i == len(parts) - 1) for i, p in enumerate(parts))
     )
-    docs = []
-    for block in out.decode().removesuffix("\n\n").split("\n\n"):
-        head, data = block.split("\n")
-        doc = orjson.loads(data.removeprefix("data: "))
-        assert head == f"event: {doc['type']}"
-        EVENTS.validate_python(doc)
-        docs.append(doc)
+    docs = parse(out)
     assert [doc["sequence_number"] for doc in docs] == list(range(len(docs)))
     last = ("response.completed", "response.incomplete", "response.failed", "error")
     assert [doc["type"] in last for doc in docs].count(True) == 1
