@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import cpu
-from bench.payloads import Scenario, answer_problems
+from bench.answers import answer_problems
+from bench.payloads import Scenario
 from bench.processes import BenchError, SystemDied, counters
 from bench.records import Measurement
 from bench.wrk import lua_script, run_wrk

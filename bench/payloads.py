@@ -3,8 +3,10 @@
 Bodies are fixed and deterministic so two runs, or two commits, measure the same bytes. They
 look like real traffic: a chat request of about 1 KB, a chat.completion of about 500 B with
 usage, a stream of 20 chat.completion.chunk events ending in ``data: [DONE]``, an embeddings
-batch of 16 inputs answered with 16 vectors of 256 floats, and the Bedrock Converse answer the
-gateway translates a chat request into.
+batch of 16 inputs answered with 16 vectors of 256 floats, the Bedrock Converse answer the
+gateway translates a chat request into, and the same prompt and answer in the Responses API's
+shapes (a document, and a stream of 20 typed events). What a correct answer contains:
+:mod:`bench.answers`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ EMBED_MODEL = "bench-embed"
 BEDROCK_MODEL = "bench-bedrock"
 PACED_MODEL = "bench-paced"
 HOLD_MODEL = "bench-hold"
+RESPONSES_MODEL = "bench-responses"
+RESPONSES_STREAM_MODEL = "bench-responses-stream"
+COMPLETIONS_MODEL = "bench-completions"
 # The upstream path prefixes, one per model: the gateway rewrites /v1 to the backend's prefix,
 # so the upstream answering on distinct prefixes proves the rewrite happened.
 CHAT_PREFIX = "/v1"
@@ -28,9 +33,14 @@ STREAM_PREFIX = "/stream/v1"
 EMBED_PREFIX = "/embed/v1"
 PACED_PREFIX = "/paced/v1"
 HOLD_PREFIX = "/hold/v1"
+RESPONSES_PREFIX = "/responses/v1"
+RESPONSES_STREAM_PREFIX = "/rstream/v1"
+COMPLETIONS_PREFIX = "/completions/v1"
 BEDROCK_PREFIX = "/model"
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
+RESPONSES_PATH = "/responses"
+COMPLETIONS_PATH = "/completions"
 STREAM_CHUNKS = 20
 EMBED_INPUTS = 16
 EMBED_DIMENSIONS = 256
@@ -81,7 +91,7 @@ def chat_request(model: str, stream: bool) -> bytes:
     return _compact(doc)
 
 
-_ANSWER = (
+ANSWER = (
     "Four days at 'label created' is common with standard shipping. A neighbour can sign for "
     "the parcel, or the carrier can hold it at a pickup point."
 )
@@ -106,7 +116,7 @@ def chat_response() -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": _ANSWER, "refusal": None},
+                    "message": {"role": "assistant", "content": ANSWER, "refusal": None},
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
@@ -136,7 +146,7 @@ def stream_response() -> bytes:
     Chunk 1 carries the role, chunks 2..18 the text, chunk 19 the finish reason and chunk 20 the
     usage (with ``choices: []``).
     """
-    words = _ANSWER.split(" ")
+    words = ANSWER.split(" ")
     pieces = STREAM_CHUNKS - 3
     # Spread the words evenly over the text chunks, a word or two each, like token deltas.
     bounds = [i * len(words) // pieces for i in range(pieces + 1)]
@@ -152,6 +162,111 @@ def stream_response() -> bytes:
     assert len(chunks) == STREAM_CHUNKS
     events = [b"data: " + c + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
     return b"".join(events)
+
+
+def responses_request(model: str, stream: bool) -> bytes:
+    """The chat request's prompt as a Responses request (instructions and one user input)."""
+    doc: dict[str, Any] = {
+        "model": model,
+        "instructions": _SYSTEM_PROMPT,
+        "input": [{"role": "user", "content": _USER_PROMPT}],
+        "temperature": 0.2,
+        "max_output_tokens": 256,
+        "store": False,
+    }
+    if stream:
+        doc["stream"] = True
+    return _compact(doc)
+
+
+_RESPONSES_USAGE = {
+    "input_tokens": 212,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 36,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 248,
+}
+
+
+def _response(model: str, done: bool) -> dict[str, Any]:
+    text = {"type": "output_text", "text": ANSWER, "annotations": []}
+    message = {
+        "type": "message",
+        "id": "msg_bench0001",
+        "status": "completed",
+        "role": "assistant",
+        "content": [text],
+    }
+    return {
+        "id": "resp_bench0001",
+        "object": "response",
+        "created_at": _CREATED,
+        "status": "completed" if done else "in_progress",
+        "model": model,
+        "output": [message] if done else [],
+        "usage": _RESPONSES_USAGE if done else None,
+    }
+
+
+def responses_response() -> bytes:
+    """A non-streaming Responses answer with usage (~700 B)."""
+    return _compact(_response(RESPONSES_MODEL, done=True))
+
+
+def responses_stream_response() -> bytes:
+    """20 typed events as OpenAI sends them: created, in_progress, the item and part opened, 14
+    text deltas, the text, part and item done, completed (with the usage)."""
+    words = ANSWER.split(" ")
+    pieces = STREAM_CHUNKS - 6
+    bounds = [i * len(words) // pieces for i in range(pieces + 1)]
+    deltas = [" ".join(words[a:b]) + " " for a, b in itertools.pairwise(bounds)]
+    at = {"item_id": "msg_bench0001", "output_index": 0, "content_index": 0}
+    done = _response(RESPONSES_STREAM_MODEL, done=True)
+    item = done["output"][0]
+    start = _response(RESPONSES_STREAM_MODEL, done=False)
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": start},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {"type": "response.content_part.added", **at, "part": {**item["content"][0], "text": ""}},
+    ]
+    events += [{"type": "response.output_text.delta", **at, "delta": d} for d in deltas]
+    events += [
+        {"type": "response.output_text.done", **at, "text": ANSWER},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": done},
+    ]
+    assert len(events) == STREAM_CHUNKS
+    return b"".join(
+        b"event: "
+        + e["type"].encode()
+        + b"\ndata: "
+        + _compact({**e, "sequence_number": n})
+        + b"\n\n"
+        for n, e in enumerate(events)
+    )
+
+
+def completions_request() -> bytes:
+    """The chat request's prompt as one legacy text completion prompt."""
+    prompt = f"{_SYSTEM_PROMPT}\n\nCustomer: {_USER_PROMPT}\nAgent:"
+    doc = {"model": COMPLETIONS_MODEL, "prompt": prompt, "max_tokens": 256, "temperature": 0.2}
+    return _compact(doc)
+
+
+def completions_response() -> bytes:
+    """A text_completion with usage (~450 B)."""
+    usage = {k: _USAGE[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    choice = {"text": ANSWER, "index": 0, "logprobs": None, "finish_reason": "stop"}
+    return _compact(
+        {
+            "id": "cmpl-bench0001",
+            "object": "text_completion",
+            "created": _CREATED,
+            "model": COMPLETIONS_MODEL,
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
 
 
 _EMBED_TEXTS = (
@@ -190,7 +305,7 @@ def embeddings_request() -> bytes:
     )
 
 
-def _vector(seed: int) -> list[float]:
+def vector(seed: int) -> list[float]:
     # A small linear congruential generator: the same floats on every run, printed at full
     # precision as OpenAI's are (about 20 characters each).
     state = seed * 2654435761 % 2**32 or 1
@@ -210,7 +325,7 @@ def embeddings_response() -> bytes:
         {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": _vector(i + 1)}
+                {"object": "embedding", "index": i, "embedding": vector(i + 1)}
                 for i in range(EMBED_INPUTS)
             ],
             "model": EMBED_MODEL,
@@ -235,7 +350,7 @@ def converse_response() -> bytes:
     """Bedrock's Converse answer: the same text and token counts as :func:`chat_response`."""
     return _compact(
         {
-            "output": {"message": {"role": "assistant", "content": [{"text": _ANSWER}]}},
+            "output": {"message": {"role": "assistant", "content": [{"text": ANSWER}]}},
             "stopReason": "end_turn",
             "usage": {
                 "inputTokens": _USAGE["prompt_tokens"],
@@ -252,7 +367,15 @@ def bedrock_path() -> str:
     return f"{BEDROCK_PREFIX}/{urllib.parse.quote(BEDROCK_MODEL_ID, safe='')}/converse"
 
 
-Kind = Literal["chat", "stream", "embeddings"]
+Kind = Literal["chat", "stream", "embeddings", "responses", "responses-stream", "completions"]
+_PATHS: dict[Kind, str] = {
+    "chat": CHAT_PATH,
+    "stream": CHAT_PATH,
+    "embeddings": EMBEDDINGS_PATH,
+    "responses": RESPONSES_PATH,
+    "responses-stream": RESPONSES_PATH,
+    "completions": COMPLETIONS_PATH,
+}
 Upstream = Literal["envoy", "paced", "hold"]
 
 
@@ -274,25 +397,35 @@ class Scenario:
 
     @property
     def client_path(self) -> str:
-        return "/v1" + (EMBEDDINGS_PATH if self.kind == "embeddings" else CHAT_PATH)
+        return "/v1" + _PATHS[self.kind]
 
     @property
     def upstream_path(self) -> str:
         if self.bedrock:
             return bedrock_path()
-        return self.upstream_prefix + (EMBEDDINGS_PATH if self.kind == "embeddings" else CHAT_PATH)
+        return self.upstream_prefix + _PATHS[self.kind]
 
     @property
     def streaming(self) -> bool:
-        return self.kind == "stream"
+        return self.kind in ("stream", "responses-stream")
 
     @property
     def peers(self) -> bool:
-        """LiteLLM and Portkey run it: every OpenAI pass-through scenario."""
-        return not self.bedrock
+        """LiteLLM and Portkey run it: the chat and embeddings pass-through scenarios (the
+        Responses API is measured against bare Envoy and the floor only)."""
+        return not self.bedrock and self.kind in ("chat", "stream", "embeddings")
 
 
-SCENARIO_KEYS = ("chat", "stream", "embeddings", "bedrock", "paced")
+SCENARIO_KEYS = (
+    "chat",
+    "stream",
+    "embeddings",
+    "bedrock",
+    "paced",
+    "responses",
+    "rstream",
+    "completions",
+)
 
 
 def all_scenarios() -> list[Scenario]:
@@ -352,6 +485,36 @@ def all_scenarios() -> list[Scenario]:
             content_type="text/event-stream",
             upstream="paced",
         ),
+        Scenario(
+            key="responses",
+            name="responses",
+            kind="responses",
+            model=RESPONSES_MODEL,
+            upstream_prefix=RESPONSES_PREFIX,
+            request=responses_request(RESPONSES_MODEL, stream=False),
+            response=responses_response(),
+            content_type="application/json",
+        ),
+        Scenario(
+            key="rstream",
+            name=f"responses stream-{STREAM_CHUNKS}",
+            kind="responses-stream",
+            model=RESPONSES_STREAM_MODEL,
+            upstream_prefix=RESPONSES_STREAM_PREFIX,
+            request=responses_request(RESPONSES_STREAM_MODEL, stream=True),
+            response=responses_stream_response(),
+            content_type="text/event-stream",
+        ),
+        Scenario(
+            key="completions",
+            name="completions",
+            kind="completions",
+            model=COMPLETIONS_MODEL,
+            upstream_prefix=COMPLETIONS_PREFIX,
+            request=completions_request(),
+            response=completions_response(),
+            content_type="application/json",
+        ),
     ]
 
 
@@ -368,82 +531,3 @@ def hold_scenario() -> Scenario:
         content_type="text/event-stream",
         upstream="hold",
     )
-
-
-def sse_data(body: bytes) -> list[bytes]:
-    """The ``data:`` payloads of an SSE body, in order."""
-    out = []
-    for event in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            out.append(b"\n".join(data))
-    return out
-
-
-def _chat_problems(doc: Any) -> list[str]:
-    try:
-        content = doc["choices"][0]["message"]["content"]
-        usage = doc["usage"]
-    except (KeyError, IndexError, TypeError):
-        return ["not a chat.completion with usage"]
-    problems = []
-    if content != _ANSWER:
-        problems.append(f"content {content!r}")
-    if (usage.get("prompt_tokens"), usage.get("completion_tokens")) != (212, 36):
-        problems.append(f"usage {usage!r}")
-    return problems
-
-
-def _stream_problems(body: bytes) -> list[str]:
-    events = sse_data(body)
-    if not events or events[-1] != b"[DONE]":
-        return [f"no data: [DONE] at the end ({len(events)} events)"]
-    text, usage = "", None
-    try:
-        for data in events[:-1]:
-            doc = json.loads(data)
-            for choice in doc.get("choices") or []:
-                text += (choice.get("delta") or {}).get("content") or ""
-            usage = doc.get("usage") or usage
-    except (ValueError, AttributeError, TypeError):
-        return ["an event is not a chat.completion.chunk"]
-    problems = []
-    if text.strip() != _ANSWER:
-        problems.append(f"streamed text {text!r}")
-    if not isinstance(usage, dict) or usage.get("completion_tokens") != 36:
-        problems.append(f"usage {usage!r}")
-    return problems
-
-
-def _embeddings_problems(doc: Any) -> list[str]:
-    try:
-        vectors = [item["embedding"] for item in doc["data"]]
-        usage = doc["usage"]
-    except (KeyError, TypeError):
-        return ["not an embeddings list with usage"]
-    problems = []
-    if len(vectors) != EMBED_INPUTS or any(len(v) != EMBED_DIMENSIONS for v in vectors):
-        problems.append(f"{len(vectors)} vectors, sizes {sorted({len(v) for v in vectors})}")
-    elif any(abs(a - b) > 1e-6 for a, b in zip(vectors[3], _vector(4), strict=True)):
-        problems.append("vector 3 differs from the upstream's")
-    if usage.get("prompt_tokens") != EMBED_USAGE["prompt_tokens"]:
-        problems.append(f"usage {usage!r}")
-    return problems
-
-
-def answer_problems(scenario: Scenario, body: bytes) -> list[str]:
-    """What is wrong with an OpenAI answer to ``scenario`` that need not be byte-exact.
-
-    Peers re-serialize what the upstream sent (field order, added fields, re-chunked streams)
-    and the gateway translates Bedrock's answer: what must survive is the text (or vectors)
-    and the token usage.
-    """
-    if scenario.streaming:
-        return _stream_problems(body)
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return [f"not JSON: {body[:200]!r}"]
-    if scenario.kind == "embeddings":
-        return _embeddings_problems(doc)
-    return _chat_problems(doc)

@@ -139,6 +139,7 @@ def record_metadata(rec: Record) -> dict[str, Any]:
         meta[Key.TOTAL_TOKENS] = usage.total_tokens
         meta[Key.CACHED_INPUT_TOKENS] = usage.cached_input_tokens
         meta[Key.CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_input_tokens
+        meta[Key.GUARDRAIL_UNITS] = usage.guardrail_units
         meta[Key.REASONING_TOKENS] = usage.reasoning_tokens
     return meta
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from extproc.bedrockmodels import ImageFetch
 from extproc.configbase import ConfigModel, Duration
 from extproc.wire import INTERNAL_PREFIX
 
@@ -183,6 +184,7 @@ class AWSBedrockBackend(_BackendBase):
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
     profile: str | None = None
+    fetch_image_urls: ImageFetch | None = None  # off: an image URL is a 400
 
     def base_url(self) -> str:
         return self.url or f"https://bedrock-runtime.{self.region}.amazonaws.com"

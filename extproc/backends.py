@@ -73,17 +73,20 @@ def _openai(backend: OpenAIBackend) -> Schema:
         return PassThrough(ctx, join_path(prefix, ctx.path, query))
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
-    return Schema({"chat": translator, "embeddings": translator, "responses": translator}, auth)
+    served: dict[Operation, TranslatorFactory] = dict.fromkeys(
+        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
+    )
+    return Schema(served, auth)
 
 
 def _azure(backend: AzureOpenAIBackend) -> Schema:
     def translator(ctx: RequestContext) -> Translator:
         return azure.translator(ctx, backend)
 
-    return Schema(
-        {"chat": translator, "embeddings": translator, "responses": translator},
-        entra.backend_auth(backend),
+    served: dict[Operation, TranslatorFactory] = dict.fromkeys(
+        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
     )
+    return Schema(served, entra.backend_auth(backend))
 
 
 def _bedrock(backend: AWSBedrockBackend) -> Schema:

@@ -30,11 +30,14 @@ from extproc.backendconfig import AzureOpenAIBackend as AzureOpenAIBackend
 from extproc.backendconfig import Backend as Backend
 from extproc.backendconfig import EntraID as EntraID
 from extproc.backendconfig import OpenAIBackend as OpenAIBackend
+from extproc.bedrockmodels import Family, Guardrail, named_family, unknown_family
 from extproc.clients import ClientKey, client_errors
 from extproc.configbase import ConfigError as ConfigError
 from extproc.configbase import ConfigModel, Duration
 from extproc.limits import LimitRule, rule_errors
 from extproc.limitstore import StoreSpec
+from extproc.sidecarconfig import Sidecar as Sidecar
+from extproc.sidecarconfig import SidecarTLS as SidecarTLS
 
 # A fixed epoch for ``/v1/models`` ``created``: stable across restarts and replicas.
 DEFAULT_MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z
@@ -54,68 +57,6 @@ class Admin(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(default=1064, ge=0, le=65535)
     envoy_socket: str = "/tmp/ai-gateway-envoy-admin.sock"
-
-
-class SidecarTLS(ConfigModel):
-    """Mutual TLS on the sidecar's TCP ports (ext_proc, access log, metrics).
-
-    Whoever reaches those ports is served as Envoy: given provider credentials on the requests
-    it sends, and believed about the usage it reports. So each side proves itself with a
-    certificate signed by ``ca_file``, a CA kept for this link alone (``ai-gateway certs``
-    makes one): the sidecar requires Envoy's, Envoy checks the sidecar's against
-    ``server_name``. Files are read when a process starts; Envoy reads only its own pair and
-    the CA (the rendered config names the files, it holds no key).
-    """
-
-    ca_file: str
-    cert_file: str
-    key_file: str
-    envoy_cert_file: str
-    envoy_key_file: str
-    server_name: str = "sidecar"
-
-
-class Sidecar(ConfigModel):
-    """Where the ext_proc workers listen.
-
-    Worker ``i`` listens on ``port + i`` (TCP) or on ``<socket_dir>/worker-<i>.sock`` (Unix
-    socket, used by ``ai-gateway run``); each is its own endpoint of the ext_proc cluster because
-    Envoy multiplexes all streams of a worker thread over one HTTP/2 connection per endpoint.
-    Unix sockets are made owner-only (0600); TCP needs ``tls`` unless ``allow_plaintext``.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=1063, ge=1, le=65535)
-    workers: int = Field(default=0, ge=0, description="0 means one per CPU core")
-    socket_dir: str | None = None
-    message_timeout: Duration = 10.0
-    # Where the supervisor serves the workers' Prometheus metrics (for the admin port's
-    # /metrics): <socket_dir>/metrics.sock with Unix sockets, else host:metrics_port.
-    metrics_port: int = Field(default=1069, ge=1, le=65535)
-    tls: SidecarTLS | None = None
-    # Plaintext TCP lets any process that reaches the port pose as Envoy: refused by
-    # `ai-gateway serve` (loopback included: every local process and user) unless set.
-    allow_plaintext: bool = False
-
-    def plaintext_error(self) -> str | None:
-        """Why ``serve`` must not listen as configured, or None."""
-        if self.socket_dir or self.tls is not None or self.allow_plaintext:
-            return None
-        return (
-            f"sidecar.tls: the sidecar would listen on plaintext TCP ({self.host}:{self.port}),"
-            " where any process that reaches it can pose as Envoy, get provider credentials"
-            " and forge usage records. Set sidecar.tls (`ai-gateway certs -o DIR` makes a set),"
-            " or sidecar.socket_dir (Unix sockets), or sidecar.allow_plaintext: true to accept"
-            " the risk."
-        )
-
-    def metrics_address(self) -> str:
-        if self.socket_dir:
-            return f"unix:{self.socket_dir}/metrics.sock"
-        return f"{self.host}:{self.metrics_port}"
-
-    def worker_count(self) -> int:
-        return self.workers or (os.cpu_count() or 1)
 
 
 class HTTPLimits(ConfigModel):
@@ -168,6 +109,7 @@ class Pricing(ConfigModel):
     cache_write: float | None = Field(default=None, ge=0)
     output: float = Field(default=0.0, ge=0)
     reasoning: float | None = Field(default=None, ge=0)
+    guardrail: float = Field(default=0.0, ge=0)  # USD per 1,000 guardrail text units
     per_request: float = Field(default=0.0, ge=0)
 
 
@@ -179,6 +121,10 @@ class ModelBackend(ConfigModel):
     pricing: Pricing | None = None
     # Bedrock: cache points the gateway adds after the system prompt and / or the tools.
     cache_points: list[Literal["system", "tools"]] = Field(default_factory=list)
+    # Bedrock only (extproc/bedrockmodels.py): the family of a model id that names none (an
+    # ARN), and a guardrail on every Converse call.
+    family: Family | None = None
+    guardrail: Guardrail | None = None
 
 
 class Backoff(ConfigModel):
@@ -308,6 +254,12 @@ class Accounting(ConfigModel):
         return self.mode == "envoy"
 
 
+class ResponsesSettings(ConfigModel):
+    # The model whose backend a stored-response request (GET /v1/responses/{id}...) goes to
+    # when it names none in x-ai-eg-model (or, for input_tokens, in its body).
+    default_model: str | None = None
+
+
 class GatewayConfig(ConfigModel):
     listen: Address = Address(port=1975)
     admin: Admin = Admin()
@@ -316,6 +268,7 @@ class GatewayConfig(ConfigModel):
     timeouts: Timeouts = Timeouts()
     telemetry: TelemetryConfig = TelemetryConfig()
     accounting: Accounting = Accounting()
+    responses: ResponsesSettings = ResponsesSettings()
     backends: dict[str, Backend] = Field(default_factory=dict)
     models: list[ModelRoute] = Field(default_factory=list)
     clients: list[ClientKey] = Field(default_factory=list)  # empty: no gateway keys
@@ -338,12 +291,15 @@ class GatewayConfig(ConfigModel):
                         f"models[{i}].backends[{j}].backend: unknown backend {entry.backend!r}"
                         f" (known: {known})"
                     )
-                elif entry.cache_points and not isinstance(
-                    self.backends[entry.backend], AWSBedrockBackend
-                ):
-                    errors.append(
-                        f"models[{i}].backends[{j}].cache_points: only for aws_bedrock backends"
-                    )
+                else:
+                    backend = self.backends[entry.backend]
+                    errors += [
+                        f"models[{i}].backends[{j}].{problem}"
+                        for problem in _bedrock_errors(model.name, entry, backend)
+                    ]
+        default = self.responses.default_model
+        if default is not None and default not in seen and WILDCARD_MODEL not in seen:
+            errors.append(f"responses.default_model: unknown model {default!r}")
         errors += client_errors(self.clients)
         errors += rule_errors(self.limits, {c.name for c in self.clients})
         if errors:
@@ -362,6 +318,25 @@ class GatewayConfig(ConfigModel):
         :class:`ModelIndex` (kept by its user: a config changed with ``model_copy`` is a new
         object, and an index cached inside the old one would be copied with it, stale)."""
         return next((m for m in self.models if m.name == name), None)
+
+
+def _bedrock_errors(route: str, entry: ModelBackend, backend: Backend) -> list[str]:
+    """What is wrong with the Bedrock settings of one backend entry of route ``route``."""
+    if not isinstance(backend, AWSBedrockBackend):
+        return [
+            f"{key}: only for aws_bedrock backends"
+            for key in ("cache_points", "family", "guardrail")
+            if getattr(entry, key)
+        ]
+    model_id = entry.model or route
+    if model_id == WILDCARD_MODEL:
+        return []  # the client's model name: checked per request
+    named = named_family(model_id)
+    if entry.family is None and named is None:
+        return [f"model: {unknown_family(model_id)}"]
+    if entry.family is not None and named not in (None, entry.family):
+        return [f"family: {entry.family!r}, but Bedrock model {model_id!r} is a {named} model"]
+    return []
 
 
 class ModelIndex:

@@ -37,4 +37,5 @@ def cost_usd(usage: Usage | None, pricing: Pricing | None) -> float:
         + (usage.output_tokens - reasoning) * pricing.output
         + reasoning * reasoning_rate
     )
-    return tokens * _PER_TOKEN + pricing.per_request
+    units = usage.guardrail_units * pricing.guardrail / 1000
+    return tokens * _PER_TOKEN + units + pricing.per_request

@@ -17,10 +17,12 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings", "responses"]
+Operation = Literal["chat", "embeddings", "responses", "stored_responses", "text_completion"]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
-# sent one, wins over it (router.Router._route).
-BodyFormat = Literal["json"]
+# sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
+# but for its "model": the model from x-ai-eg-model, else the body's, else the config's
+# responses.default_model.
+BodyFormat = Literal["json", "optional"]
 # "openai": {"error": {"message", "type", "param", "code"}} (extproc/errors.py).
 ErrorShape = Literal["openai"]
 
@@ -28,7 +30,7 @@ ErrorShape = Literal["openai"]
 @dataclass(frozen=True, slots=True)
 class API:
     operation: Operation
-    paths: tuple[str, ...]  # served with POST
+    paths: tuple[str, ...]  # served exactly
     body: BodyFormat
     errors: ErrorShape
     # Where Envoy's readers find the usage of an answer (wire.Key -> JSON path), so that with
@@ -40,6 +42,14 @@ class API:
     # gateway asks for it and hides it from a client that did not. False: a stream always
     # reports it (Responses' response.completed), nothing to ask.
     stream_usage_opt_in: bool = False
+    # Served below these paths too: each path that matches ``below`` (wire.STORED_RESPONSE).
+    prefixes: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("POST",)
+    # Its answers are charged from their usage. False: they relay what was charged before (a
+    # stored response carries the usage it was billed for when it was made).
+    metered: bool = True
+    # The query parameters it defines, passed on; other paths' queries are dropped.
+    query: frozenset[str] = frozenset()
 
 
 CHAT = API(
@@ -72,6 +82,50 @@ RESPONSES = API(
     output_tokens=True,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES)
+# A stored response (retrieve, delete, cancel, its input items) and the input-token count: no
+# model in the path, so the header, the body or the default chooses the backend that owns it.
+STORED_RESPONSES = API(
+    operation="stored_responses",
+    paths=(),
+    body="optional",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=False,
+    prefixes=(wire.RESPONSES_PATH + "/",),
+    methods=("GET", "POST", "DELETE"),
+    metered=False,
+    query=frozenset(
+        {"include", "include[]", "stream", "starting_after", "after", "limit", "order", "before"}
+    ),
+)
+
+# The legacy text completions (vLLM, Ollama, llama.cpp): chat's usage object and stream framing,
+# its usage chunk asked for the same way.
+COMPLETIONS = API(
+    operation="text_completion",
+    paths=(wire.COMPLETIONS_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=wire.USAGE_FIELDS,
+    output_tokens=True,
+    stream_usage_opt_in=True,
+)
+
+APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
+_BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]
+
+
+def api_for(path: str) -> API | None:
+    """The API a path (without its query) belongs to: an exact path, or one below a prefix
+    in the shape ``wire.STORED_RESPONSE`` allows."""
+    api = BY_PATH.get(path)
+    if api is not None:
+        return api
+    for prefix, below in _BY_PREFIX:
+        if path.startswith(prefix) and wire.STORED_RESPONSE.fullmatch(path[len(prefix) :]):
+            return below
+    return None
+
+
 BY_OPERATION: dict[str, API] = {api.operation: api for api in APIS}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.config import WILDCARD_MODEL, GatewayConfig, ModelRoute
-from extproc.endpoints import APIS, BY_PATH
+from extproc.endpoints import API, APIS
 from extproc.render_clusters import cluster_name
 from extproc.render_common import _MODEL, _TYPE, UNROUTED_CLUSTER, _secs
 from extproc.render_filters import _JSON_READER, _SSE_READER
@@ -32,13 +32,17 @@ def _never_read_by_envoy(config: GatewayConfig) -> list[dict[str, Any]]:
         {
             **_before_routing(config),
             "name": f"{api.operation}-before-routing",
-            "match": {"path": path},
+            "match": match,
             "typed_per_filter_config": dict.fromkeys((_JSON_READER, _SSE_READER), off),
         }
         for api in APIS
         if api.envoy_usage is None
-        for path in api.paths
+        for match in _matches(api)
     ]
+
+
+def _matches(api: API) -> list[dict[str, str]]:
+    return [{"path": p} for p in api.paths] + [{"prefix": p} for p in api.prefixes]
 
 
 def _before_routing(config: GatewayConfig) -> dict[str, Any]:
@@ -182,12 +186,26 @@ def _routes(model: ModelRoute, config: GatewayConfig) -> list[dict[str, Any]]:
     if model.single_backend() is not None:
         return [route]
     out = []
-    for path, api in BY_PATH.items():
+    for api in APIS:
         tags = {Key.MODEL: model.name, Key.OPERATION: api.operation}
-        match = {**route["match"], "path": path}
-        del match["prefix"]
-        out.append({**route, "match": match, "metadata": {"filter_metadata": {NAMESPACE: tags}}})
+        for where in _matches(api):
+            match = {"headers": route["match"]["headers"], **where}
+            entry = {**route, "match": match, "metadata": {"filter_metadata": {NAMESPACE: tags}}}
+            if not api.metered:
+                entry["route"] = {**route["route"], "retry_policy": _owner_search(model)}
+            out.append(entry)
     return out
+
+
+def _owner_search(model: ModelRoute) -> dict[str, Any]:
+    """A stored response lives on the backend that made it: a 404 from one backend is tried on
+    the next, until every backend was asked."""
+    policy = _retry_policy(model)
+    policy["num_retries"] = max(policy["num_retries"], len(model.backends) - 1)
+    if "retriable-status-codes" not in policy["retry_on"].split(","):
+        policy["retry_on"] = ",".join(filter(None, [policy["retry_on"], "retriable-status-codes"]))
+    policy["retriable_status_codes"] = sorted({*policy.get("retriable_status_codes", []), 404})
+    return policy
 
 
 def _route(model: ModelRoute, config: GatewayConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -23,7 +24,7 @@ from extproc.catalog import Catalog
 from extproc.clients import ClientKey, Clients, allowed_models, authorize
 from extproc.config import GatewayConfig, ModelIndex
 from extproc.duplicates import repeated_keys
-from extproc.endpoints import API, APIS, BY_PATH, ErrorShape
+from extproc.endpoints import API, APIS, ErrorShape, api_for
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
 from extproc.parsework import ParseBounds
@@ -50,16 +51,20 @@ NEVER_FORWARDED = frozenset(
 )
 NEVER_FORWARDED_PREFIXES = (wire.INTERNAL_PREFIX, "x-amz-")
 _MODELS = wire.MODELS_PATH
-_SUPPORTED = ", ".join([f"POST {path}" for api in APIS for path in api.paths] + [f"GET {_MODELS}"])
+_SUPPORTED = ", ".join(
+    [f"POST {path}" for api in APIS for path in api.paths]
+    + [f"{'/'.join(api.methods)} {prefix}{{id}}" for api in APIS for prefix in api.prefixes]
+    + [f"GET {_MODELS}"]
+)
 # The longest model name accepted (real ones, Bedrock ARNs included, are far shorter): a name
 # travels in headers and labels, which must stay small.
 MAX_MODEL_LENGTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The largest body read for its model when the model may be elsewhere (stored_responses).
+_OPTIONAL_BODY_BYTES = 1024 * 1024
 
 # Endpoints of the OpenAI API we know of but do not serve, for a precise error message.
 _KNOWN_UNSUPPORTED = (
-    "/v1/completions",
-    "/v1/responses",  # POST /v1/responses is served; its stored-response paths below it are not
     "/v1/audio",
     "/v1/images",
     "/v1/files",
@@ -95,7 +100,8 @@ class ReadBody:
 
     api: API
     header_model: str | None
-    path: str  # without the query: no endpoint served defines one (README, "Security")
+    # Without the query, but for an endpoint that defines one (API.query), checked.
+    path: str
     client: ClientKey | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     content_encoding: str = ""  # the body's coding, one the router can decode
@@ -110,7 +116,7 @@ class RouteState:
 
     model: str  # the route's model name (what Envoy routed on)
     body_model: str | None  # the body's own "model"; None when absent
-    path: str  # the client's path, without the query
+    path: str  # the client's path, without the query but one its endpoint defines (API.query)
     request_bytes: int  # the client's body length (decoded, if it came compressed)
     stream: str = ""  # "usage": a stream whose client asked for usage; "plain": one that did not
     ratelimit: str = ""  # the rate-limit buckets to debit, comma-joined
@@ -192,21 +198,21 @@ class Router:
 
     def on_headers(self, headers: Mapping[str, str]) -> Decision:
         method = headers.get(":method", "")
-        path = headers.get(":path", "").partition("?")[0]
+        path, _, query = headers.get(":path", "").partition("?")
         try:
-            return self._dispatch(method, path, headers)
+            return self._dispatch(method, path, query, headers)
         except GatewayError as err:
             return error_response(err)
 
-    def _dispatch(self, method: str, path: str, headers: Mapping[str, str]) -> Decision:
-        api = BY_PATH.get(path)
+    def _dispatch(self, method: str, path: str, query: str, headers: Mapping[str, str]) -> Decision:
+        api = api_for(path)
         known = api is not None or path == _MODELS or path.startswith(_MODELS + "/")
         if not known:
             raise _unsupported(method, path)
         client = self._clients.authenticate(headers)
         if api is not None:
-            if method != "POST":
-                raise _method_not_allowed(method, path, "POST")
+            if method not in api.methods:
+                raise _method_not_allowed(method, path, ", ".join(api.methods))
             if "upgrade" in headers:
                 # Envoy takes such a request for an upgraded stream whose body never ends: the
                 # router stage would wait for it until timeouts.upload.
@@ -220,6 +226,8 @@ class Router:
             if refused is not None:
                 raise refused
             coded = coding if encoding.codings(coding) else ""
+            if api.query and query:
+                path = f"{path}?{_checked_query(query, api.query)}"
             return ReadBody(api, headers.get(MODEL_HEADER) or None, path, client, headers, coded)
         if method != "GET":
             raise _method_not_allowed(method, path, "GET")
@@ -279,12 +287,17 @@ class Router:
             raise encoding.too_large(limit)
         if request.content_encoding:
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
+        doc: dict[str, Any]
         match request.api.body:
             case "json":
                 self._parse_bounds.check(body)
                 doc = json_object(body)
                 _refuse_repeated_keys(body)
                 body_model = doc.get("model")
+            case "optional":
+                self._parse_bounds.check(body)
+                doc = {}
+                body_model = _optional_model(body) or self._config.responses.default_model
             case _:
                 assert_never(request.api.body)
         if body_model is not None and not isinstance(body_model, str):
@@ -292,8 +305,14 @@ class Router:
         header_model = _header_text(request.header_model)
         model = header_model or body_model
         if not model:
+            where = (
+                f" (for {request.path}: in the {MODEL_HEADER} header, or set"
+                " responses.default_model in the gateway's config)"
+                if request.api.body == "optional"
+                else ""
+            )
             raise bad_request(
-                "You must provide a model parameter.",
+                f"You must provide a model parameter{where}.",
                 param="model",
                 code="missing_required_parameter",
             )
@@ -351,6 +370,33 @@ def _forwarded(config: GatewayConfig) -> dict[str, frozenset[str]]:
         ]
         out[model.name] = frozenset.intersection(*sets)
     return out
+
+
+def _checked_query(query: str, allowed: frozenset[str]) -> str:
+    """A query an endpoint defines, as the client sent it; a 400 names a parameter it does
+    not define (it would otherwise reach the provider unchecked, or be dropped)."""
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name not in allowed:
+            raise bad_request(
+                f"Unknown query parameter {name[:64]!r}; this endpoint takes"
+                f" {', '.join(sorted(allowed))}.",
+                param=name[:64],
+                code="unknown_parameter",
+            )
+    return query
+
+
+def _optional_model(body: bytes) -> str | None:
+    """The "model" of a body the gateway passes on unread (a count of input tokens), if it is
+    a small JSON object that names one; anything else is the provider's to judge."""
+    if not body.startswith(b"{") or len(body) > _OPTIONAL_BODY_BYTES:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def _header_text(value: str | None) -> str | None:

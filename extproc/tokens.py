@@ -121,8 +121,8 @@ def message_texts(message: Mapping[str, Any]) -> Iterable[str]:
 
 
 def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
-    """The texts of an OpenAI chat, embeddings or Responses request, and the tokens added
-    around them."""
+    """The texts of an OpenAI chat, embeddings, completions or Responses request, and the
+    tokens added around them."""
     messages = doc.get("messages")
     if isinstance(messages, list):
         texts: list[str] = []
@@ -140,7 +140,7 @@ def _prompt_texts(doc: Mapping[str, Any]) -> tuple[list[str], int]:
         if isinstance(response_format, dict) and "json_schema" in response_format:
             texts.append(orjson.dumps(response_format["json_schema"]).decode())
         return texts, extra
-    raw = doc.get("input")
+    raw = doc.get("input") if "input" in doc else doc.get("prompt")  # completions: "prompt"
     items = [raw] if isinstance(raw, str) or _is_tokens(raw) else raw
     texts, extra = [], 0
     for item in items if isinstance(items, list) else ():

@@ -26,9 +26,10 @@ from extproc.attempt import Attempt, Serving, build_record, record_metadata
 from extproc.backends import BackendRuntime, build_backends
 from extproc.config import GatewayConfig, ModelBackend, ModelIndex, ModelRoute, Pricing
 from extproc.cost import pricing_for
-from extproc.endpoints import BY_PATH
+from extproc.endpoints import api_for
 from extproc.errors import SERVER, UPSTREAM, GatewayError
 from extproc.fanout import FanOutClient
+from extproc.imagefetch import ImageFetcher
 from extproc.limits import Limiter
 from extproc.router import Respond, RouteState
 from extproc.step import Step
@@ -74,6 +75,7 @@ class UpstreamStage:
         self._limiter = limiter
         self._debits: set[asyncio.Task[None]] = set()
         self._fanout = FanOutClient(config)
+        self.images = ImageFetcher(config)  # image URLs downloaded for the backends that opt in
         owned = set(_CREDENTIAL_HEADERS)
         for backend in self._backends.values():
             owned.update(backend.static_headers)
@@ -205,7 +207,7 @@ class Exchange:
         route_model = state.model if state else ""
         model, entry = stage.route(route_model, backend_name)
         path = state.path if state else ""
-        api = BY_PATH.get(path)
+        api = api_for(path.partition("?")[0])
         if state is None or backend is None or entry is None or api is None:
             # Only reachable if Envoy's config and ours disagree (stale render).
             raise GatewayError(
@@ -222,7 +224,7 @@ class Exchange:
             path=path,
             stream=bool(state.stream),
             include_usage=state.stream == "usage",
-            cache_points=tuple(entry.cache_points),
+            settings=entry,
         )
         number = headers.get(ATTEMPT_HEADER, "1")
         attempt = Attempt(
@@ -281,6 +283,7 @@ class Exchange:
         translator = serving.translator
         step = Step()
         try:
+            body = await self._stage.images.inline(serving.attempt, body)
             if isinstance(translator, FanOut):
                 parts = translator.fan_out(body)
                 if parts is not None:

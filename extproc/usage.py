@@ -29,6 +29,9 @@ class Usage:
     # Tokens written to a prompt cache (Anthropic's and Bedrock's cache writes), part of the
     # input tokens and priced at their own rate.
     cache_write_input_tokens: int = 0
+    # Text units a Bedrock guardrail assessed (its policies' billed units, summed): reported
+    # in the answer's trace when the guardrail's trace is enabled.
+    guardrail_units: int = 0
     # True when counted by the gateway (extproc.tokens): the answer ended without the
     # provider's own report (a stream cut short, a server that never reports usage).
     estimated: bool = False
@@ -49,14 +52,19 @@ def estimated(input_tokens: int, output_tokens: int) -> Usage:
 
 
 def answer_text(doc: Mapping[str, Any] | None) -> str:
-    """What a chat completion document says (every choice's message), for an estimate."""
+    """What a chat (every choice's message) or text completion (every choice's text) document
+    says, for an estimate."""
     choices = doc.get("choices") if doc else None
-    messages = [
-        choice["message"]
-        for choice in (choices if isinstance(choices, list) else ())
-        if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
-    ]
-    return "".join(text for message in messages for text in tokens.message_texts(message))
+    out: list[str] = []
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message, text = choice.get("message"), choice.get("text")
+        if isinstance(message, dict):
+            out.extend(tokens.message_texts(message))
+        elif isinstance(text, str):
+            out.append(text)
+    return "".join(out)
 
 
 def token_count(doc: Mapping[str, Any] | None, key: str) -> int:
@@ -248,6 +256,9 @@ class SSEObserver:
             for choice in choices:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
                 if not isinstance(delta, dict):
+                    text = choice.get("text") if isinstance(choice, dict) else None
+                    if isinstance(text, str):  # a text completion's chunk
+                        self.said.append(text)
                     continue
                 content = delta.get("content")
                 if len(delta) == 1 and isinstance(content, str):

@@ -6,6 +6,7 @@ A name changed on one side only would break the gateway silently, so neither sid
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from urllib.parse import quote, unquote
 
@@ -75,6 +76,7 @@ class Key(StrEnum):
     TOTAL_TOKENS = "total_tokens"
     CACHED_INPUT_TOKENS = "cached_input_tokens"
     CACHE_WRITE_INPUT_TOKENS = "cache_write_input_tokens"
+    GUARDRAIL_UNITS = "guardrail_units"
     REASONING_TOKENS = "reasoning_tokens"
     USAGE_SOURCE = "usage_source"  # "provider", or "estimated" by the gateway
     # accounting.mode envoy: the attempt's record comes from Envoy's access log.
@@ -89,6 +91,10 @@ class Key(StrEnum):
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 RESPONSES_PATH = "/v1/responses"
+COMPLETIONS_PATH = "/v1/completions"
+# What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the
+# input-token count. Nothing else reaches a provider: no dot segment, no second id.
+STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")
 MODELS_PATH = "/v1/models"
 
 # Where Envoy's readers (accounting.mode envoy) find each usage figure in an OpenAI answer, and

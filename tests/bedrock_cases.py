@@ -10,6 +10,7 @@ import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam
 from pydantic import BaseModel
 
+from extproc.config import ModelBackend
 from extproc.errors import GatewayError
 from extproc.translate import RequestContext
 from extproc.translate.bedrock.chat import BedrockChat
@@ -35,13 +36,16 @@ HEAD = {"content-type": "application/json", "x-amzn-requestid": "req-1"}
 STREAM_HEAD = {"content-type": "application/vnd.amazon.eventstream", "x-amzn-requestid": "req-1"}
 
 
-def chat(upstream_model: str = CLAUDE) -> BedrockChat:
+def chat(upstream_model: str = CLAUDE, **settings: Any) -> BedrockChat:
+    """``settings``: the route entry's keys (``family``, ``guardrail``...)."""
     ctx = RequestContext("chat", "my-model", upstream_model, "my-model", "/v1/chat/completions")
+    ctx.settings = ModelBackend(backend="bedrock", model=upstream_model, **settings)
     return BedrockChat(ctx)
 
 
-def embeddings(upstream_model: str = TITAN_V2) -> BedrockEmbeddings:
+def embeddings(upstream_model: str = TITAN_V2, **settings: Any) -> BedrockEmbeddings:
     ctx = RequestContext("embeddings", "my-embed", upstream_model, "my-embed", "/v1/embeddings")
+    ctx.settings = ModelBackend(backend="bedrock", model=upstream_model, **settings)
     return BedrockEmbeddings(ctx)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import orjson
 
+from extproc.config import ModelBackend
 from extproc.endpoints import Operation
 from extproc.errors import UPSTREAM, GatewayError, bad_request
 from extproc.usage import Usage
@@ -86,7 +87,8 @@ class RequestContext:
     path: str  # the client's path, query included
     stream: bool = False  # the client asked for a stream
     include_usage: bool = False  # ... and for its usage chunk (stream_options.include_usage)
-    cache_points: tuple[str, ...] = ()  # Bedrock: where the model entry adds cache points
+    # The route's entry for this backend: per-model settings (Bedrock's family, guardrail, cache points).
+    settings: ModelBackend | None = None
 
 
 @dataclass(slots=True)

@@ -30,6 +30,9 @@ _OPERATIONS: dict[Operation, str] = {
     "chat": "/chat/completions",
     "embeddings": "/embeddings",
     "responses": "/responses",
+    "text_completion": "/completions",
+    # The client's own path below /v1/responses/, in the shape the router checked.
+    "stored_responses": "",
 }
 
 
@@ -37,7 +40,7 @@ def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
     """``base`` + the operation, the client's query (minus what ``query`` overrides), ``query``."""
     client_query = ctx.path.partition("?")[2]
     kept = [(k, v) for k, v in parse_qsl(client_query, keep_blank_values=True) if k not in query]
-    operation = _OPERATIONS[ctx.endpoint]
+    operation = _OPERATIONS[ctx.endpoint] or ctx.path.partition("?")[0].removeprefix("/v1")
     return join_path(base, f"{operation}?{urlencode(kept)}" if kept else operation, query)
 
 
@@ -45,7 +48,7 @@ def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
     prefix = backend.endpoint()[3]
     # Azure serves the Responses API on the v1 surface only, whatever the backend's surface:
     # the deployment goes in the body's model there (no api-version either).
-    if backend.surface == "v1" or ctx.endpoint == "responses":
+    if backend.surface == "v1" or ctx.endpoint in ("responses", "stored_responses"):
         return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
     query = {"api-version": backend.api_version, **backend.query}
     deployment = path_segment(ctx.upstream_model)

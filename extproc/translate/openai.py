@@ -31,6 +31,7 @@ from extproc.usage import (
     MAX_EVENT_BYTES,
     SSEObserver,
     Usage,
+    UsageReader,
     answer_text,
     from_json_doc,
     from_openai,
@@ -71,7 +72,8 @@ _NOT_JSON = "The provider answered with a body that is not the JSON document its
 
 
 class PassThrough:
-    """Chat, embeddings and Responses to any backend that speaks the OpenAI API.
+    """Chat, embeddings and Responses (stored ones too) to any backend that speaks the OpenAI
+    API.
 
     The response is watched, never changed, except in four cases:
 
@@ -90,15 +92,17 @@ class PassThrough:
         self._path = path
         api = BY_OPERATION[ctx.endpoint]
         self._has_output = api.output_tokens
-        self._responses = ctx.endpoint == "responses"
-        self._read_usage = from_responses if self._responses else from_openai
+        self._responses = ctx.endpoint in ("responses", "stored_responses")
+        self._metered = api.metered
+        self._read_usage: UsageReader = from_responses if self._responses else from_openai
         self._model = (
             ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
         )
         self._inject_usage = ctx.stream and not ctx.include_usage and api.stream_usage_opt_in
         self.needs_request_body = self._model is not None or self._inject_usage
         self.needs_response = True
-        self.usage: Usage | None = None
+        # An answer that relays what was charged before costs nothing, whatever it says.
+        self.usage: Usage | None = None if api.metered else Usage()
         self.response_model: str | None = None
         self._observer: SSEObserver | None = None
         self._status = 0
@@ -160,22 +164,26 @@ class PassThrough:
             large.feed(chunk)
             if end_of_stream:
                 self._ended = True
-                usage, model = large.fields()
-                self.usage, self.response_model = self._read_usage(usage), model
+                fields, self.response_model = large.fields()
+                if self._metered:
+                    self.usage = self._read_usage(fields)
             return chunk
         if observer is None:
             # Buffered: the whole body in one chunk, its head still held by Envoy.
             self._ended = self._ended or end_of_stream
             doc = json_document(chunk)
-            self.usage, self.response_model = from_json_doc(doc, self._read_usage)
-            if self.usage is None:
+            usage, self.response_model = from_json_doc(doc, self._read_usage)
+            if self._metered:
+                self.usage = usage
+            if usage is None:
                 self._said = answer_text(doc)
             if doc is None and end_of_stream and self._ok:
                 self._failure = BAD_UPSTREAM_RESPONSE
                 raise bad_upstream_response(_NOT_JSON)
             return chunk
         out = observer.feed(chunk, end_of_stream)
-        self.usage = observer.usage
+        if self._metered:
+            self.usage = observer.usage
         self.response_model = observer.model
         if observer.overflow and self._failure is None:
             self._failure = EVENT_TOO_LARGE

@@ -32,8 +32,11 @@ Scripted failures, by marker in the last user text (or any embeddings input):
 ``[[throttle]]`` 429 ThrottlingException, ``[[invalid]]`` 400 ValidationException,
 ``[[stream-error]]`` / ``[[stream-throttle]]`` a ``modelStreamErrorException`` /
 ``throttlingException`` frame after the first text delta, ``[[cached]]`` usage with
-``cacheReadInputTokens``. Thinking and cache points: :mod:`tests.fakes.bedrock_rules` (checks,
-reasoning blocks, a simulated prompt cache). By model id: :data:`THROTTLED_MODEL` always answers 429, and
+``cacheReadInputTokens``, ``[[blocked]]`` an intervention of the request's guardrail.
+Thinking and cache points: :mod:`tests.fakes.bedrock_rules` (checks, reasoning blocks, a
+simulated prompt cache); documents, guardrail configs and service tiers:
+:mod:`tests.fakes.bedrock_checks` (a requested tier is reported back). ``deployments`` maps a
+model id naming no model (an ARN) to the model it serves. By model id: :data:`THROTTLED_MODEL` always answers 429, and
 :data:`RECORDED_MODEL` on ``converse-stream`` replays the recorded Claude stream of the
 conformance corpus in random splits. :meth:`FakeServer.fail_next` injects raw faults.
 """
@@ -46,7 +49,7 @@ import re
 import ssl
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from random import Random
@@ -62,6 +65,14 @@ from botocore.credentials import Credentials
 
 from extproc.eventstream import encode_message
 from tests.fakes import bedrock_rules
+from tests.fakes.bedrock_checks import (
+    BLOCKED,
+    BLOCKED_MESSAGE,
+    check_document,
+    check_guardrail,
+    check_service_tier,
+    guardrail_trace,
+)
 from tests.fakes.openai import count_tokens, example, vector
 from tests.fakes.server import FakeServer, Reject, stream_chunks
 
@@ -255,7 +266,7 @@ def _check_text(text: Any, where: str) -> None:
         raise _invalid(f"The text field in the ContentBlock object at {where} is blank.")
 
 
-def _check_block(block: Any, where: str) -> None:
+def _check_block(block: Any, where: str, names: set[str]) -> None:
     if not isinstance(block, dict) or len(block) != 1 or next(iter(block)) not in _BLOCK_KINDS:
         raise _invalid(f"Malformed input request: {where} must hold exactly one content block.")
     kind, value = next(iter(block.items()))
@@ -268,6 +279,8 @@ def _check_block(block: Any, where: str) -> None:
             base64.b64decode(value["source"]["bytes"], validate=True)
         except (KeyError, TypeError, binascii.Error):
             raise _invalid(f"{where}.image.source.bytes: invalid base64 image bytes.") from None
+    elif kind == "document":
+        check_document(value, where, names)
     elif kind == "toolUse":
         if not isinstance(value.get("input"), dict) or not value.get("toolUseId"):
             raise _invalid(f"{where}.toolUse needs a toolUseId and an object input.")
@@ -280,8 +293,15 @@ def _check_block(block: Any, where: str) -> None:
                 _check_text(content["text"], f"{where}.toolResult.content.{k}")
 
 
-def check_converse(body: Json) -> None:
+def check_converse(body: Json, stream: bool = False) -> None:
     """Raise the 400 Bedrock gives a Converse body that breaks its rules."""
+    try:
+        _check_converse(body, stream)
+    except bedrock_rules.Invalid as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _check_converse(body: Json, stream: bool) -> None:
     extra = sorted(set(body) - _CONVERSE_KEYS)
     if extra:
         raise _invalid(f"Malformed input request: extraneous key [{extra[0]}] is not permitted.")
@@ -289,6 +309,7 @@ def check_converse(body: Json) -> None:
     if not isinstance(messages, list) or not messages:
         raise _invalid("A conversation must start with a user message.")
     has_tool_blocks = False
+    names: set[str] = set()  # of documents
     for i, message in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if message.get("role") != expected:
@@ -300,7 +321,7 @@ def check_converse(body: Json) -> None:
         if not isinstance(content, list) or not content:
             raise _invalid(f"messages.{i}.content must not be empty.")
         for j, block in enumerate(content):
-            _check_block(block, f"messages.{i}.content.{j}")
+            _check_block(block, f"messages.{i}.content.{j}", names)
             has_tool_blocks = has_tool_blocks or "toolUse" in block or "toolResult" in block
     for j, block in enumerate(body.get("system") or []):
         if "cachePoint" not in block:
@@ -317,11 +338,12 @@ def check_converse(body: Json) -> None:
         )
     if tool_config is not None:
         _check_tool_config(tool_config)
-    try:
-        bedrock_rules.check_cache_points(body)
-        bedrock_rules.check_thinking(body)
-    except bedrock_rules.Invalid as exc:
-        raise _invalid(str(exc)) from None
+    bedrock_rules.check_cache_points(body)
+    bedrock_rules.check_thinking(body)
+    if "guardrailConfig" in body:
+        check_guardrail(body["guardrailConfig"], stream)
+    if "serviceTier" in body:
+        check_service_tier(body["serviceTier"])
 
 
 def _check_tool_config(config: Json) -> None:
@@ -365,6 +387,7 @@ class ConverseReply:
     blocks: list[Json]  # the assistant's content blocks
     stop_reason: str
     usage: Json
+    extra: Json = field(default_factory=dict)  # serviceTier, trace: in the answer and metadata
 
 
 def event_frame(event_type: str, payload: Json, padding: str = "") -> bytes:
@@ -415,6 +438,8 @@ class FakeBedrock(FakeServer):
         self.chunk_delay = chunk_delay
         self.reply_text: str | None = None  # replaces the echo of a text answer
         self.tool_input: Json | None = None  # replaces the schema example of a tool call input
+        # Model ids naming no model (provisioned-throughput ARNs...) -> the model they serve.
+        self.deployments: dict[str, str] = {}
         self.prompt_cache = bedrock_rules.PromptCache()
         self._rng = Random(seed)
 
@@ -455,6 +480,7 @@ class FakeBedrock(FakeServer):
         if route is None:
             raise aws_error(404, "UnknownOperationException", "Unknown operation.")
         model_id, operation = unquote(route[1]), route[2]
+        model_id = self.deployments.get(model_id, model_id)
         if model_id == THROTTLED_MODEL:
             raise aws_error(429, "ThrottlingException", "Too many requests, please wait.")
         try:
@@ -469,7 +495,7 @@ class FakeBedrock(FakeServer):
             raise _invalid("This action doesn't support the model that you provided.")
         if operation == "converse-stream" and model_id == RECORDED_MODEL:
             return await self._stream(request, RECORDING.read_bytes())
-        check_converse(doc)
+        check_converse(doc, stream=operation == "converse-stream")
         last_text = " ".join(_texts(doc["messages"][-1]["content"]))
         self._raise_markers(last_text)
         reply = self.converse_reply(doc)
@@ -480,6 +506,7 @@ class FakeBedrock(FakeServer):
                     "stopReason": reply.stop_reason,
                     "usage": reply.usage,
                     "metrics": {"latencyMs": 1},
+                    **reply.extra,
                 }
             )
         return await self._stream(request, b"".join(self._frames(reply, last_text)))
@@ -548,7 +575,21 @@ class FakeBedrock(FakeServer):
             usage["cacheReadInputTokens"] = read
             usage["cacheWriteInputTokens"] = written
         usage["totalTokens"] = sum(usage.values())
-        return ConverseReply([*thoughts, *blocks], stop_reason, usage)
+        extra: Json = {}
+        guardrail = body.get("guardrailConfig")
+        if guardrail is not None:
+            blocked = BLOCKED in last_text
+            if blocked:
+                blocks, stop_reason = [{"text": BLOCKED_MESSAGE}], "guardrail_intervened"
+                thoughts = []
+                usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
+            answer = None if blocked else "".join(b.get("text", "") for b in blocks)
+            trace = guardrail_trace(guardrail, last_text, answer)
+            if trace is not None:
+                extra["trace"] = trace
+        if "serviceTier" in body:
+            extra["serviceTier"] = body["serviceTier"]
+        return ConverseReply([*thoughts, *blocks], stop_reason, usage, extra)
 
     @staticmethod
     def _chosen_tool(config: Json | None, last_text: str) -> Json | None:
@@ -610,7 +651,11 @@ class FakeBedrock(FakeServer):
                 )
             frames.append(self._event("contentBlockStop", {"contentBlockIndex": index}))
         frames.append(self._event("messageStop", {"stopReason": reply.stop_reason}))
-        frames.append(self._event("metadata", {"usage": reply.usage, "metrics": {"latencyMs": 1}}))
+        frames.append(
+            self._event(
+                "metadata", {"usage": reply.usage, "metrics": {"latencyMs": 1}, **reply.extra}
+            )
+        )
         for marker, (exception_type, message) in _STREAM_FAILURES.items():
             if marker in last_text:
                 return [*frames[:2], exception_frame(exception_type, message)]

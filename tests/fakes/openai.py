@@ -21,7 +21,8 @@ Answers, all derived from the request so tests can predict them:
   floats or base64 little-endian float32 (``encoding_format``);
 - usage: one token per whitespace-separated word;
 - ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked);
-- ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`).
+- ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`);
+- ``POST {prefix}/completions``: the legacy text completions (:mod:`tests.fakes.completions`).
 
 Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
 usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all (a
@@ -325,11 +326,16 @@ class FakeOpenAI(FakeServer):
         self.omit_usage = omit_usage
         self.linger = linger
         self.crlf = crlf
+        # Responses made with store on (the default), by id: (the answer, the request).
+        self.stored: dict[str, tuple[Json, Json]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_post(f"{self.prefix}/embeddings", self._embeddings)
-        app.router.add_post(f"{self.prefix}/responses", self._responses)
+        from tests.fakes import completions, responses  # they build on this module
+
+        responses.add_routes(self, app)
+        completions.add_routes(self, app)
         app.router.add_get(f"{self.prefix}/models", self._models)
 
     def fault_body(self, status: int) -> bytes:
@@ -365,7 +371,7 @@ class FakeOpenAI(FakeServer):
     def completion_chunks(self, reply: Reply, include_usage: bool) -> list[Json]:
         return completion_chunks(reply, include_usage)
 
-    async def _body(self, request: web.Request) -> Json:
+    async def request_json(self, request: web.Request) -> Json:
         self.authorize(request)
         try:
             body = orjson.loads(await request.read())
@@ -380,7 +386,7 @@ class FakeOpenAI(FakeServer):
         return self.prepare(request, body)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await self.request_json(request)
         reply = chat_reply(body)
         if not body.get("stream"):
             doc = self.completion(reply)
@@ -408,24 +414,8 @@ class FakeOpenAI(FakeServer):
         ]
         return json_response({"object": "list", "data": data})
 
-    async def _responses(self, request: web.Request) -> web.StreamResponse:
-        from tests.fakes import responses  # it builds on this module's chat answers
-
-        body = await self._body(request)
-        reply = responses.responses_reply(body)
-        usage = not self.omit_usage
-        if not body.get("stream"):
-            return json_response(responses.response(reply, body, usage=usage))
-        return await stream_chunks(
-            request,
-            responses.events(reply, body, usage=usage),
-            content_type=SSE_CONTENT_TYPE,
-            delay=self.chunk_delay,
-            linger=self.linger,
-        )
-
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        doc = embeddings(await self._body(request))
+        doc = embeddings(await self.request_json(request))
         if self.omit_usage:
             del doc["usage"]
         return json_response(doc)

@@ -69,6 +69,8 @@ class Cassette:
             return "chat"
         if self.path.endswith("/embeddings"):
             return "embeddings"
+        if self.path.endswith("/completions"):
+            return "text_completion"
         return None
 
     @property

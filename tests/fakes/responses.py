@@ -11,11 +11,23 @@ as its typed event stream (``event:`` and ``data:`` lines, ``sequence_number`` f
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 import orjson
+from aiohttp import web
 
-from tests.fakes.openai import CREATED, Json, Reply, chat_reply, openai_error
+from tests.fakes.openai import (
+    CREATED,
+    SSE_CONTENT_TYPE,
+    FakeOpenAI,
+    Json,
+    Reply,
+    chat_reply,
+    json_response,
+    openai_error,
+)
+from tests.fakes.server import stream_chunks
 
 RESPONSE_ID = "resp_fake"
 MESSAGE_ID = "msg_fake"
@@ -209,3 +221,73 @@ def events(reply: Reply, body: Json, usage: bool = True) -> list[bytes]:
         + b"\n\n"
         for n, e in enumerate(out)
     ]
+
+
+def stored(store: dict[str, tuple[Json, Json]], method: str, path: str) -> Json:
+    """The stored-response endpoints: ``GET``/``DELETE .../responses/{id}``, ``POST
+    .../{id}/cancel`` (only a background response can be cancelled: none here) and ``GET
+    .../{id}/input_items``, with OpenAI's 404 for an id it does not hold."""
+    rest = path.partition("/responses/")[2]
+    response_id, _, action = rest.partition("/")
+    if response_id not in store:
+        raise openai_error(404, f"Response with id '{response_id}' not found.", code="not_found")
+    doc, body = store[response_id]
+    if action == "cancel":
+        raise openai_error(400, "Only responses created with background=true can be cancelled.")
+    if action == "input_items":
+        raw = body["input"]
+        items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+        data = [{"id": f"msg_in_{n}", "type": "message", **item} for n, item in enumerate(items)]
+        return {"object": "list", "data": data, "first_id": data[0]["id"],
+                "last_id": data[-1]["id"], "has_more": False}  # fmt: skip
+    if method == "DELETE":
+        del store[response_id]
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+    return doc
+
+
+def input_tokens(body: Json) -> Json:
+    """``POST .../responses/input_tokens``: the prompt's tokens, as :func:`responses_reply`
+    counts them."""
+    return {"object": "response.input_tokens", "input_tokens": responses_reply(body).prompt_tokens}
+
+
+def add_routes(fake: FakeOpenAI, app: web.Application) -> None:
+    """The Responses API on ``fake``'s prefix: create, and the stored-response endpoints."""
+    base = f"{fake.prefix}/responses"
+    app.router.add_post(base, partial(_create, fake))
+    app.router.add_post(f"{base}/input_tokens", partial(_input_tokens, fake))
+    for method, path in (
+        ("GET", "{id}"),
+        ("DELETE", "{id}"),
+        ("POST", "{id}/cancel"),
+        ("GET", "{id}/input_items"),
+    ):
+        app.router.add_route(method, f"{base}/{path}", partial(_stored, fake))
+
+
+async def _create(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    body = await fake.request_json(request)
+    reply = responses_reply(body)
+    usage = not fake.omit_usage
+    doc = response(reply, body, usage=usage)
+    if body.get("store", True):  # OpenAI stores a response unless told not to
+        fake.stored[doc["id"]] = (doc, body)
+    if not body.get("stream"):
+        return json_response(doc)
+    return await stream_chunks(
+        request,
+        events(reply, body, usage=usage),
+        content_type=SSE_CONTENT_TYPE,
+        delay=fake.chunk_delay,
+        linger=fake.linger,
+    )
+
+
+async def _stored(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    fake.authorize(request)
+    return json_response(stored(fake.stored, request.method, request.path))
+
+
+async def _input_tokens(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    return json_response(input_tokens(await fake.request_json(request)))

@@ -12,7 +12,19 @@ from openai import OpenAI
 from tests.fakes.replay import Cassette, Replay, cassettes
 from tests.harness import Gateway
 
-RECORDED = cassettes("chat") + cassettes("embeddings")
+# completion-streaming is completion-streaming-usage without include_usage: the gateway asks a
+# stream's usage upstream either way, so one recording answers both (the usage chunk is taken
+# out again for a client that did not ask: tests/integration/test_completions.py).
+RECORDED = [
+    c
+    for c in cassettes("chat") + cassettes("embeddings") + cassettes("text_completion")
+    if c.name != "completion-streaming"
+]
+_PATHS = {
+    "chat": "/chat/completions",
+    "embeddings": "/embeddings",
+    "text_completion": "/completions",
+}
 AZURE = "azure-gpt-5-nano"
 
 
@@ -47,7 +59,8 @@ def _send(client: OpenAI, c: Cassette) -> tuple[int, bytes]:
     headers = {"content-type": "application/json"}
     if c.path.startswith("/openai/deployments/"):
         headers["x-ai-eg-model"] = AZURE
-    endpoint = "/chat/completions" if c.endpoint == "chat" else "/embeddings"
+    assert c.endpoint is not None
+    endpoint = _PATHS[c.endpoint]
     try:
         response = client.post(
             endpoint, content=c.request_body, cast_to=httpx2.Response, options={"headers": headers}

@@ -19,7 +19,7 @@ from tests.fakes.azure import FakeAzure
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
-from tests.fakes.responses import events, responses_reply
+from tests.fakes.responses import events, response, responses_reply
 from tests.harness import Gateway
 
 UPSTREAM_KEY = "sk-upstream-responses-5c1e"
@@ -66,6 +66,7 @@ def gateway(
 ) -> Iterator[Gateway]:
     config = {
         "accounting": {"mode": accounting, "flush_interval": "50ms"},
+        "responses": {"default_model": "gpt-4o-mini"},
         "backends": {
             "oa": {"schema": "openai", "url": f"{openai_fake.url}/v1", "api_key": "${UP_KEY}"},
             "spare": {"schema": "openai", "url": f"{spare.url}/v1", "api_key": "${UP_KEY}"},
@@ -113,7 +114,7 @@ def with_trace(client: OpenAI) -> tuple[OpenAI, str]:
 
 
 def record_of(otlp: OTLPReceiver, trace_id: str, attempts: int = 1) -> list[dict[str, Any]]:
-    """The attributes of the request's attempt spans, in order."""
+    """The attributes of the request's attempt spans."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         spans = [s for s in list(otlp.spans) if s["trace_id"] == trace_id]
@@ -235,7 +236,10 @@ def test_a_failed_attempt_falls_back_and_each_attempt_is_recorded(
         final = stream.get_final_response()
     assert final.output_text == f"Echo: {TEXT}"
     assert spare.requests[-1].json()["model"] == "gpt-4o-mini"
-    failed, served = record_of(otlp, trace_id, attempts=2)
+    # In the order the spans arrived, which is not the attempts' order.
+    served, failed = sorted(
+        record_of(otlp, trace_id, attempts=2), key=lambda r: r["http.response.status_code"]
+    )
     assert failed["http.response.status_code"] == 503
     assert served["gen_ai.usage.output_tokens"] == count_tokens(f"Echo: {TEXT}")
 
@@ -319,3 +323,85 @@ def test_the_providers_own_400_reaches_the_client(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="gpt-4o-mini", input=bad)
     assert "No tool call found" in str(caught.value)
+
+
+# --- stored responses: retrieved, listed, deleted on the backend that made them ------------------
+
+
+def test_a_stored_response_is_retrieved_listed_and_deleted_at_no_charge(
+    client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
+) -> None:
+    made = client.responses.create(model="gpt-4o-mini", input="keep me")
+    # No model named: the gateway's responses.default_model chooses the backend.
+    traced, trace_id = with_trace(client)
+    again = traced.responses.retrieve(made.id)
+    assert again.output_text == "Echo: keep me" and again.id == made.id
+    (record,) = record_of(otlp, trace_id)
+    assert record["gen_ai.operation.name"] == "stored_responses"
+    # The stored answer's usage was charged when it was made, not again.
+    assert record["gen_ai.usage.input_tokens"] == 0
+    assert record.get("ai_gateway.cost_usd", 0) == 0  # (a cost of 0 is not set on the span)
+    assert "gen_ai.usage.output_tokens" not in record  # a relay, not an answer of the model
+    assert record["ai_gateway.usage_source"] == "provider"
+    named = client.with_options(default_headers={"x-ai-eg-model": "gpt-4o-mini"})
+    items = named.responses.input_items.list(made.id, limit=5, order="asc")
+    assert [item.type for item in items.data] == ["message"]
+    assert openai_fake.requests[-1].query == {"limit": "5", "order": "asc"}
+    with pytest.raises(openai.BadRequestError, match="background"):
+        named.responses.cancel(made.id)
+    named.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        named.responses.retrieve(made.id)
+
+
+def test_a_stored_response_is_found_on_whichever_backend_holds_it(
+    client: OpenAI, spare: FakeOpenAI, openai_fake: FakeOpenAI
+) -> None:
+    body = {"model": "gpt-4o-mini", "input": "on the spare"}
+    spare.stored["resp_on_spare"] = (
+        {**response(responses_reply(body), body), "id": "resp_on_spare"},
+        body,
+    )
+    pair = client.with_options(default_headers={"x-ai-eg-model": "pair"})
+    found = pair.responses.retrieve("resp_on_spare")
+    assert found.output_text == "Echo: on the spare"
+    # The first backend said 404, Envoy asked the next.
+    assert openai_fake.requests[-1].path == "/v1/responses/resp_on_spare"
+
+
+def test_input_tokens_are_counted_by_the_backend_the_body_names(client: OpenAI) -> None:
+    counted = client.responses.input_tokens.count(model="gpt-4o-mini", input="one two three")
+    assert counted.input_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/v1/responses/resp_1?evil=1", 400, "unknown_parameter"),
+        ("/v1/responses/%2e%2e", 404, None),
+        ("/v1/responses/a/b/c", 404, "unsupported_endpoint"),
+    ],
+    ids=["unknown-query", "encoded-dot-segment", "deeper-path"],
+)
+def test_odd_stored_response_paths_are_refused(
+    gateway: Gateway, path: str, status: int, code: str | None
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    conn.request("GET", path)
+    response_ = conn.getresponse()
+    doc = orjson.loads(response_.read())
+    conn.close()
+    assert response_.status == status
+    assert "error" in doc
+    if code is not None:
+        assert doc["error"]["code"] == code
+
+
+def test_stored_responses_of_a_backend_that_keeps_none_are_a_404_naming_it(
+    client: OpenAI,
+) -> None:
+    claude = client.with_options(default_headers={"x-ai-eg-model": "claude"})
+    with pytest.raises(openai.NotFoundError) as caught:
+        claude.responses.retrieve("resp_1")
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "unsupported_endpoint"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from extproc.config import Pricing
+from extproc.config import ModelBackend, Pricing
 from extproc.cost import cost_usd
 from extproc.translate import RequestContext
 from extproc.translate.bedrock.chat import BedrockChat
@@ -22,7 +22,12 @@ POINT = {"cachePoint": {"type": "default"}}
 
 def auto_chat(*points: str) -> BedrockChat:
     ctx = RequestContext(
-        "chat", "my-model", CLAUDE, "my-model", "/v1/chat/completions", cache_points=points
+        "chat",
+        "my-model",
+        CLAUDE,
+        "my-model",
+        "/v1/chat/completions",
+        settings=ModelBackend(backend="bedrock", cache_points=list(points)),
     )
     return BedrockChat(ctx)
 

@@ -302,3 +302,32 @@ def test_a_merged_answer_or_provider_error_is_no_translator_failure() -> None:
     failed = aws_reply(429, "ThrottlingException", "Slow down")
     assert t.merge([titan_reply("a"), failed])[0] == 429
     assert t.failure is None  # the status tells it
+
+
+# --- model ids that name no model (ARNs) --------------------------------------------------------
+
+PROVISIONED = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123def456"
+
+
+def test_an_arn_with_a_declared_family_is_served_in_that_family() -> None:
+    titan = embeddings(PROVISIONED, family="titan")
+    assert embed_request(titan, {"input": "hello", "dimensions": 512}) == {
+        "inputText": "hello",
+        "dimensions": 512,
+    }
+    assert titan.request(orjson.dumps({"input": "x"})).path == (
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aprovisioned-model%2Fabc123def456"
+        "/invoke"
+    )
+    cohere = embeddings(PROVISIONED, family="cohere")
+    assert embed_request(cohere, {"input": ["a", "b"]})["texts"] == ["a", "b"]
+    assert isinstance(titan, FanOut) and titan.fan_out(orjson.dumps({"input": ["a", "b"]}))
+
+
+def test_an_arn_without_a_family_or_of_a_chat_family_is_refused() -> None:
+    for t in (embeddings(PROVISIONED), embeddings(PROVISIONED, family="claude")):
+        with pytest.raises(GatewayError) as raised:
+            t.request(orjson.dumps({"input": "x"}))
+        assert raised.value.param == "model" and "not a supported embeddings" in str(
+            raised.value.message
+        )

@@ -42,7 +42,6 @@ IGNORED_VALUES: Json = {
     "safety_identifier": "s-1",
     "metadata": {"k": "v"},
     "store": True,
-    "service_tier": "flex",
     "prompt_cache_key": "k",
     "prompt_cache_options": {"ttl": "30m"},
     "prompt_cache_retention": "24h",

@@ -70,6 +70,17 @@ def test_text_answer() -> None:
     assert doc["text"] == {"format": {"type": "text"}} and doc["parallel_tool_calls"] is True
 
 
+def test_the_tier_that_served_is_echoed() -> None:
+    t = translator({"service_tier": "auto"})
+    t.response_headers(200, HEAD)
+    body = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}},
+        "stopReason": "end_turn",
+        "serviceTier": {"type": "flex"},
+    }
+    assert orjson.loads(t.response_body(orjson.dumps(body), True))["service_tier"] == "flex"
+
+
 def test_function_calls_and_their_order() -> None:
     use = {"toolUseId": "tooluse_1", "name": "get_weather", "input": {"city": "Paris"}}
     doc = answer(

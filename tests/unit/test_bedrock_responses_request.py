@@ -74,7 +74,6 @@ IGNORED: Json = {
     "metadata": {"k": "v"},
     "user": "u-1",
     "safety_identifier": "s-1",
-    "service_tier": "flex",
     "prompt_cache_key": "k",
     "prompt_cache_options": {"ttl": "30m"},
     "prompt_cache_retention": "24h",
@@ -290,6 +289,11 @@ def test_reasoning_items_go_back_first_in_their_turn() -> None:
     assert body["messages"][2]["content"] == [
         {"toolResult": {"toolUseId": "c1", "content": [{"text": "(no output)"}]}}
     ]
+
+
+def test_service_tier_is_converses() -> None:
+    assert converse({"service_tier": "scale"})["serviceTier"] == {"type": "reserved"}
+    assert rejected({"service_tier": "turbo"}).param == "service_tier"
 
 
 def test_parallel_tool_calls_false_and_stream() -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from extproc.bedrockmodels import named_family
 from extproc.config import (
     WILDCARD_MODEL,
     ConfigError,
@@ -66,7 +67,11 @@ def test_unknown_backend_error_names_the_key_path() -> None:
 
 def test_cache_points_are_for_bedrock_backends_only() -> None:
     bedrock = {"schema": "aws_bedrock", "region": "us-east-1"}
-    entry = {"backend": "bedrock", "model": "m", "cache_points": ["system", "tools"]}
+    entry = {
+        "backend": "bedrock",
+        "model": "anthropic.claude-v2",
+        "cache_points": ["system", "tools"],
+    }
     ok = {"backends": {"bedrock": bedrock}, "models": [{"name": "c", "backends": [entry]}]}
     route = parse_config(ok, {}).models[0]
     assert route.backends[0].cache_points == ["system", "tools"]
@@ -158,3 +163,85 @@ def test_load_config_reports_yaml_errors(tmp_path: Path) -> None:
     path.write_text("backends: [\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(path, {})
+
+
+# --- Bedrock model families and guardrails --------------------------------------------------------
+
+ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"
+
+
+def _bedrock(**entry: object) -> dict[str, object]:
+    return {
+        "backends": {
+            "bedrock": {"schema": "aws_bedrock", "region": "us-east-1"},
+            "openai": {"schema": "openai", "url": "http://127.0.0.1:1/v1"},
+        },
+        "models": [{"name": "m", "backends": [{"backend": "bedrock", **entry}]}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("model_id", "family"),
+    [
+        ("anthropic.claude-3-5-sonnet-20240620-v1:0", "claude"),
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", "claude"),
+        ("amazon.titan-embed-text-v2:0", "titan"),
+        ("eu.amazon.nova-micro-v1:0", "nova"),
+        ("meta.llama3-1-8b-instruct-v1:0", "llama"),
+        ("mistral.mistral-large-2407-v1:0", "mistral"),
+        ("cohere.embed-v4:0", "cohere"),
+        ("arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v1", "titan"),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-2-1b-v1:0",
+            "llama",
+        ),
+    ],
+)
+def test_bedrock_model_ids_name_their_family(model_id: str, family: str) -> None:
+    assert named_family(model_id) == family
+    parse_config(_bedrock(model=model_id), {})
+
+
+def test_a_bedrock_id_naming_no_family_is_a_load_error_naming_the_model() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(_bedrock(model=ARN), {})
+    assert "models[0].backends[0].model" in str(raised.value)
+    assert ARN in str(raised.value) and "family" in str(raised.value)
+    with pytest.raises(ConfigError, match="names no known model family"):
+        parse_config(
+            {**_bedrock(), "models": [{"name": "my-model", "backends": [{"backend": "bedrock"}]}]},
+            {},
+        )
+    config = parse_config(_bedrock(model=ARN, family="titan"), {})
+    assert config.models[0].backends[0].family == "titan"
+
+
+def test_family_errors() -> None:
+    with pytest.raises(ConfigError, match="is a claude model"):
+        parse_config(_bedrock(model="anthropic.claude-v2", family="titan"), {})
+    with pytest.raises(ConfigError, match="family"):
+        parse_config(_bedrock(model=ARN, family="gpt"), {})
+    data = _bedrock()
+    data["models"] = [{"name": "m", "backends": [{"backend": "openai", "family": "claude"}]}]
+    with pytest.raises(ConfigError, match="family: only for aws_bedrock backends"):
+        parse_config(data, {})
+    # The catch-all route sends the client's model name: checked per request.
+    parse_config(
+        {**_bedrock(), "models": [{"name": WILDCARD_MODEL, "backends": [{"backend": "bedrock"}]}]},
+        {},
+    )
+
+
+def test_guardrail_settings() -> None:
+    guardrail = {"id": "gr1abc", "version": "DRAFT"}
+    entry = parse_config(_bedrock(model="amazon.nova-micro-v1:0", guardrail=guardrail), {})
+    read = entry.models[0].backends[0].guardrail
+    assert read is not None and (read.trace, read.stream_processing_mode) == ("disabled", "sync")
+    for bad in ({"id": "Bad Id", "version": "1"}, {"id": "g", "version": "01"},
+                {"id": "g", "version": "1", "trace": "on"}):  # fmt: skip
+        with pytest.raises(ConfigError, match="guardrail"):
+            parse_config(_bedrock(model="amazon.nova-micro-v1:0", guardrail=bad), {})
+    data = _bedrock()
+    data["models"] = [{"name": "m", "backends": [{"backend": "openai", "guardrail": guardrail}]}]
+    with pytest.raises(ConfigError, match="guardrail: only for aws_bedrock backends"):
+        parse_config(data, {})

@@ -54,3 +54,10 @@ def test_cache_writes_priced_at_their_own_rate() -> None:
     assert cost_usd(usage, Pricing(input=3.0, cached_input=0.3, output=15.0)) == pytest.approx(
         (700 * 3.0 + 300 * 0.3 + 100 * 15.0) / 1e6, rel=1e-12
     )
+
+
+def test_guardrail_units_are_priced_per_thousand() -> None:
+    usage = Usage(input_tokens=10, output_tokens=0, total_tokens=10, guardrail_units=2500)
+    assert cost_usd(usage, Pricing(input=1.0, guardrail=0.15)) == pytest.approx(
+        10e-6 + 2500 * 0.15 / 1000, rel=1e-12
+    )

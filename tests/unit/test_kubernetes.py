@@ -56,8 +56,8 @@ def _full_config(**extra: Any) -> dict[str, Any]:
             "local": {"schema": "openai", "url": "http://vllm.inference:8000/v1"},
         },
         "models": [
-            {"name": m, "backends": [{"backend": m}]} for m in ("oa", "az", "entra", "br", "local")
-        ],
+            {"name": m, "backends": [{"backend": m}]} for m in ("oa", "az", "entra", "local")
+        ] + [{"name": "br", "backends": [{"backend": "br", "family": "nova"}]}],
         "clients": [{"name": "team", "key_sha256": "ab" * 32}],
         "limits": [{"match": {"client": "*"}, "requests": 10, "per": "minute"}],
         "ratelimit_store": "redis://:${REDIS_PASSWORD}@redis.cache:6380/0",

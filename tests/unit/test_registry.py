@@ -19,16 +19,19 @@ from extproc.endpoints import (
     BY_OPERATION,
     BY_PATH,
     CHAT,
+    COMPLETIONS,
     EMBEDDINGS,
     RESPONSES,
+    STORED_RESPONSES,
     Operation,
+    api_for,
 )
 from extproc.errors import GatewayError
 from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
 from extproc.translate import RequestContext
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
+from extproc.wire import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -106,19 +109,40 @@ def test_a_model_lookup_after_model_copy_sees_the_copy() -> None:
 
 
 def test_every_served_path_is_described_once() -> None:
-    assert BY_PATH == {CHAT_PATH: CHAT, EMBEDDINGS_PATH: EMBEDDINGS, RESPONSES_PATH: RESPONSES}
-    assert set(BY_OPERATION) == {"chat", "embeddings", "responses"} == set(get_args(Operation))
+    assert BY_PATH == {
+        CHAT_PATH: CHAT,
+        EMBEDDINGS_PATH: EMBEDDINGS,
+        RESPONSES_PATH: RESPONSES,
+        COMPLETIONS_PATH: COMPLETIONS,
+    }
+    assert set(BY_OPERATION) == {
+        "chat",
+        "embeddings",
+        "responses",
+        "stored_responses",
+        "text_completion",
+    }
+    assert set(BY_OPERATION) == set(get_args(Operation))
+    # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
+    for path in ("resp_1", "resp_1/cancel", "resp_1/input_items", "input_tokens"):
+        assert api_for(f"{RESPONSES_PATH}/{path}") is STORED_RESPONSES, path
+    for path in ("", "a/b", "resp_1/../x", "resp_1/cancel/x", "..", "x" * 129):
+        assert api_for(f"{RESPONSES_PATH}/{path}") is None, path
     # Only chat's streams report usage only when asked for it.
-    assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat"]
+    assert [api.operation for api in APIS if api.stream_usage_opt_in] == ["chat", "text_completion"]
     # Only APIs Envoy's readers can account are ever handed off to them.
-    assert [api.operation for api in APIS if api.envoy_usage is not None] == ["chat"]
+    assert [api.operation for api in APIS if api.envoy_usage is not None] == [
+        "chat",
+        "text_completion",
+    ]
 
 
 # What each schema serves today; a schema without an endpoint answers it 404 (below).
+_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
 SERVED = {
-    "openai": {"chat", "embeddings", "responses"},
-    "azure": {"chat", "embeddings", "responses"},
-    "entra": {"chat", "embeddings", "responses"},
+    "openai": _OPENAI_API,
+    "azure": _OPENAI_API,
+    "entra": _OPENAI_API,
     "bedrock": {"chat", "embeddings", "responses"},
 }
 
@@ -163,7 +187,7 @@ def test_the_upstream_stage_answers_an_unserved_endpoint_with_that_404(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(backends, "schema", _only_chat(backends.schema))
-    models = [{"name": "m", "backends": [{"backend": "bedrock"}]}]
+    models = [{"name": "m", "backends": [{"backend": "bedrock", "family": "claude"}]}]
     config = parse_config({"backends": BACKENDS, "models": models}, ENV)
     registry = CollectorRegistry()
     stage = UpstreamStage(config, Telemetry(config, registry=registry))
@@ -183,5 +207,5 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" GET /v1/models." in answer.body
+        b" POST /v1/completions, GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )

@@ -11,8 +11,10 @@ import pytest
 
 from extproc import tokens
 from extproc.config import AzureOpenAIBackend, parse_config
+from extproc.configbase import ConfigError
+from extproc.render import render
 from extproc.responses_usage import ResponsesObserver, error_event, from_responses
-from extproc.router import ReadBody, Route, Router
+from extproc.router import ReadBody, Respond, Route, Router
 from extproc.translate import RequestContext, azure
 from extproc.translate.openai import PassThrough
 from extproc.usage import Usage
@@ -154,3 +156,69 @@ def test_azure_sends_responses_to_its_v1_surface_on_either_surface() -> None:
         request = translator.request(orjson.dumps({"model": "m", "input": "hi"}))
         assert request.path == "/openai/v1/responses?x=1", surface
         assert request.body is not None and orjson.loads(request.body)["model"] == "my-gpt"
+
+
+STORED_CONFIG = {
+    "backends": {
+        "a": {"schema": "openai", "url": "http://127.0.0.1:1/v1"},
+        "b": {"schema": "openai", "url": "http://127.0.0.1:2/v1"},
+    },
+    "models": [
+        {"name": "solo", "backends": [{"backend": "a"}]},
+        {"name": "pair", "backends": [{"backend": "a"}, {"backend": "b", "priority": 1}]},
+    ],
+}
+
+
+def _stored(path: str, method: str = "GET", **headers: str) -> ReadBody | Respond:
+    router = Router(parse_config(STORED_CONFIG))
+    decision = router.on_headers({":method": method, ":path": path, **headers})
+    assert isinstance(decision, ReadBody | Respond)
+    return decision
+
+
+def test_a_stored_response_needs_a_model_from_the_header_or_the_default() -> None:
+    read = _stored("/v1/responses/resp_1")
+    assert isinstance(read, ReadBody) and read.api.operation == "stored_responses"
+    router = Router(parse_config(STORED_CONFIG))
+    answer = asyncio.run(router.on_body(read, b""))
+    assert isinstance(answer, Respond) and answer.status == 400
+    assert b"x-ai-eg-model header, or set responses.default_model" in answer.body
+    defaulted = Router(parse_config({**STORED_CONFIG, "responses": {"default_model": "solo"}}))
+    route = asyncio.run(defaulted.on_body(read, b""))
+    assert isinstance(route, Route) and route.state.model == "solo" and route.backend == "a"
+    # input_tokens names its model in the body.
+    count = _stored("/v1/responses/input_tokens", "POST")
+    assert isinstance(count, ReadBody)
+    route = asyncio.run(router.on_body(count, b'{"model": "pair", "input": "x"}'))
+    assert isinstance(route, Route) and route.state.model == "pair"
+
+
+def test_a_stored_response_keeps_the_query_it_defines_and_refuses_others() -> None:
+    read = _stored("/v1/responses/resp_1/input_items?limit=5&order=asc")
+    assert isinstance(read, ReadBody) and read.path.endswith("?limit=5&order=asc")
+    refused = _stored("/v1/responses/resp_1?limit=1&secret=x")
+    assert isinstance(refused, Respond) and refused.status == 400
+    assert orjson.loads(refused.body)["error"]["param"] == "secret"
+    wrong = _stored("/v1/responses/resp_1", "PUT")
+    assert isinstance(wrong, Respond) and wrong.status == 405
+    assert wrong.headers["allow"] == "GET, POST, DELETE"
+
+
+def test_an_unknown_default_model_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"responses.default_model: unknown model 'nope'"):
+        parse_config({**STORED_CONFIG, "responses": {"default_model": "nope"}})
+
+
+def test_a_stored_response_of_a_model_of_several_backends_is_asked_of_each() -> None:
+    doc = render(parse_config(STORED_CONFIG))
+    hcm = doc["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    (stored,) = [r for r in routes if r["name"] == "pair" and "prefix" in r["match"]]
+    assert stored["match"]["prefix"] == "/v1/responses/"
+    policy = stored["route"]["retry_policy"]
+    assert 404 in policy["retriable_status_codes"] and policy["num_retries"] >= 1
+    (made,) = [
+        r for r in routes if r["name"] == "pair" and r["match"].get("path") == "/v1/responses"
+    ]
+    assert 404 not in made["route"]["retry_policy"].get("retriable_status_codes", [])

@@ -136,7 +136,8 @@ def test_body_errors(body: bytes, status: int, param: str | None, code: str | No
         ("POST", "/v1/images/generations", 404, "unsupported_endpoint"),
         ("GET", "/v1/files", 404, "unsupported_endpoint"),
         ("POST", "/v1/threads/abc/runs", 404, "unsupported_endpoint"),
-        ("POST", "/v1/completions", 404, "unsupported_endpoint"),
+        ("POST", "/v1/moderations", 404, "unsupported_endpoint"),  # (completions: now served)
+        ("GET", "/v1/completions", 405, "method_not_allowed"),
         ("GET", "/", 404, "unsupported_endpoint"),
         ("GET", "/v1/whatever", 404, "unsupported_endpoint"),
     ],

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from extproc.bedrockmodels import Family, family_of
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
     BodyMode,
@@ -81,6 +82,13 @@ class BedrockTranslator(ABC):
     def _see_head(self, status: int, headers: Mapping[str, str]) -> None:
         self._status = status
         self._head = {name.lower(): value for name, value in headers.items()}
+
+    @property
+    def family(self) -> Family | None:
+        """The model family, as the config loader resolved it (None: the client's model name
+        on a catch-all route, naming none)."""
+        settings = self._ctx.settings
+        return family_of(self._ctx.upstream_model, settings.family if settings else None)
 
     def _path(self, operation: str) -> str:
         return f"{self._prefix}/model/{path_segment(self._ctx.upstream_model)}/{operation}"

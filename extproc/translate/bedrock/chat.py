@@ -25,13 +25,19 @@ class BedrockChat(ConverseTranslator):
         self._id = f"chatcmpl-{uuid.uuid4().hex}"
 
     def _converse(self, doc: Json) -> tuple[ConverseRequest, Plan]:
-        return converse(doc, self._ctx.upstream_model, self._ctx.cache_points)
+        settings = self._ctx.settings
+        return converse(
+            doc,
+            self._ctx.upstream_model,
+            tuple(settings.cache_points) if settings else (),
+            settings.family if settings else None,
+        )
 
     def _name(self, request_id: str) -> None:
         self._id = f"chatcmpl-{request_id}"
 
     def _ident(self) -> CompletionId:
-        return CompletionId(self._id, self._created, self._ctx.route_model)
+        return CompletionId(self._id, self._created, self._ctx.route_model, self._plan.service_tier)
 
     def _open_stream(self) -> ConverseEvents:
         return ConverseStream(self._plan, self._ident())

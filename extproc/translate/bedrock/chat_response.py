@@ -10,8 +10,10 @@ from typing import Any
 import orjson
 
 from extproc.translate.bedrock.buffered import Unreadable
+from extproc.translate.bedrock.guardrails import text_units
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
+from extproc.translate.bedrock.tiers import openai_tier
 from extproc.usage import Usage, token_count
 
 Json = dict[str, Any]
@@ -24,19 +26,25 @@ class CompletionId:
     id: str
     created: int
     model: str  # the route's model: Converse does not name the model that served
+    service_tier: str | None = None  # the tier asked for (OpenAI's name), echoed as OpenAI does
 
     def document(self, kind: str, choices: list[Json]) -> Json:
         """``kind``: ``chat.completion`` or ``chat.completion.chunk``."""
-        return {
+        doc: Json = {
             "id": self.id,
             "object": kind,
             "created": self.created,
             "model": self.model,
             "choices": choices,
         }
+        if self.service_tier is not None:
+            doc["service_tier"] = self.service_tier
+        return doc
 
 
-def usage_of(usage: Mapping[str, Any]) -> Usage:
+def usage_of(usage: Mapping[str, Any], trace: Any = None) -> Usage:
+    """Converse's ``usage``, and the guardrail units of its ``trace`` (if any)."""
+
     def count(key: str) -> int:
         return token_count(usage, key)
 
@@ -51,6 +59,7 @@ def usage_of(usage: Mapping[str, Any]) -> Usage:
         total_tokens=prompt + completion,
         cached_input_tokens=cached,
         cache_write_input_tokens=count("cacheWriteInputTokens"),
+        guardrail_units=text_units(trace),
     )
 
 
@@ -90,7 +99,8 @@ def converse_answer(doc: Json) -> tuple[Any, Usage | None]:
     if not isinstance(message, dict):
         raise Unreadable
     reported = doc.get("usage")
-    return message.get("content"), usage_of(reported) if isinstance(reported, dict) else None
+    usage = usage_of(reported, doc.get("trace")) if isinstance(reported, dict) else None
+    return message.get("content"), usage
 
 
 def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
@@ -141,6 +151,10 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
         "finish_reason": finish_reason(doc.get("stopReason"), bool(calls)),
     }
     completion = ident.document("chat.completion", [choice])
+    # The tier that served it, when Bedrock says.
+    served = openai_tier(doc.get("serviceTier"))
+    if served is not None:
+        completion["service_tier"] = served
     if usage is not None:
         completion["usage"] = openai_usage(usage)
     return completion, usage

@@ -115,7 +115,7 @@ class ConverseEvents(ABC):
         if event == "metadata":
             usage = payload.get("usage")
             if isinstance(usage, dict):
-                self.usage = usage_of(usage)
+                self.usage = usage_of(usage, payload.get("trace"))
             return self._metadata()
         return b""  # events a newer Bedrock may add carry nothing for us
 

@@ -19,6 +19,7 @@ from extproc.translate import (
 )
 from extproc.translate.bedrock.buffered import JSON, BedrockTranslator
 from extproc.translate.bedrock.converse_events import ConverseEvents
+from extproc.translate.bedrock.guardrails import guardrail_config
 from extproc.translate.bedrock.request import ConverseRequest, Json, Plan
 from extproc.usage import Usage
 
@@ -51,6 +52,9 @@ class ConverseTranslator(BedrockTranslator):
 
     def request(self, body: bytes | None) -> UpstreamRequest:
         document, self._plan = self._converse(json_object(body))
+        settings = self._ctx.settings
+        if settings is not None and settings.guardrail is not None:
+            document["guardrailConfig"] = guardrail_config(settings.guardrail, self._plan.stream)
         operation = "converse-stream" if self._plan.stream else "converse"
         return UpstreamRequest(
             path=self._path(operation),

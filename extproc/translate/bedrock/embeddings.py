@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import orjson
 
+from extproc.bedrockmodels import Family
 from extproc.errors import bad_request
 from extproc.translate import (
     BAD_UPSTREAM_RESPONSE,
@@ -44,7 +45,8 @@ Json = dict[str, Any]
 class _EmbeddingModel:
     marker: str  # found in the model id, which may carry a region prefix or be an ARN
     family: Literal["titan", "cohere"]
-    dimensions: tuple[int, ...]  # the sizes the model can return
+    # The sizes the model can return; None: not known here (an ARN), Bedrock checks the size.
+    dimensions: tuple[int, ...] | None
     dimensions_field: str | None  # the request field choosing one; None: fixed size
 
 
@@ -56,13 +58,21 @@ _EMBEDDING_MODELS = (
     _EmbeddingModel("cohere.embed-v4", "cohere", (256, 512, 1024, 1536), "output_dimension"),
     _EmbeddingModel("cohere.embed-", "cohere", (1024,), None),
 )
+# A model id that names no model (a provisioned-throughput or inference-profile ARN) whose route
+# declares its family: the family's request shape, the size left to Bedrock to check.
+_DECLARED = {
+    "titan": _EmbeddingModel("", "titan", None, "dimensions"),
+    "cohere": _EmbeddingModel("", "cohere", None, "output_dimension"),
+}
 _INPUT_COUNT_HEADER = "x-amzn-bedrock-input-token-count"
 
 
-def _embedding_model(model_id: str) -> _EmbeddingModel:
+def _embedding_model(model_id: str, family: Family | None) -> _EmbeddingModel:
     for model in _EMBEDDING_MODELS:
         if model.marker in model_id:
             return model
+    if family in _DECLARED:
+        return _DECLARED[family]
     raise bad_request(
         f"Bedrock model {model_id!r} is not a supported embeddings model (Amazon Titan Text"
         " Embeddings or Cohere Embed).",
@@ -104,16 +114,18 @@ class _EmbeddingsRequest:
     base64: bool
 
 
-def _embeddings_request(body: bytes | None, model_id: str) -> _EmbeddingsRequest:
+def _embeddings_request(
+    body: bytes | None, model_id: str, family: Family | None
+) -> _EmbeddingsRequest:
     doc = json_object(body)
     check_fields(doc, EMBEDDINGS_RULES)
-    model = _embedding_model(model_id)
+    model = _embedding_model(model_id, family)
     texts = _embedding_texts(doc.get("input"))
     encoding = doc.get("encoding_format")
     if encoding not in (None, "float", "base64"):
         raise bad_request("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     dimensions = positive_int(doc, "dimensions")
-    if dimensions is not None and dimensions not in model.dimensions:
+    if dimensions is not None and model.dimensions and dimensions not in model.dimensions:
         sizes = ", ".join(map(str, model.dimensions))
         raise bad_request(f"'dimensions' must be one of {sizes} for {model_id}.", "dimensions")
     return _EmbeddingsRequest(model, texts, dimensions, encoding == "base64")
@@ -197,7 +209,7 @@ class BedrockEmbeddings(BedrockTranslator):
         return failure
 
     def _read(self, body: bytes | None) -> _EmbeddingsRequest:
-        read = _embeddings_request(body, self._ctx.upstream_model)
+        read = _embeddings_request(body, self._ctx.upstream_model, self.family)
         self._family = read.model.family
         self._base64 = read.base64
         return read

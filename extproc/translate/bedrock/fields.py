@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from extproc.errors import bad_request, unsupported_parameter
+from extproc.translate.bedrock import tiers
 
 Json = dict[str, Any]
 Disposition = Literal["mapped", "ignored", "rejected"]
@@ -37,8 +38,9 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "messages",
         "mapped",
         "system/developer -> `system`; user text and `data:` image URIs (png, jpeg, gif, webp) ->"
-        " content blocks; assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
-        " user turn; consecutive same-role turns merged. Image URLs are not fetched (400);"
+        " content blocks; user `file` parts -> `document` blocks (below); assistant `tool_calls` -> `toolUse`; tool results -> `toolResult` in a"
+        " user turn; consecutive same-role turns merged. Image URLs: a 400 unless the backend"
+        " downloads them (`fetch_image_urls`);"
         " system messages alone, with no user or assistant content, are a 400.",
     ),
     FieldRule("model", "mapped", "The route's Bedrock model id or inference profile, in the path."),
@@ -75,6 +77,15 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
         "parallel_tool_calls",
         "mapped",
         "`false`: only the first tool call of a turn is returned (Converse has no such switch).",
+    ),
+    FieldRule("service_tier", "mapped", tiers.NOTE),
+    FieldRule(
+        "messages[].content[].file",
+        "mapped",
+        "User `file` parts with `file_data` (a base64 `data:` URI, or base64 and a `filename`"
+        " naming the format): pdf, csv, doc, docx, xls, xlsx, html, txt, md -> `document` blocks,"
+        " the format checked against the bytes' signature, named after the file name cleaned to"
+        " Converse's rules (see *Documents*); `file_id` (an uploaded file): 400.",
     ),
     FieldRule(
         "reasoning_effort",
@@ -115,7 +126,6 @@ CHAT_FIELDS: tuple[FieldRule, ...] = (
     FieldRule("safety_identifier", "ignored", "End-user id for OpenAI's abuse monitoring."),
     FieldRule("metadata", "ignored", "Tags for OpenAI's stored completions."),
     FieldRule("store", "ignored", "OpenAI's stored completions; the gateway stores nothing."),
-    FieldRule("service_tier", "ignored", "Billing and latency tier only."),
     FieldRule("prompt_cache_key", "ignored", "A caching hint: only cost and latency change."),
     FieldRule("prompt_cache_options", "ignored", "A caching hint: only cost and latency change."),
     FieldRule("prompt_cache_retention", "ignored", "A caching hint: only cost and latency change."),

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
+from extproc.bedrockmodels import Family as ModelFamily
+from extproc.bedrockmodels import named_family
 from extproc.errors import bad_request, unsupported_parameter
 
 Json = dict[str, Any]
@@ -41,9 +43,18 @@ _FAMILIES: tuple[tuple[re.Pattern[str], Family], ...] = (
 )
 
 
-def family(model: str) -> Family:
-    """The family of a Bedrock model id or inference profile (``us.anthropic...``)."""
-    return next((name for pattern, name in _FAMILIES if pattern.search(model)), "other")
+# A model id that names no model (an ARN) reasons as its declared family (extproc.bedrockmodels)
+# does when that family is one reasoning control: Bedrock refuses what the model cannot do.
+_DECLARED: dict[str, Family] = {"claude": "claude"}
+
+
+def family(model: str, declared: ModelFamily | None = None) -> Family:
+    """The family of a Bedrock model id or inference profile (``us.anthropic...``); for an id
+    that names none, the one its model entry declares."""
+    named = next((name for pattern, name in _FAMILIES if pattern.search(model)), None)
+    if named is None and declared is not None and named_family(model) is None:
+        return _DECLARED.get(declared, "other")
+    return named or "other"
 
 
 # --- the Converse shapes of reasoning blocks ----------------------------------------------------
@@ -113,12 +124,15 @@ def _thinking_object(raw: Any) -> Json | None:
     return dict(raw)
 
 
-def reasoning(doc: Json, model: str, limit: int | None, limit_param: str) -> Reasoning:
-    """The reasoning controls of ``doc`` for ``model``; ``limit``: the client's token limit,
-    given by ``limit_param``. Raises the 400 of a combination the model refuses."""
+def reasoning(
+    doc: Json, model: str, limit: int | None, limit_param: str, declared: ModelFamily | None = None
+) -> Reasoning:
+    """The reasoning controls of ``doc`` for ``model`` (``declared``: its entry's family);
+    ``limit``: the client's token limit, given by ``limit_param``. Raises the 400 of a
+    combination the model refuses."""
     effort = _effort(doc)
     thinking = _thinking_object(doc.get("thinking"))
-    kind = family(model)
+    kind = family(model, declared)
     if thinking is not None:
         if kind != "claude":
             raise unsupported_parameter(
@@ -163,7 +177,8 @@ def _claude(
     if thinking is None:
         if effort in (None, "none"):
             return Reasoning({})
-        if not _THINKING_CLAUDE.search(model):
+        # A Claude ARN names no version: Bedrock says whether it thinks.
+        if named_family(model) is not None and not _THINKING_CLAUDE.search(model):
             raise _cannot(model, "does not think; `none` is accepted.")
         thinking = {"type": "enabled", "budget_tokens": CLAUDE_BUDGETS[effort]}
     if thinking["type"] == "disabled":

@@ -12,6 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
+from extproc.bedrockmodels import Family as ModelFamily
 from extproc.errors import bad_request, unsupported_parameter
 from extproc.translate.bedrock.caching import (
     CachePointBlock,
@@ -21,13 +22,16 @@ from extproc.translate.bedrock.caching import (
     ends_with_point,
     marked,
 )
+from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
 from extproc.translate.bedrock.fields import CHAT_RULES, check_fields, number, positive_int, string
+from extproc.translate.bedrock.guardrails import GuardrailConfig
 from extproc.translate.bedrock.reasoning import (
     Reasoning,
     ReasoningBlock,
     reasoning,
     request_blocks,
 )
+from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
 from extproc.translate.bedrock.tools import (
     ToolChoice,
     ToolConfig,
@@ -82,7 +86,13 @@ class ToolResultBlock(TypedDict):
 
 
 ContentBlock = (
-    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ReasoningBlock | CachePointBlock
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ReasoningBlock
+    | CachePointBlock
 )
 SystemBlock = TextBlock | CachePointBlock
 
@@ -105,6 +115,8 @@ class ConverseRequest(TypedDict):
     inferenceConfig: NotRequired[InferenceConfig]
     toolConfig: NotRequired[ToolConfig]
     additionalModelRequestFields: NotRequired[Json]
+    serviceTier: NotRequired[ServiceTier]
+    guardrailConfig: NotRequired[GuardrailConfig]
 
 
 # --- from OpenAI's request -----------------------------------------------------------------
@@ -123,6 +135,7 @@ class Plan:
     include_usage: bool = False
     answer_tool: str | None = None  # the tool whose input is the answer (response_format)
     single_call: bool = False  # parallel_tool_calls: false
+    service_tier: str | None = None  # the tier asked for, by OpenAI's name (None: auto, unset)
 
 
 def text_blocks(text: str) -> list[TextBlock]:
@@ -175,8 +188,8 @@ def image_block(url: Any, param: str) -> ImageBlock:
         raise bad_request(f"'{param}' must be a string.", param)
     if url.startswith(("http://", "https://")):
         raise bad_request(
-            "The gateway does not fetch image URLs for Bedrock: send the image inline as a"
-            " data: URI (data:image/png;base64,...).",
+            "This Bedrock backend does not fetch image URLs (fetch_image_urls is off): send the"
+            " image inline as a data: URI (data:image/png;base64,...).",
             param,
         )
     head, _, data = url.partition(",")
@@ -200,6 +213,8 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
             blocks += text_blocks(string(part.get("text"), f"{where}.text", empty=True))
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), f"{where}.image_url"))
+        elif kind == "file":
+            blocks.append(document_block(part.get("file"), f"{where}.file"))
         else:
             raise bad_request(
                 f"Content part type {kind!r} is not supported by this Bedrock backend.",
@@ -313,6 +328,7 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Me
         if marked(msg, param):
             blocks.append(after(blocks, param))
         add_turn(turns, "assistant" if role == "assistant" else "user", blocks)
+    number_repeated_names(block for turn in turns for block in turn["content"])
     if not turns:
         # Converse refuses an empty `messages`: say which field, before a provider call.
         raise bad_request(
@@ -433,10 +449,14 @@ def stream_flag(doc: Json) -> bool:
 
 
 def converse(
-    doc: Json, model: str = "", cache_points: tuple[str, ...] = ()
+    doc: Json,
+    model: str = "",
+    cache_points: tuple[str, ...] = (),
+    declared: ModelFamily | None = None,
 ) -> tuple[ConverseRequest, Plan]:
     """The Converse request body for an OpenAI chat request to ``model`` (a Bedrock model id),
-    and what the response needs; ``cache_points``: where the model entry adds cache points."""
+    and what the response needs; ``cache_points``: where the model entry adds cache points;
+    ``declared``: the family the model entry declares (for an id naming none)."""
     check_fields(doc, CHAT_RULES)
     stream = stream_flag(doc)
     specs = tool_specs(doc.get("tools"))
@@ -451,13 +471,17 @@ def converse(
     limit_param = (
         "max_tokens" if doc.get("max_completion_tokens") is None else "max_completion_tokens"
     )
-    thought = reasoning(doc, model, config.get("maxTokens"), limit_param)
+    thought = reasoning(doc, model, config.get("maxTokens"), limit_param, declared)
     body = assemble(system, messages, config, thought, tools, cache_points)
+    tier = service_tier(doc)
+    if tier is not None:
+        body["serviceTier"] = tier
     options = doc.get("stream_options")
     plan = Plan(
         stream=stream,
         include_usage=stream and isinstance(options, dict) and options.get("include_usage") is True,
         answer_tool=tools.answer["name"] if tools.answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
+        service_tier=openai_tier(tier),
     )
     return body, plan

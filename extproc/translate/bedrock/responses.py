@@ -31,7 +31,13 @@ class BedrockResponses(ConverseTranslator):
         self._settings: Json = {}
 
     def _converse(self, doc: Json) -> tuple[ConverseRequest, Plan]:
-        body = converse_responses(doc, self._ctx.upstream_model, self._ctx.cache_points)
+        entry = self._ctx.settings
+        body = converse_responses(
+            doc,
+            self._ctx.upstream_model,
+            tuple(entry.cache_points) if entry else (),
+            entry.family if entry else None,
+        )
         self._settings = settings(doc)
         return body
 

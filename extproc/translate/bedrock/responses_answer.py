@@ -14,6 +14,7 @@ from extproc.translate.bedrock.chat_response import converse_answer, finish_reas
 from extproc.translate.bedrock.reasoning import thinking_block
 from extproc.translate.bedrock.request import Plan
 from extproc.translate.bedrock.responses_request import REDACTED
+from extproc.translate.bedrock.tiers import openai_tier
 from extproc.usage import Usage
 
 Json = dict[str, Any]
@@ -37,6 +38,7 @@ def settings(doc: Json) -> Json:
         "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
         "previous_response_id": None,
         "reasoning": doc.get("reasoning") or {"effort": None, "summary": None},
+        "service_tier": doc.get("service_tier"),
         "store": False,  # nothing is kept
         "temperature": doc.get("temperature"),
         "text": doc.get("text") or {"format": {"type": "text"}},
@@ -186,5 +188,8 @@ def response_document(doc: Json, plan: Plan, shell: ResponseShell) -> tuple[Json
     :class:`~.buffered.Unreadable` for a document without a message."""
     blocks, usage = converse_answer(doc)
     status, incomplete = outcome(doc.get("stopReason"))
-    items = _items(blocks, plan)
-    return shell.document(status, items, usage, incomplete), usage
+    document = shell.document(status, _items(blocks, plan), usage, incomplete)
+    served = openai_tier(doc.get("serviceTier"))  # the tier that served it, when Bedrock says
+    if served is not None:
+        document["service_tier"] = served
+    return document, usage

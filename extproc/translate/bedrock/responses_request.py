@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from extproc.bedrockmodels import Family as ModelFamily
 from extproc.errors import GatewayError, bad_request, unsupported_parameter
 from extproc.translate.bedrock.fields import check_fields, positive_int, string
 from extproc.translate.bedrock.reasoning import Reasoning, ReasoningBlock, ReasoningText, reasoning
@@ -35,6 +36,7 @@ from extproc.translate.bedrock.request import (
     tools_for,
 )
 from extproc.translate.bedrock.responses_fields import RESPONSES_RULES
+from extproc.translate.bedrock.tiers import openai_tier, service_tier
 from extproc.translate.bedrock.tools import OBJECT_TOOL, ToolSpec, function_spec, schema_tool
 from extproc.translate.bedrock.tools import tool_choice_mode as chat_tool_choice
 
@@ -134,7 +136,9 @@ def _effort(doc: Json) -> Any:
     return raw.get("effort")
 
 
-def _reasoning(doc: Json, text_format: Json | None, model: str, limit: int | None) -> Reasoning:
+def _reasoning(
+    doc: Json, text_format: Json | None, model: str, limit: int | None, declared: Any
+) -> Reasoning:
     """Chat's reasoning controls, asked through a chat-shaped view of the request."""
     view = {
         "reasoning_effort": _effort(doc),
@@ -145,7 +149,7 @@ def _reasoning(doc: Json, text_format: Json | None, model: str, limit: int | Non
         "max_completion_tokens": doc.get("max_output_tokens"),
     }
     try:
-        return reasoning(view, model, limit, "max_completion_tokens")
+        return reasoning(view, model, limit, "max_completion_tokens", declared)
     except GatewayError as exc:
         name = _NAMES.get(exc.param or "")
         if name is None or exc.param is None:
@@ -279,10 +283,13 @@ def _input(doc: Json, textify: bool) -> tuple[list[SystemBlock], list[Message]]:
 
 
 def converse_responses(
-    doc: Json, model: str = "", cache_points: tuple[str, ...] = ()
+    doc: Json,
+    model: str = "",
+    cache_points: tuple[str, ...] = (),
+    declared: ModelFamily | None = None,
 ) -> tuple[ConverseRequest, Plan]:
     """The Converse request body for a Responses request to ``model`` (a Bedrock model id),
-    and what the answer needs; ``cache_points`` as for chat."""
+    and what the answer needs; ``cache_points`` and ``declared`` as for chat."""
     check_fields(doc, RESPONSES_RULES)
     stream = stream_flag(doc)
     specs = _tools(doc.get("tools"))
@@ -291,9 +298,13 @@ def converse_responses(
     tools = tools_for(specs, set(), choice, answer, "text.format.name")
     system, messages = _input(doc, textify=not tools.specs)
     limit = positive_int(doc, "max_output_tokens")
-    thought = _reasoning(doc, text_format, model, limit)
+    thought = _reasoning(doc, text_format, model, limit, declared)
     body = assemble(system, messages, sampling(doc, limit), thought, tools, cache_points)
+    tier = service_tier(doc)
+    if tier is not None:
+        body["serviceTier"] = tier
     plan = Plan(
+        service_tier=openai_tier(tier),
         stream=stream,
         answer_tool=tools.answer["name"] if tools.answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
