@@ -30,6 +30,7 @@ from extproc.translate.anthropic.chat import AnthropicChat
 from extproc.translate.anthropic.messages import MessagesPassThrough
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+from extproc.translate.bedrock.responses import BedrockResponses
 from extproc.translate.openai import PassThrough, join_path
 from extproc.wire import MESSAGES_PATH
 
@@ -105,7 +106,10 @@ def _bedrock(backend: AWSBedrockBackend) -> Schema:
     def embeddings(ctx: RequestContext) -> Translator:
         return BedrockEmbeddings(ctx, prefix)
 
-    return Schema({"chat": chat, "embeddings": embeddings}, SigV4(backend))
+    def responses(ctx: RequestContext) -> Translator:
+        return BedrockResponses(ctx, prefix)
+
+    return Schema({"chat": chat, "embeddings": embeddings, "responses": responses}, SigV4(backend))
 
 
 def _anthropic(backend: AnthropicBackend) -> Schema:

@@ -1,4 +1,5 @@
-"""The Bedrock request translators (translate/bedrock/): any client body.
+"""The Bedrock request translators (translate/bedrock/: chat, Responses, embeddings): any client
+body.
 
 Invariants: the only exception is a 4xx :class:`GatewayError`; every upstream request carries a
 JSON object body and a path under ``/model/<quoted id>/``; a Titan batch fans out into one
@@ -12,10 +13,12 @@ import orjson
 from _common import argv, guard, json_object
 
 with atheris.instrument_imports():
+    from extproc.endpoints import Operation
     from extproc.errors import GatewayError
     from extproc.translate import RequestContext, UpstreamRequest
     from extproc.translate.bedrock.chat import BedrockChat
     from extproc.translate.bedrock.embeddings import BedrockEmbeddings
+    from extproc.translate.bedrock.responses import BedrockResponses
 
 CHAT_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 EMBEDDING_MODELS = [
@@ -27,14 +30,16 @@ EMBEDDING_MODELS = [
 ]
 
 
-def _context(endpoint: str, model: str, stream: bool) -> RequestContext:
-    path = "/v1/chat/completions" if endpoint == "chat" else "/v1/embeddings"
+_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
+def _context(endpoint: Operation, model: str, stream: bool) -> RequestContext:
     return RequestContext(
-        endpoint="chat" if endpoint == "chat" else "embeddings",
+        endpoint=endpoint,
         route_model="client-model",
         upstream_model=model,
         body_model="client-model",
-        path=path,
+        path=_PATHS.get(endpoint, "/v1/embeddings"),
         stream=stream,
     )
 
@@ -55,14 +60,16 @@ def check(data: bytes) -> None:
     # data[0]: which translator; data[1]: stream; data[2]: the rest is the body as is, or the
     # seed of a generated JSON document.
     head = data[:3].ljust(3, b"\0")
-    which = head[0] % (len(EMBEDDING_MODELS) + 1)
+    which = head[0] % (len(EMBEDDING_MODELS) + 2)
     stream = bool(head[1] & 1)
     rest = data[3:]
     body = rest if head[2] & 1 else json_object(atheris.FuzzedDataProvider(rest))
-    if which == len(EMBEDDING_MODELS):
-        chat = BedrockChat(_context("chat", CHAT_MODEL, stream))
+    if which >= len(EMBEDDING_MODELS):
+        endpoint: Operation = "chat" if which == len(EMBEDDING_MODELS) else "responses"
+        ctx = _context(endpoint, CHAT_MODEL, stream)
+        translator = BedrockChat(ctx) if endpoint == "chat" else BedrockResponses(ctx)
         try:
-            _check_request(chat.request(body))
+            _check_request(translator.request(body))
         except GatewayError as err:
             _client_error(err)
         return

@@ -137,14 +137,18 @@ def function_tools(tools: Any, provider: str) -> list[FunctionTool]:
         function = tool.get("function")
         if not isinstance(function, dict):
             raise bad_request(f"'{param}.function' must be an object.", f"{param}.function")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(schema, dict):
-            raise bad_request(
-                f"'{param}.function.parameters' must be an object.", f"{param}.function.parameters"
-            )
-        name = string(function.get("name"), f"{param}.function.name")
-        out.append(FunctionTool(name, schema, _description(function.get("description"))))
+        out.append(function_tool(function, f"{param}.function"))
     return out
+
+
+def function_tool(function: Json, param: str) -> FunctionTool:
+    """A function's ``name``, ``description`` and ``parameters`` (at ``param``): chat's
+    ``tools[].function``, or a Responses function tool (the same members, one level up)."""
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise bad_request(f"'{param}.parameters' must be an object.", f"{param}.parameters")
+    name = string(function.get("name"), f"{param}.name")
+    return FunctionTool(name, schema, _description(function.get("description")))
 
 
 def tool_choice(choice: Any, names: list[str]) -> tuple[ToolMode, str | None]:
@@ -176,7 +180,7 @@ def answer_tool(response_format: Any) -> FunctionTool | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return FunctionTool(ANSWER_TOOL, {"type": "object"}, ANSWER_DESCRIPTION)
+        return OBJECT_TOOL
     if kind != "json_schema":
         raise bad_request(
             "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
@@ -187,12 +191,21 @@ def answer_tool(response_format: Any) -> FunctionTool | None:
         raise bad_request(
             "'response_format.json_schema' must be an object.", "response_format.json_schema"
         )
+    return schema_tool(spec, "response_format.json_schema")
+
+
+# The answer tool of a schema-less JSON answer (``json_object``).
+OBJECT_TOOL = FunctionTool(ANSWER_TOOL, {"type": "object"}, ANSWER_DESCRIPTION)
+
+
+def schema_tool(spec: Json, param: str) -> FunctionTool:
+    """The answer tool of a schema's ``name``, ``description`` and ``schema`` (at ``param``):
+    chat's ``response_format.json_schema``, or a Responses ``text.format``."""
     schema = spec.get("schema") or {"type": "object"}
     # A tool's input is always an object, so only object schemas can travel as one.
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
         raise bad_request(
-            "'response_format.json_schema.schema' must describe a JSON object on this backend.",
-            "response_format.json_schema.schema",
+            f"'{param}.schema' must describe a JSON object on this backend.", f"{param}.schema"
         )
     name = spec.get("name") or ANSWER_TOOL
     return FunctionTool(name, schema, _description(spec.get("description")) or ANSWER_DESCRIPTION)

@@ -56,3 +56,18 @@ def open_stream(
     response = conn.getresponse()
     assert response.status == 200
     return conn, response
+
+
+def leave_mid_stream(
+    gw: Gateway, path: str, body: dict[str, Any], trace_header: str, marker: bytes, events: int = 3
+) -> None:
+    """Stream ``body`` and leave, closing the connection, after ``events`` lines that start
+    with ``marker`` (``data: `` for chat's events, ``event: response.output_text.delta``...)."""
+    conn, response = open_stream(gw, path, body, trace_header)
+    seen = 0
+    while seen < events:
+        line = response.readline()
+        assert line, "the stream ended early"
+        seen += line.startswith(marker)
+    conn.sock.close()
+    conn.close()

@@ -19,7 +19,13 @@ from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.fakes.responses import events, response, responses_reply
 from tests.harness import Gateway
-from tests.integration.records import attempt_spans, open_stream, traced, traceparent
+from tests.integration.records import (
+    attempt_spans,
+    leave_mid_stream,
+    open_stream,
+    traced,
+    traceparent,
+)
 
 UPSTREAM_KEY = "sk-upstream-responses-5c1e"
 PRICING = {"input": 0.15, "cached_input": 0.075, "output": 0.60}
@@ -223,12 +229,12 @@ def test_azure_gets_its_v1_responses_path_with_the_deployment_as_model(
     assert sent.json()["model"] == "my-gpt"
 
 
-def test_a_backend_without_the_endpoint_is_a_404_naming_both(client: OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.responses.create(model="claude", input="hi")
-    error = caught.value.body
-    assert isinstance(error, dict) and error["code"] == "unsupported_endpoint"
-    assert "responses" in error["message"] and "'br'" in error["message"]
+def test_bedrock_serves_it_translated(client: OpenAI, bedrock: FakeBedrock) -> None:
+    # The 404 of a backend without the endpoint: tests/unit/test_registry.py; Bedrock's
+    # translation: tests/integration/test_responses_bedrock.py.
+    answer = client.responses.create(model="claude", input="hi")
+    assert answer.output_text == "You said: hi"
+    assert bedrock.requests[-1].raw_path.endswith("/converse")
 
 
 def test_a_client_that_leaves_mid_stream_is_charged_once(
@@ -236,14 +242,7 @@ def test_a_client_that_leaves_mid_stream_is_charged_once(
 ) -> None:
     trace_id, header = traceparent()
     body = {"model": "gpt-4o-mini", "input": TEXT, "stream": True}
-    conn, response = open_stream(gateway, "/v1/responses", body, header)
-    deltas = 0
-    while deltas < 3:
-        line = response.readline()
-        assert line, "the stream ended early"
-        deltas += line.startswith(b"event: response.output_text.delta")
-    conn.sock.close()
-    conn.close()
+    leave_mid_stream(gateway, "/v1/responses", body, header, b"event: response.output_text.delta")
     (record,) = attempt_spans(otlp, trace_id)
     assert record["ai_gateway.usage_source"] == "estimated"
     assert record["error.type"] == "interrupted"

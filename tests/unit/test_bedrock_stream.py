@@ -10,6 +10,7 @@ import pytest
 
 from extproc.eventstream import encode_message
 from extproc.translate.bedrock.chat import BedrockChat
+from extproc.translate.bedrock.converse_translator import ConverseTranslator
 from extproc.usage import Usage
 from tests.bedrock_cases import (
     COSINE_TOOL,
@@ -30,6 +31,11 @@ from tests.fakes.bedrock import CONFORMANCE, RECORDING, event_frame, exception_f
 
 def stream(t: BedrockChat, data: bytes, sizes: Callable[[], int]) -> list[Any]:
     """Feed ``data`` in pieces of ``sizes()`` bytes; the SSE events the client gets."""
+    return sse_events(fed(t, data, sizes))
+
+
+def fed(t: ConverseTranslator, data: bytes, sizes: Callable[[], int]) -> bytes:
+    """Feed ``data`` in pieces of ``sizes()`` bytes; what the client gets."""
     assert t.response_body_mode(200, STREAM_HEAD) == "streamed"
     head = t.response_headers(200, STREAM_HEAD)
     assert head.set["content-type"] == "text/event-stream"
@@ -41,7 +47,7 @@ def stream(t: BedrockChat, data: bytes, sizes: Callable[[], int]) -> list[Any]:
         out += t.response_body(data[pos : pos + size], False)
         pos += size
     out += t.response_body(b"", True)
-    return sse_events(bytes(out))
+    return bytes(out)
 
 
 def _random_sizes(seed: int) -> Callable[[], int]:

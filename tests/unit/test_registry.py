@@ -76,7 +76,7 @@ SERVED = {
     "openai": _OPENAI_API,
     "azure": _OPENAI_API,
     "entra": _OPENAI_API,
-    "bedrock": {"chat", "embeddings"},
+    "bedrock": {"chat", "embeddings", "responses"},
     "anthropic": {"chat", "messages", "count_tokens"},
 }
 

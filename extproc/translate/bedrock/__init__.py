@@ -1,4 +1,5 @@
-"""OpenAI API -> AWS Bedrock: chat via Converse / ConverseStream, embeddings via InvokeModel.
+"""OpenAI API -> AWS Bedrock: chat and the Responses API via Converse / ConverseStream,
+embeddings via InvokeModel.
 
 Requests are rewritten into Bedrock's shapes (the model id goes in the path, URL-encoded: ids
 such as ``anthropic.claude-3-5-sonnet-20240620-v1:0`` or inference profile ARNs contain ``:``
@@ -37,11 +38,18 @@ Decisions a client can observe:
   replies are merged in input order. If any call fails the client gets that error, translated as above,
   and no embeddings: a partial list would misalign the client's indexes.
 
+- The Responses API (``/v1/responses``) is translated with chat's parts and its own field
+  table (:data:`.responses_fields.RESPONSES_FIELDS`); Bedrock keeps no state, so what needs a
+  stored response or a server-side tool is a 400 naming the field, and ``store`` stores nothing.
+
 The modules, in the order a request meets them: :mod:`.fields` (the field table and its check),
 :mod:`.request` (the Converse request; :mod:`.tools`, :mod:`.reasoning`, :mod:`.caching`
-for its parts), :mod:`.chat` (the chat translator), :mod:`.buffered` (a
-whole answer, shared with embeddings), :mod:`.chat_response` (Converse's answer),
-:mod:`.stream` (ConverseStream's), :mod:`.errors` (Bedrock's errors), :mod:`.embeddings`.
+for its parts), :mod:`.converse_translator` (what the Converse translators share), :mod:`.chat`
+(the chat translator), :mod:`.buffered` (a whole answer, shared with embeddings),
+:mod:`.chat_response` (Converse's answer), :mod:`.converse_events` (ConverseStream's frames),
+:mod:`.stream` (as chat chunks), :mod:`.errors` (Bedrock's errors), :mod:`.embeddings`; for the
+Responses API :mod:`.responses_fields`, :mod:`.responses_request`, :mod:`.responses` (its
+translator), :mod:`.responses_answer`, :mod:`.responses_stream`.
 
 The translator of each endpoint is registered in :mod:`extproc.backends`.
 """

@@ -56,14 +56,22 @@ def finish_reason(stop_reason: Any, has_calls: bool) -> str:
     return chat_output.finish_reason(_FINISH_REASONS, stop_reason, has_calls)
 
 
-def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
-    """The OpenAI chat completion for a Converse response document, and its usage; raises
+def converse_answer(doc: Json) -> tuple[Any, Usage | None]:
+    """The content blocks and usage of a Converse response document; raises
     :class:`Unreadable` for a document without a message."""
     output = doc.get("output")
     message = output.get("message") if isinstance(output, dict) else None
     if not isinstance(message, dict):
         raise Unreadable
-    blocks = message.get("content")
+    reported = doc.get("usage")
+    usage = usage_of(reported, doc.get("trace")) if isinstance(reported, dict) else None
+    return message.get("content"), usage
+
+
+def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, Usage | None]:
+    """The OpenAI chat completion for a Converse response document, and its usage; raises
+    :class:`Unreadable` for a document without a message."""
+    blocks, usage = converse_answer(doc)
     # Content is the text blocks and the answer tool's input, in the model's order.
     parts: list[str] = []
     thinking: list[Json] = []  # the reasoning blocks, to be sent back (thinking_blocks)
@@ -112,8 +120,6 @@ def chat_completion(doc: Json, plan: Plan, ident: CompletionId) -> tuple[Json, U
     served = openai_tier(doc.get("serviceTier"))
     if served is not None:
         completion["service_tier"] = served
-    reported = doc.get("usage")
-    usage = usage_of(reported, doc.get("trace")) if isinstance(reported, dict) else None
     if usage is not None:
         completion["usage"] = openai_usage(usage)
     return completion, usage

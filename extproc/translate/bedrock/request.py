@@ -26,12 +26,18 @@ from extproc.translate.bedrock.caching import (
 from extproc.translate.bedrock.documents import DocumentBlock, document_block, number_repeated_names
 from extproc.translate.bedrock.fields import CHAT_RULES
 from extproc.translate.bedrock.guardrails import GuardrailConfig
-from extproc.translate.bedrock.reasoning import ReasoningBlock, reasoning, request_blocks
+from extproc.translate.bedrock.reasoning import (
+    Reasoning,
+    ReasoningBlock,
+    reasoning,
+    request_blocks,
+)
 from extproc.translate.bedrock.tiers import ServiceTier, openai_tier, service_tier
 from extproc.translate.bedrock.tools import (
     PROVIDER,
     ToolChoice,
     ToolConfig,
+    ToolSpec,
     answer_tool,
     tool_choice_mode,
     tool_list,
@@ -135,7 +141,7 @@ class Plan:
     service_tier: str | None = None  # the tier asked for, by OpenAI's name (None: auto, unset)
 
 
-def _text_blocks(text: str) -> list[TextBlock]:
+def text_blocks(text: str) -> list[TextBlock]:
     # Converse rejects blank text blocks; whitespace carries nothing for the model anyway.
     return [{"text": text}] if text.strip() else []
 
@@ -170,34 +176,36 @@ def _text_run(content: Any, param: str, blocks: list[Any], kinds: tuple[str, ...
     """Appends the text blocks of ``content`` to ``blocks``, a cache point after each marked
     part."""
     for text, mark in _texts(content, param, kinds):
-        blocks += _text_blocks(text)
+        blocks += text_blocks(text)
         if mark is not None:
             blocks.append(after(blocks, mark))
 
 
 def _image_block(image: Any, param: str) -> ImageBlock:
-    url = image.get("url") if isinstance(image, dict) else None
+    return image_block(image.get("url") if isinstance(image, dict) else None, f"{param}.url")
+
+
+def image_block(url: Any, param: str) -> ImageBlock:
+    """The image of a data: URI; ``param`` names the URL."""
     if not isinstance(url, str):
-        raise bad_request(f"'{param}.url' must be a string.", f"{param}.url")
+        raise bad_request(f"'{param}' must be a string.", param)
     if url.startswith(("http://", "https://")):
         raise bad_request(
             "This Bedrock backend does not fetch image URLs (fetch_image_urls is off): send the"
             " image inline as a data: URI (data:image/png;base64,...).",
-            f"{param}.url",
+            param,
         )
     head, _, data = url.partition(",")
     mime, _, encoding = head.removeprefix("data:").partition(";")
     image_format = _IMAGE_FORMATS.get(mime.removeprefix("image/").lower())
     if not head.startswith("data:image/") or encoding != "base64" or image_format is None:
-        raise bad_request(
-            "Images must be base64 data: URIs of PNG, JPEG, GIF or WebP.", f"{param}.url"
-        )
+        raise bad_request("Images must be base64 data: URIs of PNG, JPEG, GIF or WebP.", param)
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
 def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
     if isinstance(content, str):
-        return list(_text_blocks(content))
+        return list(text_blocks(content))
     if not isinstance(content, list):
         raise bad_request(f"'{param}' must be a string or an array of content parts.", param)
     blocks: list[ContentBlock] = []
@@ -205,7 +213,7 @@ def _user_blocks(content: Any, param: str) -> list[ContentBlock]:
         where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks += _text_blocks(string(part.get("text"), f"{where}.text", empty=True))
+            blocks += text_blocks(string(part.get("text"), f"{where}.text", empty=True))
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), f"{where}.image_url"))
         elif kind == "file":
@@ -241,27 +249,44 @@ def _assistant_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock
             raise bad_request(f"'{where}.function' must be an object.", f"{where}.function")
         call_id = string(call.get("id"), f"{where}.id")
         name = string(function.get("name"), f"{where}.function.name")
-        arguments = chat_input.arguments(function.get("arguments"), f"{where}.function.arguments")
-        if textify:
-            shown = orjson.dumps(arguments).decode()
-            blocks.append({"text": f"[called tool {name} (call {call_id}) with {shown}]"})
-        else:
-            blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
+        given = chat_input.arguments(function.get("arguments"), f"{where}.function.arguments")
+        blocks.append(tool_use_block(call_id, name, given, textify))
     return blocks
+
+
+def tool_use_block(call_id: str, name: str, given: Json, textify: bool) -> ContentBlock:
+    """A call of an earlier turn; ``textify``: as text (no toolConfig will be sent)."""
+    if textify:
+        shown = orjson.dumps(given).decode()
+        return {"text": f"[called tool {name} (call {call_id}) with {shown}]"}
+    return {"toolUse": {"toolUseId": call_id, "name": name, "input": given}}
+
+
+def tool_result_block(call_id: str, texts: list[str], textify: bool) -> ContentBlock:
+    """A tool's result (its non-blank texts); ``textify`` as in :func:`tool_use_block`."""
+    if textify:
+        return {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
+    content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
+    return {"toolResult": {"toolUseId": call_id, "content": content}}
 
 
 def _tool_result_blocks(msg: Json, param: str, textify: bool) -> list[ContentBlock]:
     """The result block, and a cache point after it when a part of it is marked."""
     call_id = string(msg.get("tool_call_id"), f"{param}.tool_call_id")
     parts = _texts(msg.get("content"), f"{param}.content")
-    texts = [t for t, _ in parts if t.strip()]
-    block: TextBlock | ToolResultBlock
-    if textify:
-        block = {"text": f"[result of tool call {call_id}]: {''.join(texts) or _EMPTY_TOOL_RESULT}"}
-    else:
-        content: list[TextBlock] = [{"text": t} for t in texts] or [{"text": _EMPTY_TOOL_RESULT}]
-        block = {"toolResult": {"toolUseId": call_id, "content": content}}
+    block = tool_result_block(call_id, [t for t, _ in parts if t.strip()], textify)
     return [block, cache_point()] if any(mark for _, mark in parts) else [block]
+
+
+def add_turn(turns: list[Message], role: Role, blocks: list[ContentBlock]) -> None:
+    """Appends a turn's blocks; Converse requires strict user/assistant alternation, so a turn
+    of the same role as the last is merged into it."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"] += blocks
+    else:
+        turns.append({"role": role, "content": blocks})
 
 
 def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Message]]:
@@ -291,14 +316,7 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Me
             raise bad_request(f"Unsupported role {role!r}.", f"{param}.role")
         if marked(msg, param):
             blocks.append(after(blocks, param))
-        bedrock_role: Role = "assistant" if role == "assistant" else "user"
-        if not blocks:
-            continue
-        # Converse requires strict user/assistant alternation.
-        if turns and turns[-1]["role"] == bedrock_role:
-            turns[-1]["content"] += blocks
-        else:
-            turns.append({"role": bedrock_role, "content": blocks})
+        add_turn(turns, "assistant" if role == "assistant" else "user", blocks)
     number_repeated_names(block for turn in turns for block in turn["content"])
     if not turns:
         # Converse refuses an empty `messages`: say which field, before a provider call.
@@ -311,18 +329,9 @@ def _messages(raw: Any, textify_tools: bool) -> tuple[list[SystemBlock], list[Me
 
 
 def _inference_config(doc: Json) -> InferenceConfig:
-    config: InferenceConfig = {}
     completion_limit = positive_int(doc, "max_completion_tokens")
     legacy_limit = positive_int(doc, "max_tokens")
-    limit = completion_limit if completion_limit is not None else legacy_limit
-    if limit is not None:
-        config["maxTokens"] = limit
-    temperature = number(doc, "temperature")
-    if temperature is not None:
-        config["temperature"] = temperature
-    top_p = number(doc, "top_p")
-    if top_p is not None:
-        config["topP"] = top_p
+    config = sampling(doc, completion_limit if completion_limit is not None else legacy_limit)
     stop = doc.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -332,6 +341,100 @@ def _inference_config(doc: Json) -> InferenceConfig:
         if stop:
             config["stopSequences"] = stop
     return config
+
+
+def sampling(doc: Json, limit: int | None) -> InferenceConfig:
+    """The token limit and ``doc``'s ``temperature`` and ``top_p``."""
+    config: InferenceConfig = {}
+    if limit is not None:
+        config["maxTokens"] = limit
+    temperature = number(doc, "temperature")
+    if temperature is not None:
+        config["temperature"] = temperature
+    top_p = number(doc, "top_p")
+    if top_p is not None:
+        config["topP"] = top_p
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """A request's tools as Converse gets them."""
+
+    specs: list[ToolSpec]  # the client's tools ([] with tool_choice none)
+    marked: set[int]  # indexes of the tools marked for a cache point
+    mode: str  # of tool_choice_mode
+    named: str | None
+    answer: ToolSpec | None  # the tool carrying a response schema
+
+
+def tools_for(
+    specs: list[ToolSpec],
+    marks: set[int],
+    choice: tuple[str, str | None],
+    answer: ToolSpec | None,
+    answer_param: str,
+) -> Tools:
+    """The tools to send for ``choice`` (:func:`tool_choice_mode`'s); ``answer_param`` names the
+    answer tool's name in the request."""
+    mode, named = choice
+    if mode == "none":
+        specs = []
+    if answer is not None and mode in ("required", "named"):
+        # A client tool call is demanded: an answer tool would let the model skip it.
+        answer = None
+    if answer is not None and answer["name"] in (spec["name"] for spec in specs):
+        raise bad_request(f"'{answer_param}' {answer['name']!r} is also a tool name.", answer_param)
+    return Tools(specs, marks, mode, named, answer)
+
+
+def assemble(
+    system: list[SystemBlock],
+    messages: list[Message],
+    config: InferenceConfig,
+    thought: Reasoning,
+    tools: Tools,
+    cache_points: tuple[str, ...],
+) -> ConverseRequest:
+    """The Converse request of a request's parts, translated."""
+    body: ConverseRequest = {"messages": messages}
+    if system and "system" in cache_points and not ends_with_point(system):
+        system.append(cache_point())
+    if system:
+        body["system"] = system
+    if thought.max_tokens is not None:
+        config["maxTokens"] = thought.max_tokens
+    if config:
+        body["inferenceConfig"] = config
+    if thought.fields:
+        body["additionalModelRequestFields"] = thought.fields
+    specs, answer = tools.specs, tools.answer
+    tool_choice: ToolChoice | None = None
+    if answer is not None:
+        # With client tools too, `any` lets the model call one of them or answer through ours.
+        tool_choice = {"any": {}} if specs else {"tool": {"name": answer["name"]}}
+        specs = [*specs, answer]
+    elif tools.mode == "auto":
+        tool_choice = {"auto": {}}
+    elif tools.mode == "required":
+        tool_choice = {"any": {}}
+    elif tools.named is not None:  # mode "named"
+        tool_choice = {"tool": {"name": tools.named}}
+    if specs:
+        body["toolConfig"] = {"tools": tool_list(specs, tools.marked, "tools" in cache_points)}
+        if tool_choice is not None:
+            body["toolConfig"]["toolChoice"] = tool_choice
+    check_count(
+        system, body.get("toolConfig", {}).get("tools", []), *(m["content"] for m in messages)
+    )
+    return body
+
+
+def stream_flag(doc: Json) -> bool:
+    stream = doc.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean.", "stream")
+    return bool(stream)
 
 
 def converse(
@@ -344,73 +447,29 @@ def converse(
     and what the response needs; ``cache_points``: where the model entry adds cache points;
     ``declared``: the family the model entry declares (for an id naming none)."""
     check_fields(doc, CHAT_RULES, PROVIDER)
-    stream = doc.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean.", "stream")
-    tools = tool_specs(doc.get("tools"))
+    stream = stream_flag(doc)
+    specs = tool_specs(doc.get("tools"))
     marked_tools = {
         j for j, tool in enumerate(doc.get("tools") or []) if marked(tool, f"tools[{j}]")
     }
-    names = [spec["name"] for spec in tools]
-    mode, named = tool_choice_mode(doc.get("tool_choice"), names)
-    if mode == "none":
-        tools = []
+    choice = tool_choice_mode(doc.get("tool_choice"), [spec["name"] for spec in specs])
     answer = answer_tool(doc.get("response_format"))
-    if answer is not None and mode in ("required", "named"):
-        # A client tool call is demanded: an answer tool would let the model skip it.
-        answer = None
-    if answer is not None and answer["name"] in (spec["name"] for spec in tools):
-        raise bad_request(
-            f"'response_format.json_schema.name' {answer['name']!r} is also a tool name.",
-            "response_format.json_schema.name",
-        )
-
-    system, messages = _messages(doc.get("messages"), textify_tools=not tools)
-    body: ConverseRequest = {"messages": messages}
-    if system and "system" in cache_points and not ends_with_point(system):
-        system.append(cache_point())
-    if system:
-        body["system"] = system
+    tools = tools_for(specs, marked_tools, choice, answer, "response_format.json_schema.name")
+    system, messages = _messages(doc.get("messages"), textify_tools=not tools.specs)
     config = _inference_config(doc)
     limit_param = (
         "max_tokens" if doc.get("max_completion_tokens") is None else "max_completion_tokens"
     )
     thought = reasoning(doc, model, config.get("maxTokens"), limit_param, declared)
-    if thought.max_tokens is not None:
-        config["maxTokens"] = thought.max_tokens
-    if config:
-        body["inferenceConfig"] = config
-    if thought.fields:
-        body["additionalModelRequestFields"] = thought.fields
-    tool_choice: ToolChoice | None = None
-    if answer is not None:
-        # With client tools too, `any` lets the model call one of them or answer through ours.
-        tool_choice = {"any": {}} if tools else {"tool": {"name": answer["name"]}}
-        tools = [*tools, answer]
-    elif mode == "auto":
-        tool_choice = {"auto": {}}
-    elif mode == "required":
-        tool_choice = {"any": {}}
-    elif named is not None:  # mode "named"
-        tool_choice = {"tool": {"name": named}}
-    if tools:
-        body["toolConfig"] = {"tools": tool_list(tools, marked_tools, "tools" in cache_points)}
-        if tool_choice is not None:
-            body["toolConfig"]["toolChoice"] = tool_choice
-    check_count(
-        system, body.get("toolConfig", {}).get("tools", []), *(m["content"] for m in messages)
-    )
-
+    body = assemble(system, messages, config, thought, tools, cache_points)
     tier = service_tier(doc)
     if tier is not None:
         body["serviceTier"] = tier
     options = doc.get("stream_options")
     plan = Plan(
-        stream=bool(stream),
-        include_usage=bool(stream)
-        and isinstance(options, dict)
-        and options.get("include_usage") is True,
-        answer_tool=answer["name"] if answer is not None else None,
+        stream=stream,
+        include_usage=stream and isinstance(options, dict) and options.get("include_usage") is True,
+        answer_tool=tools.answer["name"] if tools.answer is not None else None,
         single_call=doc.get("parallel_tool_calls") is False,
         service_tier=openai_tier(tier),
     )

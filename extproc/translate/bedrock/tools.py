@@ -53,8 +53,17 @@ def _spec(tool: FunctionTool) -> ToolSpec:
     return spec
 
 
+# The answer tool of a schema-less JSON answer (``json_object``).
+OBJECT_TOOL = _spec(chat_input.OBJECT_TOOL)
+
+
 def tool_specs(tools: Any) -> list[ToolSpec]:
     return [_spec(tool) for tool in chat_input.function_tools(tools, PROVIDER)]
+
+
+def function_spec(function: Json, param: str) -> ToolSpec:
+    """The ``toolSpec`` of a function's ``name``, ``description`` and ``parameters``."""
+    return _spec(chat_input.function_tool(function, param))
 
 
 def tool_choice_mode(choice: Any, names: list[str]) -> tuple[str, str | None]:
@@ -66,6 +75,11 @@ def answer_tool(response_format: Any) -> ToolSpec | None:
     """The forced tool that carries a ``response_format`` schema, or None for plain text."""
     tool = chat_input.answer_tool(response_format)
     return _spec(tool) if tool is not None else None
+
+
+def schema_tool(spec: Json, param: str) -> ToolSpec:
+    """The answer tool of a schema's ``name``, ``description`` and ``schema`` (at ``param``)."""
+    return _spec(chat_input.schema_tool(spec, param))
 
 
 def tool_list(specs: list[ToolSpec], marks: set[int], auto: bool) -> list[Tool | CachePointBlock]:
