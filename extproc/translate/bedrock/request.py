@@ -127,7 +127,6 @@ class ConverseRequest(TypedDict):
 
 # Converse rejects blank text blocks, and a tool may legitimately return nothing.
 _EMPTY_TOOL_RESULT = "(no output)"
-_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +189,14 @@ def image_block(url: Any, param: str) -> ImageBlock:
     if not isinstance(url, str):
         raise bad_request(f"'{param}' must be a string.", param)
     if url.startswith(("http://", "https://")):
+        # Chat's image URLs reach here only when the backend does not fetch them
+        # (fetch_image_urls, extproc/imagefetch.py).
         raise bad_request(
             "This Bedrock backend does not fetch image URLs (fetch_image_urls is off): send the"
             " image inline as a data: URI (data:image/png;base64,...).",
             param,
         )
-    head, _, data = url.partition(",")
-    mime, _, encoding = head.removeprefix("data:").partition(";")
-    image_format = _IMAGE_FORMATS.get(mime.removeprefix("image/").lower())
-    if not head.startswith("data:image/") or encoding != "base64" or image_format is None:
-        raise bad_request("Images must be base64 data: URIs of PNG, JPEG, GIF or WebP.", param)
+    image_format, data = chat_input.data_image(url, param)
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 

@@ -186,7 +186,14 @@ def _parts(content: Any, holder: str, param: str) -> list[TextBlock | ImageBlock
                     " URI in 'image_url'.",
                     f"{where}.file_id",
                 )
-            blocks.append(image_block(part.get("image_url"), f"{where}.image_url"))
+            url = part.get("image_url")
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                raise bad_request(  # fetch_image_urls downloads chat completions' images only
+                    "Image URLs are not fetched for the Responses API on Bedrock: send the image"
+                    " inline as a data: URI (data:image/png;base64,...).",
+                    f"{where}.image_url",
+                )
+            blocks.append(image_block(url, f"{where}.image_url"))
         else:
             key = _TEXT_KEYS[kind]
             blocks += text_blocks(string(part.get(key), f"{where}.{key}", empty=True))
