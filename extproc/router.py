@@ -286,6 +286,7 @@ class Router:
         if request.content_encoding:
             body = decoded = encoding.decode_request(body, request.content_encoding, limit)
         doc: dict[str, Any]
+        default = None  # the model when neither the header nor the body names one
         match request.api.body:
             case "json":
                 self._parse_bounds.check(body)
@@ -295,13 +296,14 @@ class Router:
             case "optional":
                 self._parse_bounds.check(body)
                 doc = {}
-                body_model = _optional_model(body) or self._config.responses.default_model
+                body_model = _optional_model(body)
+                default = self._config.responses.default_model
             case _:
                 assert_never(request.api.body)
         if body_model is not None and not isinstance(body_model, str):
             raise bad_request("'model' must be a string.", param="model")
         header_model = _header_text(request.header_model)
-        model = header_model or body_model
+        model = header_model or body_model or default
         if not model:
             where = (
                 f" (for {request.path}: in the {MODEL_HEADER} header, or set"

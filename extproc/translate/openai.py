@@ -94,8 +94,13 @@ class PassThrough:
         self._has_output = api.output_tokens
         self._responses = ctx.endpoint in ("responses", "stored_responses")
         self._read_usage: UsageReader = from_responses if self._responses else from_openai
+        # A body that may hold no model (a stored response's request) is only rewritten when
+        # it names one; the others get the backend's name for the model either way.
+        named = ctx.body_model is not None or api.body == "json"
         self._model = (
-            ctx.upstream_model if rewrite_model and ctx.body_model != ctx.upstream_model else None
+            ctx.upstream_model
+            if rewrite_model and named and ctx.body_model != ctx.upstream_model
+            else None
         )
         self._inject_usage = ctx.stream and not ctx.include_usage and api.stream_usage_opt_in
         self.needs_request_body = self._model is not None or self._inject_usage

@@ -408,6 +408,21 @@ def test_traffic_of_every_kind(gw: Gateway, fakes: dict[str, Any]) -> None:
     assert call(gw, {"model": "m", "input": ["a", "b"]}, "/v1/embeddings").status_code == 200
     assert call(gw, {"model": "titan", "input": ["a", "b"]}, "/v1/embeddings").status_code == 200
     assert call(gw, b"", "/v1/models", method="GET").status_code == 200
+    # Every other API, on every backend that serves it.
+    for model in ("m", "az", "claude"):
+        answer = call(gw, {"model": model, "input": "hello"}, "/v1/responses")
+        assert answer.status_code == 200, model
+        stream = call(gw, {"model": model, "input": "hello", "stream": True}, "/v1/responses")
+        assert stream.status_code == 200 and "response.completed" in stream.text, model
+    stored = call(gw, {"model": "m", "input": "keep"}, "/v1/responses").json()["id"]
+    named = {"x-ai-eg-model": "m"}
+    got = call(gw, b"", f"/v1/responses/{stored}", named, "GET")
+    assert got.status_code == 200, got.text
+    for model in ("m", "az"):
+        assert call(gw, {"model": model, "prompt": "hi"}, "/v1/completions").status_code == 200
+    asked = {"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}
+    assert call(gw, {**asked, "max_tokens": 16}, "/v1/messages").status_code == 200
+    assert call(gw, asked, "/v1/messages/count_tokens").status_code == 200
     failures = {
         "no key": call(gw, chat("m"), headers={"authorization": ""}).status_code,
         "wrong key": call(

@@ -222,3 +222,14 @@ def test_a_stored_response_of_a_model_of_several_backends_is_asked_of_each() -> 
         r for r in routes if r["name"] == "pair" and r["match"].get("path") == "/v1/responses"
     ]
     assert 404 not in made["route"]["retry_policy"].get("retriable_status_codes", [])
+
+
+def test_a_stored_response_request_naming_no_model_is_not_rewritten() -> None:
+    # Found by the secrets scan: a GET through a route whose backend renames the model was read
+    # as a body to rewrite, and its empty body was a 400.
+    ctx = RequestContext("stored_responses", "route", "upstream", None, "/v1/responses/resp_1")
+    translator = PassThrough(ctx, "/v1/responses/resp_1")
+    assert not translator.needs_request_body
+    assert translator.request(None).path == "/v1/responses/resp_1"
+    count = RequestContext("stored_responses", "route", "upstream", "route", "/v1/responses/x")
+    assert PassThrough(count, "/v1/responses/input_tokens").needs_request_body  # it names one
