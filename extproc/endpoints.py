@@ -17,7 +17,15 @@ from typing import Literal
 
 from extproc import wire
 
-Operation = Literal["chat", "embeddings", "responses", "stored_responses", "text_completion"]
+Operation = Literal[
+    "chat",
+    "embeddings",
+    "responses",
+    "stored_responses",
+    "text_completion",
+    "speech",
+    "image_generation",
+]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
@@ -111,7 +119,34 @@ COMPLETIONS = API(
     stream_usage_opt_in=True,
 )
 
-APIS: tuple[API, ...] = (CHAT, EMBEDDINGS, RESPONSES, STORED_RESPONSES, COMPLETIONS)
+# Audio and images (extproc/translate/media.py): no operation name in the GenAI semantic
+# conventions, so the issue's. Not tokens alone, so never Envoy's to read.
+SPEECH = API(
+    operation="speech",
+    paths=(wire.SPEECH_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=False,
+)
+IMAGE_GENERATION = API(
+    operation="image_generation",
+    paths=(wire.IMAGE_GENERATIONS_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,  # gpt-image reports its image tokens as output tokens
+)
+
+APIS: tuple[API, ...] = (
+    CHAT,
+    EMBEDDINGS,
+    RESPONSES,
+    STORED_RESPONSES,
+    COMPLETIONS,
+    SPEECH,
+    IMAGE_GENERATION,
+)
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]
 

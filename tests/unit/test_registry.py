@@ -21,7 +21,9 @@ from extproc.endpoints import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    IMAGE_GENERATION,
     RESPONSES,
+    SPEECH,
     STORED_RESPONSES,
     Operation,
     api_for,
@@ -31,7 +33,14 @@ from extproc.router import Respond, Router, RouteState
 from extproc.telemetry import Telemetry
 from extproc.translate import RequestContext
 from extproc.upstream import UpstreamStage
-from extproc.wire import CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH
+from extproc.wire import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    IMAGE_GENERATIONS_PATH,
+    RESPONSES_PATH,
+    SPEECH_PATH,
+)
 
 AZURE_ENTRA = {
     "schema": "azure_openai",
@@ -114,6 +123,8 @@ def test_every_served_path_is_described_once() -> None:
         EMBEDDINGS_PATH: EMBEDDINGS,
         RESPONSES_PATH: RESPONSES,
         COMPLETIONS_PATH: COMPLETIONS,
+        SPEECH_PATH: SPEECH,
+        IMAGE_GENERATIONS_PATH: IMAGE_GENERATION,
     }
     assert set(BY_OPERATION) == {
         "chat",
@@ -121,6 +132,8 @@ def test_every_served_path_is_described_once() -> None:
         "responses",
         "stored_responses",
         "text_completion",
+        "speech",
+        "image_generation",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
@@ -138,7 +151,15 @@ def test_every_served_path_is_described_once() -> None:
 
 
 # What each schema serves today; a schema without an endpoint answers it 404 (below).
-_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
+_OPENAI_API = {
+    "chat",
+    "embeddings",
+    "responses",
+    "stored_responses",
+    "text_completion",
+    "speech",
+    "image_generation",
+}
 SERVED = {
     "openai": _OPENAI_API,
     "azure": _OPENAI_API,
@@ -207,5 +228,6 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert isinstance(answer, Respond) and answer.status == 404
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
-        b" POST /v1/completions, GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
+        b" POST /v1/completions, POST /v1/audio/speech, POST /v1/images/generations,"
+        b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )
