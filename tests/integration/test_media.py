@@ -20,7 +20,7 @@ from openai import OpenAI
 from tests.fakes.audio import CHUNK_BYTES, speech_audio
 from tests.fakes.azure import FakeAzure
 from tests.fakes.bedrock import FakeBedrock
-from tests.fakes.images import OUTPUT_TOKENS, image_bytes
+from tests.fakes.imagegen import OUTPUT_TOKENS, image_bytes
 from tests.fakes.openai import FakeOpenAI, count_tokens
 from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
