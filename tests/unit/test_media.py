@@ -7,13 +7,14 @@ import base64
 import orjson
 import pytest
 
+from extproc.endpoints import Operation
 from extproc.translate import RequestContext
 from extproc.translate.media import Images, Speech, pass_through
 from extproc.translate.openai import PassThrough
 
 
-def _ctx(endpoint: str, upstream_model: str = "m") -> RequestContext:
-    return RequestContext(endpoint, "m", upstream_model, "m", "/v1/x")  # type: ignore[arg-type]
+def _ctx(endpoint: Operation, upstream_model: str = "m") -> RequestContext:
+    return RequestContext(endpoint, "m", upstream_model, "m", "/v1/x")
 
 
 def test_each_endpoint_gets_its_translator() -> None:
