@@ -71,6 +71,8 @@ class Cassette:
             return "embeddings"
         if self.path.endswith("/completions"):
             return "text_completion"
+        if self.path.endswith("/images/generations"):
+            return "image_generation"
         return None
 
     @property

@@ -17,13 +17,17 @@ from tests.harness import Gateway
 # out again for a client that did not ask: tests/integration/test_completions.py).
 RECORDED = [
     c
-    for c in cassettes("chat") + cassettes("embeddings") + cassettes("text_completion")
+    for c in cassettes("chat")
+    + cassettes("embeddings")
+    + cassettes("text_completion")
+    + cassettes("image_generation")
     if c.name != "completion-streaming"
 ]
 _PATHS = {
     "chat": "/chat/completions",
     "embeddings": "/embeddings",
     "text_completion": "/completions",
+    "image_generation": "/images/generations",
 }
 AZURE = "azure-gpt-5-nano"
 
