@@ -40,6 +40,8 @@ _OPENAI_APIS: tuple[Operation, ...] = (
     "text_completion",
     "speech",
     "image_generation",
+    "transcription",
+    "translation",
 )
 
 

@@ -25,12 +25,15 @@ Operation = Literal[
     "text_completion",
     "speech",
     "image_generation",
+    "transcription",
+    "translation",
 ]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
-# responses.default_model.
-BodyFormat = Literal["json", "optional"]
+# responses.default_model. "multipart": a multipart/form-data form whose "model" field names the
+# model (x-ai-eg-model wins over it), passed on unchanged (extproc/multipart.py).
+BodyFormat = Literal["json", "optional", "multipart"]
 # "openai": {"error": {"message", "type", "param", "code"}} (extproc/errors.py).
 ErrorShape = Literal["openai"]
 
@@ -138,6 +141,25 @@ IMAGE_GENERATION = API(
     output_tokens=True,  # gpt-image reports its image tokens as output tokens
 )
 
+# Audio in (a multipart form with the file), text out: counted in the answer's audio seconds
+# or tokens.
+TRANSCRIPTION = API(
+    operation="transcription",
+    paths=(wire.TRANSCRIPTIONS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
+TRANSLATION = API(
+    operation="translation",
+    paths=(wire.TRANSLATIONS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
+
 APIS: tuple[API, ...] = (
     CHAT,
     EMBEDDINGS,
@@ -146,6 +168,8 @@ APIS: tuple[API, ...] = (
     COMPLETIONS,
     SPEECH,
     IMAGE_GENERATION,
+    TRANSCRIPTION,
+    TRANSLATION,
 )
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]

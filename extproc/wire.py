@@ -97,6 +97,8 @@ RESPONSES_PATH = "/v1/responses"
 COMPLETIONS_PATH = "/v1/completions"
 SPEECH_PATH = "/v1/audio/speech"
 IMAGE_GENERATIONS_PATH = "/v1/images/generations"
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+TRANSLATIONS_PATH = "/v1/audio/translations"
 # What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the
 # input-token count. Nothing else reaches a provider: no dot segment, no second id.
 STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")

@@ -11,6 +11,12 @@ is what their answers are and how they are counted.
   (``input_tokens``, ``output_tokens``: the Responses API's names) when it reports one. An
   answer too large to buffer is passed on, its images counted by their keys as they pass and
   its usage read from its last bytes. Base64 images are not text: never estimated as tokens.
+- Transcription and translation (``/v1/audio/transcriptions``, ``/v1/audio/translations``): a
+  multipart form (the router read its ``model``: :mod:`extproc.multipart`), passed on
+  unchanged unless the backend names the model otherwise. A JSON answer is counted in audio
+  seconds (``usage: {"type": "duration", "seconds"}``, or ``verbose_json``'s ``duration``) or
+  tokens (``usage: {"type": "tokens", ...}``); a text, SRT or VTT answer reports nothing and
+  is passed on unread, counted as nothing: the upload is audio, never estimated as text.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from extproc import multipart
 from extproc.endpoints import Operation
 from extproc.responses_usage import from_responses
 from extproc.translate import BodyMode, RequestContext, UpstreamRequest, json_object
@@ -93,9 +100,60 @@ def _with_images(usage: Usage | None, images: int) -> Usage:
     return dataclasses.replace(usage or Usage(), images=images)
 
 
+def from_transcription(usage: Any) -> Usage | None:
+    """A transcription's ``usage``: audio seconds (whisper-1) or tokens (gpt-4o-transcribe)."""
+    if not isinstance(usage, dict):
+        return None
+    if usage.get("type") == "duration":
+        return Usage(audio_seconds=_seconds(usage.get("seconds")))
+    return from_responses(usage) if usage.get("type") == "tokens" else None
+
+
+def _seconds(value: Any) -> float:
+    """A provider's audio seconds: a positive number, or 0 (a negative one would credit)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else 0.0
+
+
+class Transcription(PassThrough):
+    """``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: a form in, text out."""
+
+    def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
+        super().__init__(ctx, path, rewrite_model)
+        self._read_usage = from_transcription
+
+    def request(self, body: bytes | None) -> UpstreamRequest:
+        if body is None or self._model is None:
+            return UpstreamRequest(path=self._path)
+        return UpstreamRequest(self._path, multipart.with_model(body, self._model))
+
+    def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
+        if 200 <= status < 300 and not headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            # text, srt, vtt (or a stream): no usage in it, nothing to read.
+            self._status = status
+            self.usage = Usage()
+            return "none"
+        return super().response_body_mode(status, headers)
+
+    def _document_usage(self, doc: dict[str, Any] | None) -> tuple[Usage | None, str | None]:
+        usage, model = super()._document_usage(doc)
+        if doc is None or not self._ok:
+            return usage, model
+        if usage is None:  # verbose_json's duration, or nothing reported
+            usage = Usage(audio_seconds=_seconds(doc.get("duration")))
+        return usage, model
+
+    def output_tokens(self, model: str) -> int:
+        return 0  # counted by the provider or not at all
+
+
 _TRANSLATORS: dict[Operation, type[PassThrough]] = {
     "speech": Speech,
     "image_generation": Images,
+    "transcription": Transcription,
+    "translation": Transcription,
 }
 
 

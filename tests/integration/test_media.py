@@ -1,14 +1,18 @@
-"""Speech and image generation end to end: the official SDK -> Envoy -> sidecar -> fake OpenAI
+"""Speech, image generation, transcription and translation end to end: the official SDK -> Envoy -> sidecar -> fake OpenAI
 and fake Azure (both surfaces), in both accounting modes. Their answers are never Envoy's to
 read: the sidecar counts them in their own units (characters, images) and tokens where
-reported."""
+reported. Transcriptions and translations are multipart forms: the router reads their model
+without changing a byte, and refuses a form it cannot read with a 400 naming why."""
 
 from __future__ import annotations
 
 import base64
 import http.client
+import io
+import math
 import os
 import time
+import wave
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +21,7 @@ import orjson
 import pytest
 from openai import OpenAI
 
-from tests.fakes.audio import CHUNK_BYTES, speech_audio
+from tests.fakes.audio import AUDIO_TOKENS_PER_SECOND, CHUNK_BYTES, speech_audio, transcript
 from tests.fakes.azure import FakeAzure
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.imagegen import OUTPUT_TOKENS, image_bytes
@@ -26,7 +30,13 @@ from tests.fakes.otlp import OTLPReceiver
 from tests.harness import Gateway
 
 UPSTREAM_KEY = "sk-upstream-media-5c1e"
-PRICING = {"input": 5.0, "output": 40.0, "per_million_characters": 15.0, "per_image": 0.04}
+PRICING = {
+    "input": 5.0,
+    "output": 40.0,
+    "per_million_characters": 15.0,
+    "per_image": 0.04,
+    "per_audio_minute": 0.006,
+}
 # Small enough that a long speech answer does not fit: it must pass through unbuffered.
 MAX_REQUEST_BYTES = 1024 * 1024
 
@@ -39,7 +49,7 @@ def openai_fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def azure() -> Iterator[FakeAzure]:
-    with FakeAzure(deployments={"my-tts", "my-image"}, chunk_delay=0.0) as fake:
+    with FakeAzure(deployments={"my-tts", "my-image", "my-whisper"}, chunk_delay=0.0) as fake:
         yield fake
 
 
@@ -70,6 +80,10 @@ def gateway(
             {"name": "tts-1", "pricing": PRICING, "backends": [{"backend": "oa"}]},
             {"name": "gpt-image-1", "pricing": PRICING, "backends": [{"backend": "oa"}]},
             {"name": "dall-e-2", "pricing": PRICING, "backends": [{"backend": "oa"}]},
+            {"name": "whisper-1", "pricing": PRICING, "backends": [{"backend": "oa"}]},
+            {"name": "gpt-4o-transcribe", "pricing": PRICING, "backends": [{"backend": "oa"}]},
+            {"name": "whisper", "backends": [{"backend": "oa", "model": "whisper-1"}]},
+            {"name": "azure-whisper", "backends": [{"backend": "az", "model": "my-whisper"}]},
             {"name": "azure-tts", "backends": [{"backend": "az", "model": "my-tts"}]},
             {"name": "azure-image", "backends": [{"backend": "az", "model": "my-image"}]},
             {"name": "azure-v1-tts", "backends": [{"backend": "az1", "model": "my-tts"}]},
@@ -273,3 +287,188 @@ def test_bedrock_serves_neither_and_says_so(client: OpenAI) -> None:
     assert "image_generation" in error["message"] and "'br'" in error["message"]
     with pytest.raises(openai.NotFoundError, match="speech"):
         client.audio.speech.create(model="claude", voice="alloy", input="x")
+
+
+# --- transcription and translation (multipart) --------------------------------------------------
+
+
+def _wav(seconds: float, rate: int = 8000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes(b"\x00\x00" * int(seconds * rate))
+    return out.getvalue()
+
+
+BOUNDARY = "gw-test-boundary-7f3a"
+
+
+def _form(fields: dict[str, str], audio: bytes | None, boundary: str = BOUNDARY) -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    if audio is not None:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        )
+        parts.append(head.encode() + audio + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def _post(
+    gateway: Gateway, path: str, body: bytes, content_type: str, **headers: str
+) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
+    conn.request("POST", path, body, {"content-type": content_type, **headers})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, orjson.loads(data) if data else {}
+
+
+def test_a_transcription_is_charged_per_minute_of_audio(
+    client: OpenAI, otlp: OTLPReceiver, openai_fake: FakeOpenAI
+) -> None:
+    traced, trace_id = _traced(client)
+    raw = traced.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=("hello.wav", _wav(2.5), "audio/wav")
+    )
+    assert raw.parse().text == transcript(2.5, "transcribe")
+    cost = 3 / 60 * PRICING["per_audio_minute"]  # whisper-1 reports whole seconds, rounded up
+    assert float(raw.headers["x-ai-eg-cost-usd"]) == pytest.approx(cost, abs=1e-6)
+    record = _record(otlp, trace_id)
+    assert record["gen_ai.operation.name"] == "transcription"
+    assert record["ai_gateway.audio_seconds"] == 3.0
+    assert record.get("gen_ai.usage.input_tokens", 0) == 0  # the upload is not text
+    assert record["ai_gateway.cost_usd"] == pytest.approx(cost, rel=1e-12)
+    assert openai_fake.requests[-1].path == "/v1/audio/transcriptions"
+
+
+def test_a_token_billed_transcription_is_charged_for_its_tokens(
+    client: OpenAI, otlp: OTLPReceiver
+) -> None:
+    traced, trace_id = _traced(client)
+    answer = traced.audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=("a.wav", _wav(1.5), "audio/wav")
+    )
+    audio_tokens = math.ceil(1.5 * AUDIO_TOKENS_PER_SECOND)
+    output = count_tokens(answer.text)
+    record = _record(otlp, trace_id)
+    assert (record["gen_ai.usage.input_tokens"], record["gen_ai.usage.output_tokens"]) == (
+        audio_tokens,
+        output,
+    )
+    cost = (audio_tokens * PRICING["input"] + output * PRICING["output"]) / 1e6
+    assert record["ai_gateway.cost_usd"] == pytest.approx(cost, rel=1e-12)
+
+
+def test_a_verbose_translation_is_counted_from_its_duration(
+    client: OpenAI, otlp: OTLPReceiver
+) -> None:
+    traced, trace_id = _traced(client)
+    answer = traced.audio.translations.create(
+        model="whisper-1", file=("a.wav", _wav(2.25), "audio/wav"), response_format="verbose_json"
+    )
+    assert answer.text == transcript(2.25, "translate")
+    record = _record(otlp, trace_id)
+    assert record["gen_ai.operation.name"] == "translation"
+    assert record["ai_gateway.audio_seconds"] == 2.25
+    assert record["ai_gateway.cost_usd"] == pytest.approx(
+        2.25 / 60 * PRICING["per_audio_minute"], rel=1e-12
+    )
+
+
+def test_a_text_transcript_passes_on_and_is_not_estimated(
+    client: OpenAI, otlp: OTLPReceiver
+) -> None:
+    traced, trace_id = _traced(client)
+    text = traced.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", _wav(1.0), "audio/wav"), response_format="text"
+    )
+    assert str(text).strip() == transcript(1.0, "transcribe")
+    record = _record(otlp, trace_id)
+    assert record["ai_gateway.usage_source"] == "provider"
+    assert record.get("gen_ai.usage.input_tokens", 0) == 0
+
+
+def test_the_form_reaches_the_provider_byte_for_byte(
+    gateway: Gateway, openai_fake: FakeOpenAI
+) -> None:
+    body = _form({"model": "whisper-1", "language": "en"}, _wav(0.5))
+    status, doc = _post(
+        gateway, "/v1/audio/transcriptions", body, f"multipart/form-data; boundary={BOUNDARY}"
+    )
+    assert status == 200 and doc["text"] == transcript(0.5, "transcribe")
+    assert openai_fake.requests[-1].body == body
+
+
+def test_a_renamed_model_is_rewritten_in_the_form_alone(
+    gateway: Gateway, openai_fake: FakeOpenAI
+) -> None:
+    body = _form({"model": "whisper", "temperature": "0"}, _wav(0.5))
+    status, _ = _post(
+        gateway, "/v1/audio/transcriptions", body, f"multipart/form-data; boundary={BOUNDARY}"
+    )
+    assert status == 200
+    assert openai_fake.requests[-1].body == body.replace(
+        b'name="model"\r\n\r\nwhisper\r\n', b'name="model"\r\n\r\nwhisper-1\r\n'
+    )
+
+
+def test_the_model_header_serves_a_form_without_a_model(gateway: Gateway) -> None:
+    body = _form({}, _wav(0.5))
+    status, doc = _post(
+        gateway,
+        "/v1/audio/translations",
+        body,
+        f"multipart/form-data; boundary={BOUNDARY}",
+        **{"x-ai-eg-model": "azure-whisper"},
+    )
+    assert status == 200, doc
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code", "words"),
+    [
+        (_form({"model": "whisper-1"}, b"RIFF"), "multipart/form-data", "invalid_multipart", "boundary"),
+        (_form({"model": "whisper-1"}, _wav(0.2))[:-20], f"multipart/form-data; boundary={BOUNDARY}", "invalid_multipart", "truncated"),
+        (b"--wrong\r\n\r\n--wrong--\r\n", f"multipart/form-data; boundary={BOUNDARY}", "invalid_multipart", "malformed"),
+        (_form({}, _wav(0.2)), f"multipart/form-data; boundary={BOUNDARY}", "missing_required_parameter", "model"),
+        (b'{"model": "whisper-1"}', "application/json", "invalid_content_type", "multipart/form-data"),
+    ],
+    ids=["no-boundary", "truncated", "malformed", "no-model", "json"],
+)  # fmt: skip
+def test_a_form_the_gateway_cannot_read_is_a_400_naming_why(
+    gateway: Gateway, body: bytes, content_type: str, code: str, words: str
+) -> None:
+    status, doc = _post(gateway, "/v1/audio/transcriptions", body, content_type)
+    assert status == 400, doc
+    assert doc["error"]["code"] == code and words in doc["error"]["message"]
+
+
+def test_an_upload_over_the_request_limit_is_a_413(gateway: Gateway) -> None:
+    body = _form({"model": "whisper-1"}, _wav(70.0))  # 1.1 MB of audio
+    assert len(body) > MAX_REQUEST_BYTES
+    status, doc = _post(
+        gateway, "/v1/audio/transcriptions", body, f"multipart/form-data; boundary={BOUNDARY}"
+    )
+    assert status == 413 and "error" in doc
+
+
+def test_azure_gets_its_transcription_path(client: OpenAI, azure: FakeAzure) -> None:
+    answer = client.audio.transcriptions.create(
+        model="azure-whisper", file=("a.wav", _wav(0.5), "audio/wav")
+    )
+    assert answer.text == transcript(0.5, "transcribe")
+    sent = azure.requests[-1]
+    assert sent.path == "/openai/deployments/my-whisper/audio/transcriptions"
+    assert "api-version" in sent.query
+
+
+def test_bedrock_transcribes_nothing_and_says_so(client: OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match="transcription"):
+        client.audio.transcriptions.create(model="claude", file=("a.wav", _wav(0.2), "audio/wav"))

@@ -25,6 +25,8 @@ from extproc.endpoints import (
     RESPONSES,
     SPEECH,
     STORED_RESPONSES,
+    TRANSCRIPTION,
+    TRANSLATION,
     Operation,
     api_for,
 )
@@ -40,6 +42,8 @@ from extproc.wire import (
     IMAGE_GENERATIONS_PATH,
     RESPONSES_PATH,
     SPEECH_PATH,
+    TRANSCRIPTIONS_PATH,
+    TRANSLATIONS_PATH,
 )
 
 AZURE_ENTRA = {
@@ -125,6 +129,8 @@ def test_every_served_path_is_described_once() -> None:
         COMPLETIONS_PATH: COMPLETIONS,
         SPEECH_PATH: SPEECH,
         IMAGE_GENERATIONS_PATH: IMAGE_GENERATION,
+        TRANSCRIPTIONS_PATH: TRANSCRIPTION,
+        TRANSLATIONS_PATH: TRANSLATION,
     }
     assert set(BY_OPERATION) == {
         "chat",
@@ -134,8 +140,15 @@ def test_every_served_path_is_described_once() -> None:
         "text_completion",
         "speech",
         "image_generation",
+        "transcription",
+        "translation",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
+    # Only the audio uploads are multipart forms.
+    assert [api.operation for api in APIS if api.body == "multipart"] == [
+        "transcription",
+        "translation",
+    ]
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
     for path in ("resp_1", "resp_1/cancel", "resp_1/input_items", "input_tokens"):
         assert api_for(f"{RESPONSES_PATH}/{path}") is STORED_RESPONSES, path
@@ -159,6 +172,8 @@ _OPENAI_API = {
     "text_completion",
     "speech",
     "image_generation",
+    "transcription",
+    "translation",
 }
 SERVED = {
     "openai": _OPENAI_API,
@@ -229,5 +244,6 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
         b" POST /v1/completions, POST /v1/audio/speech, POST /v1/images/generations,"
+        b" POST /v1/audio/transcriptions, POST /v1/audio/translations,"
         b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )
