@@ -9,8 +9,9 @@ import pytest
 
 from extproc.endpoints import Operation
 from extproc.translate import RequestContext
-from extproc.translate.media import Images, Speech, pass_through
+from extproc.translate.media import Images, Speech, Transcription, from_transcription, pass_through
 from extproc.translate.openai import PassThrough
+from extproc.usage import Usage
 
 
 def _ctx(endpoint: Operation, upstream_model: str = "m") -> RequestContext:
@@ -77,3 +78,48 @@ def test_an_answer_too_large_to_buffer_counts_its_images_across_chunks(size: int
         assert images.response_body(chunk, i == len(chunks) - 1) == chunk
     assert images.usage is not None and images.usage.images == 4
     assert images.usage.output_tokens == 4 * 272
+
+
+def test_transcription_usage_in_seconds_or_tokens() -> None:
+    assert from_transcription({"type": "duration", "seconds": 7}) == Usage(audio_seconds=7.0)
+    assert from_transcription({"type": "duration", "seconds": -3}) == Usage()
+    tokens = from_transcription(
+        {"type": "tokens", "input_tokens": 15, "output_tokens": 4, "total_tokens": 19}
+    )
+    assert tokens is not None and (tokens.input_tokens, tokens.output_tokens) == (15, 4)
+    assert from_transcription({"type": "other"}) is None and from_transcription(None) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "seconds"),
+    [
+        ({"text": "hi", "usage": {"type": "duration", "seconds": 3}}, 3.0),
+        ({"task": "translate", "duration": 2.25, "text": "hi"}, 2.25),
+        ({"text": "hi"}, 0.0),  # a translation's json: nothing reported, nothing estimated
+    ],
+)
+def test_a_transcript_is_counted_from_what_it_reports(
+    answer: dict[str, object], seconds: float
+) -> None:
+    t = Transcription(_ctx("transcription"), "/v1/audio/transcriptions")
+    assert not t.needs_request_body and t.request(None).body is None
+    assert t.response_body_mode(200, {"content-type": "application/json"}) == "buffered"
+    t.response_body(orjson.dumps(answer), True)
+    assert t.usage is not None and t.usage.audio_seconds == seconds
+    assert not t.usage.estimated and t.usage.input_tokens == 0
+
+
+def test_a_text_transcript_is_passed_on_unread() -> None:
+    t = Transcription(_ctx("translation"), "/v1/audio/translations")
+    assert t.response_body_mode(200, {"content-type": "text/plain; charset=utf-8"}) == "none"
+    assert t.usage == Usage()
+
+
+def test_a_renamed_transcription_model_is_rewritten_in_the_form() -> None:
+    t = Transcription(_ctx("transcription", upstream_model="whisper-1"), "/v1/audio/x")
+    assert t.needs_request_body
+    body = (
+        b'--bb\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n'
+        b'--bb\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nRIFF\r\n--bb--\r\n'
+    )
+    assert t.request(body).body == body.replace(b"\r\n\r\nm\r\n", b"\r\n\r\nwhisper-1\r\n")
