@@ -40,6 +40,7 @@ _OPENAI_APIS: tuple[Operation, ...] = (
     "text_completion",
     "speech",
     "image_generation",
+    "image_edit",
     "transcription",
     "translation",
 )

@@ -25,6 +25,7 @@ Operation = Literal[
     "text_completion",
     "speech",
     "image_generation",
+    "image_edit",
     "transcription",
     "translation",
 ]
@@ -141,6 +142,15 @@ IMAGE_GENERATION = API(
     output_tokens=True,  # gpt-image reports its image tokens as output tokens
 )
 
+# A form with the images to edit (multipart), image generation's answer.
+IMAGE_EDIT = API(
+    operation="image_edit",
+    paths=(wire.IMAGE_EDITS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
 # Audio in (a multipart form with the file), text out: counted in the answer's audio seconds
 # or tokens.
 TRANSCRIPTION = API(
@@ -168,6 +178,7 @@ APIS: tuple[API, ...] = (
     COMPLETIONS,
     SPEECH,
     IMAGE_GENERATION,
+    IMAGE_EDIT,
     TRANSCRIPTION,
     TRANSLATION,
 )

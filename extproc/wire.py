@@ -97,6 +97,7 @@ RESPONSES_PATH = "/v1/responses"
 COMPLETIONS_PATH = "/v1/completions"
 SPEECH_PATH = "/v1/audio/speech"
 IMAGE_GENERATIONS_PATH = "/v1/images/generations"
+IMAGE_EDITS_PATH = "/v1/images/edits"
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 TRANSLATIONS_PATH = "/v1/audio/translations"
 # What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the

@@ -34,6 +34,7 @@ _OPERATIONS: dict[Operation, str] = {
     "text_completion": "/completions",
     "speech": "/audio/speech",
     "image_generation": "/images/generations",
+    "image_edit": "/images/edits",
     "transcription": "/audio/transcriptions",
     "translation": "/audio/translations",
     # The client's own path below /v1/responses/, in the shape the router checked.

@@ -11,6 +11,8 @@ is what their answers are and how they are counted.
   (``input_tokens``, ``output_tokens``: the Responses API's names) when it reports one. An
   answer too large to buffer is passed on, its images counted by their keys as they pass and
   its usage read from its last bytes. Base64 images are not text: never estimated as tokens.
+- Image edits (``/v1/images/edits``): a multipart form (as below) in, image generation's
+  answer out, counted as it is.
 - Transcription and translation (``/v1/audio/transcriptions``, ``/v1/audio/translations``): a
   multipart form (the router read its ``model``: :mod:`extproc.multipart`), passed on
   unchanged unless the backend names the model otherwise. A JSON answer is counted in audio
@@ -115,17 +117,26 @@ def _seconds(value: Any) -> float:
     return float(value) if ok else 0.0
 
 
-class Transcription(PassThrough):
-    """``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: a form in, text out."""
-
-    def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
-        super().__init__(ctx, path, rewrite_model)
-        self._read_usage = from_transcription
+class _Form(PassThrough):
+    """A multipart form's request: passed on as it came, or with the backend's model name in
+    its ``model`` field alone (the body is needed only then)."""
 
     def request(self, body: bytes | None) -> UpstreamRequest:
         if body is None or self._model is None:
             return UpstreamRequest(path=self._path)
         return UpstreamRequest(self._path, multipart.with_model(body, self._model))
+
+
+class ImageEdits(_Form, Images):
+    """``POST /v1/images/edits``: a form in (the images and the prompt), images out."""
+
+
+class Transcription(_Form):
+    """``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: a form in, text out."""
+
+    def __init__(self, ctx: RequestContext, path: str, rewrite_model: bool = True) -> None:
+        super().__init__(ctx, path, rewrite_model)
+        self._read_usage = from_transcription
 
     def response_body_mode(self, status: int, headers: Mapping[str, str]) -> BodyMode:
         if 200 <= status < 300 and not headers.get("content-type", "").startswith(
@@ -152,6 +163,7 @@ class Transcription(PassThrough):
 _TRANSLATORS: dict[Operation, type[PassThrough]] = {
     "speech": Speech,
     "image_generation": Images,
+    "image_edit": ImageEdits,
     "transcription": Transcription,
     "translation": Transcription,
 }

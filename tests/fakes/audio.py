@@ -115,10 +115,11 @@ def transcript(seconds: float, task: str) -> str:
     )
 
 
-async def _form(fake: FakeOpenAI, request: web.Request) -> tuple[Json, bytes]:
-    """The form's text fields (checked as the JSON endpoints' bodies are) and its file. The
-    body was read already (the fake records it), so the standard library's MIME parser reads
-    the form; any defect it finds (no boundary, no closing boundary) is a 400."""
+async def read_form(fake: FakeOpenAI, request: web.Request) -> tuple[Json, dict[str, list[bytes]]]:
+    """The form's text fields (checked as the JSON endpoints' bodies are) and its files by
+    field name. The body was read already (the fake records it), so the standard library's
+    MIME parser reads the form; any defect it finds (no boundary, no closing boundary) is a
+    400."""
     fake.authorize(request)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -128,23 +129,24 @@ async def _form(fake: FakeOpenAI, request: web.Request) -> tuple[Json, bytes]:
     if message.defects or not message.is_multipart():
         raise openai_error(400, f"Could not parse multipart form: {message.defects}.")
     fields: Json = {}
-    audio: bytes | None = None
+    files: dict[str, list[bytes]] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True)
         if not isinstance(name, str) or not isinstance(payload, bytes):
             continue
-        if name == "file" and part.get_filename():
-            audio = payload
+        if part.get_filename():
+            files.setdefault(name, []).append(payload)
         else:
             fields[name] = payload.decode()
-    if audio is None:
-        raise openai_error(400, "Missing required parameter: 'file'.", "file")
-    return fake.prepare(request, fields), audio
+    return fake.prepare(request, fields), files
 
 
 async def _transcribe(fake: FakeOpenAI, task: str, request: web.Request) -> web.StreamResponse:
-    body, audio = await _form(fake, request)
+    body, files = await read_form(fake, request)
+    if "file" not in files:
+        raise openai_error(400, "Missing required parameter: 'file'.", "file")
+    audio = files["file"][0]
     model = str(body["model"])
     gpt4o = model.startswith("gpt-4o")
     if task == "translate" and gpt4o:

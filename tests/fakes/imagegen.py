@@ -7,7 +7,9 @@ Checked as OpenAI checks it: ``model`` and ``prompt`` (a string) required; ``n``
 base64 always and refuses it). The answer is ``{"created", "data": [...]}``, each image's bytes
 derived from the prompt and its index; gpt-image adds its token ``usage`` (``input_tokens``:
 one per word of the prompt; ``output_tokens``: :data:`OUTPUT_TOKENS` per image of its
-``quality``), DALL-E reports none, as OpenAI does.
+``quality``), DALL-E reports none, as OpenAI does. Edits (``POST {prefix}/images/edits``)
+take a multipart form with one or more PNG ``image`` files (``image[]`` too) and the same
+fields, and answer the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from functools import partial
 
 from aiohttp import web
 
+from tests.fakes.audio import read_form
 from tests.fakes.openai import CREATED, FakeOpenAI, Json, count_tokens, json_response, openai_error
 
 SIZES = {
@@ -80,8 +83,21 @@ def generate(body: Json) -> Json:
 
 
 def add_routes(fake: FakeOpenAI, app: web.Application, prefix: str | None = None) -> None:
-    """``POST {prefix}/images/generations`` (``prefix``: Azure's deployment path)."""
+    """``POST {prefix}/images/generations|edits`` (``prefix``: Azure's deployment path)."""
     app.router.add_post(f"{prefix or fake.prefix}/images/generations", partial(_generate, fake))
+    app.router.add_post(f"{prefix or fake.prefix}/images/edits", partial(_edit, fake))
+
+
+async def _edit(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
+    body, files = await read_form(fake, request)
+    images = files.get("image") or files.get("image[]")
+    if not images:
+        raise openai_error(400, "Missing required parameter: 'image'.", "image")
+    if not all(image.startswith(b"\x89PNG") for image in images):
+        raise openai_error(400, "Invalid image: a PNG file is expected.", "image", "invalid_image")
+    if isinstance(body.get("n"), str) and body["n"].isdigit():
+        body["n"] = int(body["n"])  # a form's fields are text
+    return json_response(generate(body))
 
 
 async def _generate(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:

@@ -276,6 +276,29 @@ def test_azure_gets_its_image_path(client: OpenAI, azure: FakeAzure) -> None:
     assert "api-version" in sent.query
 
 
+def test_an_image_edit_is_a_form_counted_like_a_generation(
+    client: OpenAI, otlp: OTLPReceiver, azure: FakeAzure
+) -> None:
+    traced, trace_id = _traced(client)
+    png = image_bytes("source", 0)
+    answer = traced.images.edit(
+        model="gpt-image-1", image=("cat.png", png, "image/png"), prompt="add a hat", n=2
+    )
+    assert answer.data is not None and len(answer.data) == 2
+    record = _record(otlp, trace_id)
+    assert record["gen_ai.operation.name"] == "image_edit"
+    assert record["ai_gateway.images"] == 2
+    output = 2 * OUTPUT_TOKENS["auto"]
+    assert record["gen_ai.usage.output_tokens"] == output
+    cost = (
+        2 * PRICING["per_image"]
+        + (count_tokens("add a hat") * PRICING["input"] + output * PRICING["output"]) / 1e6
+    )
+    assert record["ai_gateway.cost_usd"] == pytest.approx(cost, rel=1e-12)
+    client.images.edit(model="azure-image", image=("cat.png", png, "image/png"), prompt="x")
+    assert azure.requests[-1].path == "/openai/deployments/my-image/images/edits"
+
+
 # --- Bedrock ------------------------------------------------------------------------------------
 
 

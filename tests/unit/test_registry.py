@@ -21,6 +21,7 @@ from extproc.endpoints import (
     CHAT,
     COMPLETIONS,
     EMBEDDINGS,
+    IMAGE_EDIT,
     IMAGE_GENERATION,
     RESPONSES,
     SPEECH,
@@ -39,6 +40,7 @@ from extproc.wire import (
     CHAT_PATH,
     COMPLETIONS_PATH,
     EMBEDDINGS_PATH,
+    IMAGE_EDITS_PATH,
     IMAGE_GENERATIONS_PATH,
     RESPONSES_PATH,
     SPEECH_PATH,
@@ -129,6 +131,7 @@ def test_every_served_path_is_described_once() -> None:
         COMPLETIONS_PATH: COMPLETIONS,
         SPEECH_PATH: SPEECH,
         IMAGE_GENERATIONS_PATH: IMAGE_GENERATION,
+        IMAGE_EDITS_PATH: IMAGE_EDIT,
         TRANSCRIPTIONS_PATH: TRANSCRIPTION,
         TRANSLATIONS_PATH: TRANSLATION,
     }
@@ -140,12 +143,14 @@ def test_every_served_path_is_described_once() -> None:
         "text_completion",
         "speech",
         "image_generation",
+        "image_edit",
         "transcription",
         "translation",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
     # Only the audio uploads are multipart forms.
     assert [api.operation for api in APIS if api.body == "multipart"] == [
+        "image_edit",
         "transcription",
         "translation",
     ]
@@ -172,6 +177,7 @@ _OPENAI_API = {
     "text_completion",
     "speech",
     "image_generation",
+    "image_edit",
     "transcription",
     "translation",
 }
@@ -244,6 +250,6 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
         b" POST /v1/completions, POST /v1/audio/speech, POST /v1/images/generations,"
-        b" POST /v1/audio/transcriptions, POST /v1/audio/translations,"
+        b" POST /v1/images/edits, POST /v1/audio/transcriptions, POST /v1/audio/translations,"
         b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )
