@@ -4,6 +4,7 @@ before a scenario is measured (peers re-serialize, the gateway translates Bedroc
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -12,6 +13,8 @@ from bench.payloads import (
     EMBED_DIMENSIONS,
     EMBED_INPUTS,
     EMBED_USAGE,
+    IMAGE_BYTES,
+    IMAGES_USAGE,
     Scenario,
     vector,
 )
@@ -72,6 +75,20 @@ def _completions_problems(doc: Any) -> list[str]:
     if text != ANSWER:
         problems.append(f"text {text!r}")
     if (usage.get("prompt_tokens"), usage.get("completion_tokens")) != (212, 36):
+        problems.append(f"usage {usage!r}")
+    return problems
+
+
+def _images_problems(doc: Any) -> list[str]:
+    try:
+        image = base64.b64decode(doc["data"][0]["b64_json"])
+        usage = doc["usage"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return ["not an image generation with usage"]
+    problems = []
+    if len(doc["data"]) != 1 or len(image) != IMAGE_BYTES:
+        problems.append(f"{len(doc['data'])} images, the first of {len(image)} bytes")
+    if usage != IMAGES_USAGE:
         problems.append(f"usage {usage!r}")
     return problems
 
@@ -144,4 +161,6 @@ def answer_problems(scenario: Scenario, body: bytes) -> list[str]:
         return _responses_problems(doc)
     if scenario.kind == "completions":
         return _completions_problems(doc)
+    if scenario.kind == "images":
+        return _images_problems(doc)
     return _chat_problems(doc)

@@ -11,6 +11,7 @@ shapes (a document, and a stream of 20 typed events). What a correct answer cont
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import urllib.parse
@@ -26,6 +27,7 @@ HOLD_MODEL = "bench-hold"
 RESPONSES_MODEL = "bench-responses"
 RESPONSES_STREAM_MODEL = "bench-responses-stream"
 COMPLETIONS_MODEL = "bench-completions"
+IMAGES_MODEL = "bench-images"
 # The upstream path prefixes, one per model: the gateway rewrites /v1 to the backend's prefix,
 # so the upstream answering on distinct prefixes proves the rewrite happened.
 CHAT_PREFIX = "/v1"
@@ -36,11 +38,15 @@ HOLD_PREFIX = "/hold/v1"
 RESPONSES_PREFIX = "/responses/v1"
 RESPONSES_STREAM_PREFIX = "/rstream/v1"
 COMPLETIONS_PREFIX = "/completions/v1"
+IMAGES_PREFIX = "/images/v1"
 BEDROCK_PREFIX = "/model"
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
 RESPONSES_PATH = "/responses"
 COMPLETIONS_PATH = "/completions"
+IMAGES_PATH = "/images/generations"
+IMAGE_BYTES = 48 * 1024  # one small image, base64 in the answer
+IMAGES_USAGE = {"input_tokens": 9, "output_tokens": 272, "total_tokens": 281}
 STREAM_CHUNKS = 20
 EMBED_INPUTS = 16
 EMBED_DIMENSIONS = 256
@@ -269,6 +275,22 @@ def completions_response() -> bytes:
     )
 
 
+def images_request() -> bytes:
+    doc = {
+        "model": IMAGES_MODEL,
+        "prompt": "A simple black-and-white line drawing of a cat playing with yarn",
+        "size": "1024x1024",
+        "quality": "low",
+    }
+    return _compact(doc)
+
+
+def images_response() -> bytes:
+    """gpt-image's answer: one base64 image (~64 KB) and its token usage."""
+    image = base64.b64encode(bytes(range(256)) * (IMAGE_BYTES // 256)).decode()
+    return _compact({"created": _CREATED, "data": [{"b64_json": image}], "usage": IMAGES_USAGE})
+
+
 _EMBED_TEXTS = (
     "How do I return a damaged paperback?",
     "Standard shipping takes three to five working days.",
@@ -367,7 +389,9 @@ def bedrock_path() -> str:
     return f"{BEDROCK_PREFIX}/{urllib.parse.quote(BEDROCK_MODEL_ID, safe='')}/converse"
 
 
-Kind = Literal["chat", "stream", "embeddings", "responses", "responses-stream", "completions"]
+Kind = Literal[
+    "chat", "stream", "embeddings", "responses", "responses-stream", "completions", "images"
+]
 _PATHS: dict[Kind, str] = {
     "chat": CHAT_PATH,
     "stream": CHAT_PATH,
@@ -375,6 +399,7 @@ _PATHS: dict[Kind, str] = {
     "responses": RESPONSES_PATH,
     "responses-stream": RESPONSES_PATH,
     "completions": COMPLETIONS_PATH,
+    "images": IMAGES_PATH,
 }
 Upstream = Literal["envoy", "paced", "hold"]
 
@@ -425,6 +450,7 @@ SCENARIO_KEYS = (
     "responses",
     "rstream",
     "completions",
+    "images",
 )
 
 
@@ -513,6 +539,16 @@ def all_scenarios() -> list[Scenario]:
             upstream_prefix=COMPLETIONS_PREFIX,
             request=completions_request(),
             response=completions_response(),
+            content_type="application/json",
+        ),
+        Scenario(
+            key="images",
+            name="image generation",
+            kind="images",
+            model=IMAGES_MODEL,
+            upstream_prefix=IMAGES_PREFIX,
+            request=images_request(),
+            response=images_response(),
             content_type="application/json",
         ),
     ]

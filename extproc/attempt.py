@@ -152,6 +152,9 @@ def record_metadata(rec: Record) -> dict[str, Any]:
         meta[Key.CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_input_tokens
         meta[Key.GUARDRAIL_UNITS] = usage.guardrail_units
         meta[Key.REASONING_TOKENS] = usage.reasoning_tokens
+        meta[Key.INPUT_CHARACTERS] = usage.input_characters
+        meta[Key.IMAGES] = usage.images
+        meta[Key.AUDIO_SECONDS] = usage.audio_seconds
     return meta
 
 

@@ -25,17 +25,30 @@ from extproc.config import (
 )
 from extproc.endpoints import Operation
 from extproc.errors import NOT_FOUND, GatewayError
-from extproc.translate import RequestContext, Translator, azure
+from extproc.translate import RequestContext, Translator, azure, media
 from extproc.translate.anthropic.chat import AnthropicChat
 from extproc.translate.anthropic.messages import MessagesPassThrough
 from extproc.translate.bedrock.chat import BedrockChat
 from extproc.translate.bedrock.embeddings import BedrockEmbeddings
 from extproc.translate.bedrock.responses import BedrockResponses
-from extproc.translate.openai import PassThrough, join_path
+from extproc.translate.openai import join_path
 from extproc.wire import MESSAGES_PATH
 
 TranslatorFactory = Callable[[RequestContext], Translator]
 UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
+# What OpenAI-compatible and Azure backends serve.
+_OPENAI_APIS: tuple[Operation, ...] = (
+    "chat",
+    "embeddings",
+    "responses",
+    "stored_responses",
+    "text_completion",
+    "speech",
+    "image_generation",
+    "image_edit",
+    "transcription",
+    "translation",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +89,10 @@ def _openai(backend: OpenAIBackend) -> Schema:
     query = backend.query
 
     def translator(ctx: RequestContext) -> Translator:
-        return PassThrough(ctx, join_path(prefix, ctx.path, query))
+        return media.pass_through(ctx.endpoint)(ctx, join_path(prefix, ctx.path, query))
 
     auth: Auth = bearer(backend.api_key.get_secret_value()) if backend.api_key else NoAuth()
-    served: dict[Operation, TranslatorFactory] = dict.fromkeys(
-        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
-    )
+    served: dict[Operation, TranslatorFactory] = dict.fromkeys(_OPENAI_APIS, translator)
     return Schema(served, auth)
 
 
@@ -89,9 +100,7 @@ def _azure(backend: AzureOpenAIBackend) -> Schema:
     def translator(ctx: RequestContext) -> Translator:
         return azure.translator(ctx, backend)
 
-    served: dict[Operation, TranslatorFactory] = dict.fromkeys(
-        ("chat", "embeddings", "responses", "stored_responses", "text_completion"), translator
-    )
+    served: dict[Operation, TranslatorFactory] = dict.fromkeys(_OPENAI_APIS, translator)
     return Schema(served, entra.backend_auth(backend))
 
 

@@ -103,7 +103,7 @@ class Timeouts(ConfigModel):
 
 
 class Pricing(ConfigModel):
-    """USD per 1M tokens."""
+    """USD per 1M tokens; the audio and image endpoints' own units as named."""
 
     input: float = Field(default=0.0, ge=0)
     cached_input: float | None = Field(default=None, ge=0)
@@ -112,6 +112,9 @@ class Pricing(ConfigModel):
     reasoning: float | None = Field(default=None, ge=0)
     guardrail: float = Field(default=0.0, ge=0)  # USD per 1,000 guardrail text units
     per_request: float = Field(default=0.0, ge=0)
+    per_million_characters: float = Field(default=0.0, ge=0)  # speech: the input's characters
+    per_image: float = Field(default=0.0, ge=0)  # image generation: each image made
+    per_audio_minute: float = Field(default=0.0, ge=0)  # transcription, translation
 
 
 class ModelBackend(ConfigModel):

@@ -1,11 +1,12 @@
-"""What a request cost, from its usage and the configured prices (USD per 1M tokens)."""
+"""What a request cost, from its usage and the configured prices (USD per 1M tokens, and per
+the audio and image endpoints' own units)."""
 
 from __future__ import annotations
 
 from extproc.config import ModelBackend, ModelRoute, Pricing
 from extproc.usage import Usage
 
-_PER_TOKEN = 1e-6
+_PER_MILLION = 1e-6
 
 
 def pricing_for(model: ModelRoute | None, entry: ModelBackend | None) -> Pricing | None:
@@ -38,4 +39,9 @@ def cost_usd(usage: Usage | None, pricing: Pricing | None) -> float:
         + reasoning * reasoning_rate
     )
     units = usage.guardrail_units * pricing.guardrail / 1000
-    return tokens * _PER_TOKEN + units + pricing.per_request
+    media = (
+        usage.input_characters * pricing.per_million_characters * _PER_MILLION
+        + usage.images * pricing.per_image
+        + usage.audio_seconds / 60 * pricing.per_audio_minute
+    )
+    return tokens * _PER_MILLION + units + media + pricing.per_request

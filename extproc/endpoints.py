@@ -25,12 +25,18 @@ Operation = Literal[
     "text_completion",
     "messages",
     "count_tokens",
+    "speech",
+    "image_generation",
+    "image_edit",
+    "transcription",
+    "translation",
 ]
 # "json": a JSON object whose "model" names the model; an x-ai-eg-model header, if the client
 # sent one, wins over it (router.Router._route). "optional": no body, or one passed on unread
 # but for its "model": the model from x-ai-eg-model, else the body's, else the config's
-# responses.default_model.
-BodyFormat = Literal["json", "optional"]
+# responses.default_model. "multipart": a multipart/form-data form whose "model" field names the
+# model (x-ai-eg-model wins over it), passed on unchanged (extproc/multipart.py).
+BodyFormat = Literal["json", "optional", "multipart"]
 # "openai": {"error": {"message", "type", "param", "code"}}; "anthropic": {"type": "error",
 # "error": {"type", "message"}} (extproc/errors.py).
 ErrorShape = Literal["openai", "anthropic"]
@@ -143,6 +149,53 @@ COUNT_TOKENS = API(
     metered=False,
 )
 
+# Audio and images (extproc/translate/media.py): no operation name in the GenAI semantic
+# conventions, so the issue's. Not tokens alone, so never Envoy's to read.
+SPEECH = API(
+    operation="speech",
+    paths=(wire.SPEECH_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=False,
+)
+IMAGE_GENERATION = API(
+    operation="image_generation",
+    paths=(wire.IMAGE_GENERATIONS_PATH,),
+    body="json",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,  # gpt-image reports its image tokens as output tokens
+)
+
+# A form with the images to edit (multipart), image generation's answer.
+IMAGE_EDIT = API(
+    operation="image_edit",
+    paths=(wire.IMAGE_EDITS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
+# Audio in (a multipart form with the file), text out: counted in the answer's audio seconds
+# or tokens.
+TRANSCRIPTION = API(
+    operation="transcription",
+    paths=(wire.TRANSCRIPTIONS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
+TRANSLATION = API(
+    operation="translation",
+    paths=(wire.TRANSLATIONS_PATH,),
+    body="multipart",
+    errors="openai",
+    envoy_usage=None,
+    output_tokens=True,
+)
+
 APIS: tuple[API, ...] = (
     CHAT,
     EMBEDDINGS,
@@ -151,6 +204,11 @@ APIS: tuple[API, ...] = (
     COMPLETIONS,
     MESSAGES,
     COUNT_TOKENS,
+    SPEECH,
+    IMAGE_GENERATION,
+    IMAGE_EDIT,
+    TRANSCRIPTION,
+    TRANSLATION,
 )
 BY_PATH: dict[str, API] = {path: api for api in APIS for path in api.paths}
 _BY_PREFIX = [(prefix, api) for api in APIS for prefix in api.prefixes]

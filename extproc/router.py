@@ -27,6 +27,7 @@ from extproc.duplicates import repeated_keys
 from extproc.endpoints import API, APIS, ErrorShape, api_for
 from extproc.errors import INVALID_REQUEST, NOT_FOUND, GatewayError, bad_request
 from extproc.limits import Limiter
+from extproc.multipart import form_model
 from extproc.parsework import ParseBounds
 from extproc.translate import json_object
 from extproc.wire import MODEL_HEADER, Key, encode_model
@@ -298,6 +299,9 @@ class Router:
                 doc = {}
                 body_model = _optional_model(body)
                 default = self._config.responses.default_model
+            case "multipart":
+                doc = {}
+                body_model = form_model(body, request.headers.get("content-type"))
             case _:
                 assert_never(request.api.body)
         if body_model is not None and not isinstance(body_model, str):

@@ -351,8 +351,9 @@ class Span:
             self._span.set_attribute(f"gen_ai.usage.{kind}_tokens", count)
         if rec.usage is not None:
             self._span.set_attribute(USAGE_SOURCE_ATTRIBUTE, rec.usage_source)
-            if rec.usage.guardrail_units:
-                self._span.set_attribute("ai_gateway.guardrail_units", rec.usage.guardrail_units)
+            for unit in ("guardrail_units", "input_characters", "images", "audio_seconds"):
+                if count := getattr(rec.usage, unit):
+                    self._span.set_attribute(f"ai_gateway.{unit}", count)
         if rec.cost_usd:
             self._span.set_attribute("ai_gateway.cost_usd", rec.cost_usd)
         if rec.cut:

@@ -363,8 +363,9 @@ class Exchange:
                 return self._fail(encoding.unreadable_answer(", ".join(coding)))
             self._coding = coding[0]
             step.remove_headers += ["content-encoding", "content-length"]
-        if mode == "none":
+        if mode == "none":  # accounted at its headers (speech), which still carry its cost
             step.metadata = self._finish(cut=False)
+            self._served().attempt.cost_header(step.metadata, step.set_headers)
             step.done = True
         return step
 

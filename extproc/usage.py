@@ -35,6 +35,12 @@ class Usage:
     # True when counted by the gateway (extproc.tokens): the answer ended without the
     # provider's own report (a stream cut short, a server that never reports usage).
     estimated: bool = False
+    # Audio and image endpoints (extproc/translate/media.py), priced by their own units: the
+    # characters of a speech request's input, the images an answer made, the seconds of audio
+    # a transcription or translation read.
+    input_characters: int = 0
+    images: int = 0
+    audio_seconds: float = 0.0
 
     @property
     def source(self) -> str:

@@ -77,6 +77,9 @@ class Key(StrEnum):
     CACHED_INPUT_TOKENS = "cached_input_tokens"
     CACHE_WRITE_INPUT_TOKENS = "cache_write_input_tokens"
     GUARDRAIL_UNITS = "guardrail_units"
+    INPUT_CHARACTERS = "input_characters"
+    IMAGES = "images"
+    AUDIO_SECONDS = "audio_seconds"
     REASONING_TOKENS = "reasoning_tokens"
     USAGE_SOURCE = "usage_source"  # "provider", or "estimated" by the gateway
     # accounting.mode envoy: the attempt's record comes from Envoy's access log.
@@ -92,6 +95,11 @@ CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 RESPONSES_PATH = "/v1/responses"
 COMPLETIONS_PATH = "/v1/completions"
+SPEECH_PATH = "/v1/audio/speech"
+IMAGE_GENERATIONS_PATH = "/v1/images/generations"
+IMAGE_EDITS_PATH = "/v1/images/edits"
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+TRANSLATIONS_PATH = "/v1/audio/translations"
 # What may follow RESPONSES_PATH + "/": a response id (and its cancel or input items), or the
 # input-token count. Nothing else reaches a provider: no dot segment, no second id.
 STORED_RESPONSE = re.compile(r"[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?")

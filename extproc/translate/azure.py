@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl, urlencode
 from extproc.config import AzureOpenAIBackend
 from extproc.endpoints import Operation
 from extproc.translate import RequestContext, Translator, path_segment
-from extproc.translate.openai import PassThrough, join_path
+from extproc.translate.media import pass_through
+from extproc.translate.openai import join_path
 
 # From the endpoint the router classified, not the client's path: Azure has only these.
 _OPERATIONS: dict[Operation, str] = {
@@ -31,6 +32,11 @@ _OPERATIONS: dict[Operation, str] = {
     "embeddings": "/embeddings",
     "responses": "/responses",
     "text_completion": "/completions",
+    "speech": "/audio/speech",
+    "image_generation": "/images/generations",
+    "image_edit": "/images/edits",
+    "transcription": "/audio/transcriptions",
+    "translation": "/audio/translations",
     # The client's own path below /v1/responses/, in the shape the router checked.
     "stored_responses": "",
 }
@@ -46,12 +52,13 @@ def _path(base: str, ctx: RequestContext, query: dict[str, str]) -> str:
 
 def translator(ctx: RequestContext, backend: AzureOpenAIBackend) -> Translator:
     prefix = backend.endpoint()[3]
+    cls = pass_through(ctx.endpoint)
     # Azure serves the Responses API on the v1 surface only, whatever the backend's surface:
     # the deployment goes in the body's model there (no api-version either).
     if backend.surface == "v1" or ctx.endpoint in ("responses", "stored_responses"):
-        return PassThrough(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
+        return cls(ctx, _path(f"{prefix}/openai/v1", ctx, dict(backend.query)))
     query = {"api-version": backend.api_version, **backend.query}
     deployment = path_segment(ctx.upstream_model)
     # The deployment in the path selects the model; Azure ignores the body's "model".
     path = _path(f"{prefix}/openai/deployments/{deployment}", ctx, query)
-    return PassThrough(ctx, path, rewrite_model=False)
+    return cls(ctx, path, rewrite_model=False)

@@ -7,6 +7,7 @@ when the backend knows the model under another name, the body's ``model``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from extproc import tokens
@@ -174,7 +175,7 @@ class PassThrough:
             # Buffered: the whole body in one chunk, its head still held by Envoy.
             self._ended = self._ended or end_of_stream
             doc = json_document(chunk)
-            self.usage, self.response_model = from_json_doc(doc, self._read_usage)
+            self.usage, self.response_model = self._document_usage(doc)
             if self.usage is None:
                 self._said = answer_text(doc)
             if doc is None and end_of_stream and self._ok:
@@ -199,6 +200,11 @@ class PassThrough:
                 self._failure = STREAM_TRUNCATED
                 out += self._error_event(STREAM_TRUNCATED, _TRUNCATED)
         return out
+
+    def _document_usage(self, doc: dict[str, Any] | None) -> tuple[Usage | None, str | None]:
+        """Usage and model of a buffered answer (an API whose answer counts more than tokens
+        reads more of it: :mod:`extproc.translate.media`)."""
+        return from_json_doc(doc, self._read_usage)
 
     def _error_event(self, code: str, message: str) -> bytes:
         """The event that ends a stream the gateway cuts, in its API's shape."""

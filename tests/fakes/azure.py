@@ -12,11 +12,12 @@ Routes:
 
 - ``POST /{tenant}/oauth2/v2.0/token``: the client-credentials grant. Wrong tenant, client,
   secret, grant type or scope get Entra's error codes (``invalid_client`` is a 401).
-- ``POST /openai/deployments/{deployment}/chat/completions|completions|embeddings
-  ?api-version=V``: no
+- ``POST /openai/deployments/{deployment}/chat/completions|completions|embeddings|audio/speech
+  |images/generations?api-version=V``: no
   ``api-version`` -> 404, one not in ``api_versions`` -> 400, unknown deployment -> 404
   ``DeploymentNotFound``; the body's ``model`` is ignored, as Azure does.
-- ``POST /openai/v1/chat/completions|embeddings|responses``: no dated ``api-version`` (a 400;
+- ``POST /openai/v1/chat/completions|embeddings|responses|audio/speech|images/generations``:
+  no dated ``api-version`` (a 400;
   ``preview`` and ``latest`` are taken); the body's ``model`` names the deployment. The
   Responses API exists on this surface only.
 
@@ -40,7 +41,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from extproc.config import DEFAULT_AZURE_API_VERSION
-from tests.fakes import completions
+from tests.fakes import audio, completions, imagegen
 from tests.fakes.openai import FakeOpenAI, Json, Reply, json_response, text_of
 from tests.fakes.server import DEFAULT_CHUNK_DELAY, Reject
 
@@ -166,6 +167,8 @@ class FakeAzure(FakeOpenAI):
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self._embeddings)
         completions.add_routes(self, app, "/openai/deployments/{deployment}/completions")
+        audio.add_routes(self, app, "/openai/deployments/{deployment}")
+        imagegen.add_routes(self, app, "/openai/deployments/{deployment}")
 
     def fault_body(self, status: int) -> bytes:
         return azure_error(status, str(status), f"Injected fault {status}.").body

@@ -22,7 +22,9 @@ Answers, all derived from the request so tests can predict them:
 - usage: one token per whitespace-separated word;
 - ``GET {prefix}/models``: :attr:`FakeOpenAI.models`, OpenAI's list shape (the key checked);
 - ``POST {prefix}/responses``: the Responses API, the same answers (:mod:`tests.fakes.responses`);
-- ``POST {prefix}/completions``: the legacy text completions (:mod:`tests.fakes.completions`).
+- ``POST {prefix}/completions``: the legacy text completions (:mod:`tests.fakes.completions`);
+- ``POST {prefix}/audio/speech``, ``POST {prefix}/images/generations``: speech and images
+  (:mod:`tests.fakes.audio`, :mod:`tests.fakes.imagegen`).
 
 Servers that report less can be played too: ``ignore_include_usage`` never sends a stream's
 usage chunk (llama-cpp-python's server does not), ``omit_usage`` sends no usage at all (a
@@ -332,10 +334,12 @@ class FakeOpenAI(FakeServer):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_post(f"{self.prefix}/embeddings", self._embeddings)
-        from tests.fakes import completions, responses  # they build on this module
+        from tests.fakes import audio, completions, imagegen, responses  # they build on this
 
         responses.add_routes(self, app)
         completions.add_routes(self, app)
+        audio.add_routes(self, app)
+        imagegen.add_routes(self, app)
         app.router.add_get(f"{self.prefix}/models", self._models)
 
     def fault_body(self, status: int) -> bytes:

@@ -35,6 +35,10 @@ CONFORMANCE_DIR = Path(__file__).resolve().parents[3] / "shared" / "conformance"
 _HOP_HEADERS = {"content-length", "content-encoding", "transfer-encoding", "connection", "date"}
 
 
+# What the recordings hold in place of a multipart form's bytes (the audio uploads).
+OMITTED_FORM = b"[multipart form data omitted]"
+
+
 def _normalised(body: bytes) -> bytes:
     try:
         doc = orjson.loads(body)
@@ -71,6 +75,12 @@ class Cassette:
             return "embeddings"
         if self.path.endswith("/completions"):
             return "text_completion"
+        if self.path.endswith("/images/generations"):
+            return "image_generation"
+        if self.path.endswith("/audio/transcriptions"):
+            return "transcription"
+        if self.path.endswith("/audio/translations"):
+            return "translation"
         return None
 
     @property
@@ -90,6 +100,11 @@ class Cassette:
 
     def key(self) -> tuple[str, str, bytes]:
         return self.method, self.path, _normalised(self.request_body)
+
+    @property
+    def multipart(self) -> bool:
+        """An upload whose form the recording left out: matched on its method and path."""
+        return self.request_body == OMITTED_FORM
 
     def events(self) -> list[bytes]:
         """The recorded body cut after each blank line; the pieces join back to the bytes."""
@@ -158,7 +173,10 @@ class Replay(FakeServer):
         app.router.add_route("*", "/{tail:.*}", self._answer)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        key = (request.method, request.path, _normalised(await request.read()))
+        body = await request.read()
+        if request.content_type == "multipart/form-data":
+            body = OMITTED_FORM
+        key = (request.method, request.path, _normalised(body))
         recorded = self.cassettes.get(key)
         if recorded is None:
             message = f"replay: no cassette records {request.method} {request.path} with this body"

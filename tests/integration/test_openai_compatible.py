@@ -316,7 +316,7 @@ def test_header_model_overrides_body(client: OpenAI, secure: FakeOpenAI) -> None
         (lambda c: c.post("/chat/completions", body={"messages": []}, cast_to=object), openai.BadRequestError, 400, "model parameter"),
         (lambda c: c.chat.completions.create(model="gpt-5-imaginary", messages=[]), openai.NotFoundError, 404, "gpt-5-imaginary"),
         (lambda c: c.get("/chat/completions", cast_to=object), openai.APIStatusError, 405, "not allowed"),
-        (lambda c: c.images.generate(prompt="a cat", model="dall-e-3"), openai.NotFoundError, 404, "/v1/images/generations"),
+        (lambda c: c.post("/images/variations", body={"model": "dall-e-2"}, cast_to=object), openai.NotFoundError, 404, "/v1/images/variations"),  # generations: served
         (lambda c: c.files.list(), openai.NotFoundError, 404, "/v1/files"),
         (lambda c: c.moderations.create(input="x"), openai.NotFoundError, 404, "/v1/moderations"),
         (lambda c: c.post("/chat/completions", body={"model": "gpt-4o-mini", "pad": "x" * 70000}, cast_to=object), openai.APIStatusError, 413, "larger than"),

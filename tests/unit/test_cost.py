@@ -61,3 +61,19 @@ def test_guardrail_units_are_priced_per_thousand() -> None:
     assert cost_usd(usage, Pricing(input=1.0, guardrail=0.15)) == pytest.approx(
         10e-6 + 2500 * 0.15 / 1000, rel=1e-12
     )
+
+
+def test_media_units_are_priced_in_their_own_units() -> None:
+    pricing = Pricing(
+        input=5.0, output=40.0, per_million_characters=15.0, per_image=0.04, per_audio_minute=0.006
+    )
+    assert cost_usd(Usage(input_characters=1000), pricing) == pytest.approx(0.015, rel=1e-12)
+    assert cost_usd(Usage(images=3), pricing) == pytest.approx(0.12, rel=1e-12)
+    assert cost_usd(Usage(audio_seconds=90.0), pricing) == pytest.approx(0.009, rel=1e-12)
+    # gpt-image: each image and its tokens.
+    both = Usage(input_tokens=10, output_tokens=2112, total_tokens=2122, images=2)
+    assert cost_usd(both, pricing) == pytest.approx(
+        0.08 + (10 * 5.0 + 2112 * 40.0) / 1e6, rel=1e-12
+    )
+    # No media price set: media units cost nothing, tokens as ever.
+    assert cost_usd(Usage(input_characters=500, images=1), Pricing(input=1.0)) == 0.0

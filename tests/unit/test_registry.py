@@ -22,9 +22,14 @@ from extproc.endpoints import (
     COMPLETIONS,
     COUNT_TOKENS,
     EMBEDDINGS,
+    IMAGE_EDIT,
+    IMAGE_GENERATION,
     MESSAGES,
     RESPONSES,
+    SPEECH,
     STORED_RESPONSES,
+    TRANSCRIPTION,
+    TRANSLATION,
     Operation,
     api_for,
 )
@@ -38,8 +43,13 @@ from extproc.wire import (
     COMPLETIONS_PATH,
     COUNT_TOKENS_PATH,
     EMBEDDINGS_PATH,
+    IMAGE_EDITS_PATH,
+    IMAGE_GENERATIONS_PATH,
     MESSAGES_PATH,
     RESPONSES_PATH,
+    SPEECH_PATH,
+    TRANSCRIPTIONS_PATH,
+    TRANSLATIONS_PATH,
 )
 
 AZURE_ENTRA = {
@@ -71,7 +81,18 @@ ENV = {
 }
 # The endpoints each sample backend serves: OpenAI's APIs on OpenAI and Azure, chat and
 # embeddings on Bedrock, chat and Anthropic's Messages API on Anthropic (no embeddings API).
-_OPENAI_API = {"chat", "embeddings", "responses", "stored_responses", "text_completion"}
+_OPENAI_API = {
+    "chat",
+    "embeddings",
+    "responses",
+    "stored_responses",
+    "text_completion",
+    "speech",
+    "image_generation",
+    "image_edit",
+    "transcription",
+    "translation",
+}
 SERVED = {
     "openai": _OPENAI_API,
     "azure": _OPENAI_API,
@@ -149,6 +170,11 @@ def test_every_served_path_is_described_once() -> None:
         COMPLETIONS_PATH: COMPLETIONS,
         MESSAGES_PATH: MESSAGES,
         COUNT_TOKENS_PATH: COUNT_TOKENS,
+        SPEECH_PATH: SPEECH,
+        IMAGE_GENERATIONS_PATH: IMAGE_GENERATION,
+        IMAGE_EDITS_PATH: IMAGE_EDIT,
+        TRANSCRIPTIONS_PATH: TRANSCRIPTION,
+        TRANSLATIONS_PATH: TRANSLATION,
     }
     assert set(BY_OPERATION) == {
         "chat",
@@ -158,8 +184,19 @@ def test_every_served_path_is_described_once() -> None:
         "text_completion",
         "messages",
         "count_tokens",
+        "speech",
+        "image_generation",
+        "image_edit",
+        "transcription",
+        "translation",
     }
     assert set(BY_OPERATION) == set(get_args(Operation))
+    # Only the audio uploads are multipart forms.
+    assert [api.operation for api in APIS if api.body == "multipart"] == [
+        "image_edit",
+        "transcription",
+        "translation",
+    ]
     # The stored responses, below /v1/responses/ in the shapes wire.STORED_RESPONSE allows.
     for path in ("resp_1", "resp_1/cancel", "resp_1/input_items", "input_tokens"):
         assert api_for(f"{RESPONSES_PATH}/{path}") is STORED_RESPONSES, path
@@ -287,6 +324,7 @@ def test_an_unknown_path_names_every_served_endpoint() -> None:
     assert (
         b"Supported: POST /v1/chat/completions, POST /v1/embeddings, POST /v1/responses,"
         b" POST /v1/completions, POST /v1/messages, POST /v1/messages/count_tokens,"
-        b" GET/POST/DELETE /v1/responses/{id},"
-        b" GET /v1/models." in answer.body
+        b" POST /v1/audio/speech, POST /v1/images/generations, POST /v1/images/edits,"
+        b" POST /v1/audio/transcriptions, POST /v1/audio/translations,"
+        b" GET/POST/DELETE /v1/responses/{id}, GET /v1/models." in answer.body
     )

@@ -132,8 +132,11 @@ def test_body_errors(body: bytes, status: int, param: str | None, code: str | No
     [
         ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
         ("POST", "/v1/models", 405, "method_not_allowed"),
-        ("POST", "/v1/audio/transcriptions", 404, "unsupported_endpoint"),
-        ("POST", "/v1/images/generations", 404, "unsupported_endpoint"),
+        ("POST", "/v1/audio/voices", 404, "unsupported_endpoint"),
+        ("GET", "/v1/audio/transcriptions", 405, "method_not_allowed"),
+        ("POST", "/v1/images/variations", 404, "unsupported_endpoint"),
+        ("GET", "/v1/images/generations", 405, "method_not_allowed"),  # (served since issue 19)
+        ("GET", "/v1/audio/speech", 405, "method_not_allowed"),
         ("GET", "/v1/files", 404, "unsupported_endpoint"),
         ("POST", "/v1/threads/abc/runs", 404, "unsupported_endpoint"),
         ("POST", "/v1/moderations", 404, "unsupported_endpoint"),  # (completions: now served)
