@@ -15,9 +15,9 @@ from bench.payloads import (
     EMBED_USAGE,
     IMAGE_BYTES,
     IMAGES_USAGE,
-    Scenario,
     vector,
 )
+from bench.scenarios import Scenario
 
 
 def sse_data(body: bytes) -> list[bytes]:

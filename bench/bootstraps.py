@@ -22,7 +22,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bench.payloads import BEDROCK_ACCESS_KEY, Scenario
+from bench.payloads import BEDROCK_ACCESS_KEY
+from bench.scenarios import Scenario
 from extproc.config import GatewayConfig
 from extproc.render import EXTPROC_CLUSTER, cluster_name, render
 

@@ -19,9 +19,9 @@ import zlib
 from pathlib import Path
 
 from bench.bootstraps import upstream_bootstrap
-from bench.payloads import Scenario, all_scenarios
 from bench.peers import Upstreams
 from bench.processes import EnvoyProcess
+from bench.scenarios import Scenario, all_scenarios
 from bench.systems import CLIENT_KEY, KEY_ENV, gateway_config
 from bench.wrk import ensure_wrk, lua_script, run_wrk
 from extproc.clients import hash_key

@@ -31,7 +31,6 @@ from types import FrameType
 from typing import Any
 
 from bench.measure import log
-from bench.payloads import SCENARIO_KEYS
 from bench.peers import CACHE, PORTKEY_VERSION
 from bench.phases import Phases, Plan, Record
 from bench.processes import BenchError
@@ -49,6 +48,7 @@ from bench.records import (
 )
 from bench.report import chart_spec, render_markdown
 from bench.runinfo import run_info
+from bench.scenarios import SCENARIO_KEYS
 from bench.systems import Factory
 from bench.wrk import ensure_wrk
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bench import cpu
 from bench.answers import answer_problems
-from bench.payloads import Scenario
 from bench.processes import BenchError, SystemDied, counters
 from bench.records import Measurement
+from bench.scenarios import Scenario
 from bench.wrk import lua_script, run_wrk
 
 # Envoy counters read before and after each phase: responses by class, sidecar messages.

@@ -33,8 +33,8 @@ from pathlib import Path
 import yaml
 
 from bench.measure import System, Target, log
-from bench.payloads import Scenario
 from bench.processes import ManagedProcess, descendants, listens_on_loopback_only
+from bench.scenarios import Scenario
 
 LITELLM = "litellm"
 PORTKEY = "portkey"

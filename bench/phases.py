@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.measure import Settings, System, background_load, log, measure, sanity_check
-from bench.payloads import Scenario, all_scenarios, hold_scenario
 from bench.peers import PeerUnavailable
 from bench.processes import BenchError, SystemDied
 from bench.records import LITELLM, PORTKEY, Results
+from bench.scenarios import Scenario, all_scenarios, hold_scenario
 from bench.streams import hold_streams
 from bench.ttft import measure_ttft
 

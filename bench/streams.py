@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.measure import System
-from bench.payloads import Scenario
+from bench.scenarios import Scenario
 
 
 def _status_kb(pid: int, key: str) -> int:

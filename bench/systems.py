@@ -21,7 +21,7 @@ from typing import Any
 from bench import cpu
 from bench.bootstraps import bare_bootstrap, floor_bootstrap, upstream_bootstrap
 from bench.measure import System, Target, log
-from bench.payloads import BEDROCK_ACCESS_KEY, BEDROCK_MODEL_ID, BEDROCK_REGION, Scenario
+from bench.payloads import BEDROCK_ACCESS_KEY, BEDROCK_MODEL_ID, BEDROCK_REGION
 from bench.peers import (
     CACHE,
     LITELLM_VERSION,
@@ -43,6 +43,7 @@ from bench.processes import (
     server_info,
 )
 from bench.records import BARE, FLOOR, FLOOR_2, GATEWAY, GATEWAY_ENVOY, LITELLM, PORTKEY
+from bench.scenarios import Scenario
 from extproc.config import parse_config
 from tests.harness import Gateway, free_port
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from bench.measure import System
-from bench.payloads import Scenario
+from bench.scenarios import Scenario
 
 
 @dataclass(frozen=True, slots=True)
